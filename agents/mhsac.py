@@ -1,0 +1,25 @@
+"""Multi-head SAC: a shared trunk with one output head per task in actor and critics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mtrl.agent import Agent, EnvSpec, OneHotTaskEncoder
+from mtrl.networks import TanhGaussianActor, TwinQ
+from mtrl.registry import register
+
+
+@dataclass
+class MHSACConfig:
+    name: str = "mhsac"
+    hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
+    task_visible: bool = True  # also append the one-hot to the trunk's input (Meta-World+ MH-SAC)
+
+
+@register("agent", "mhsac", MHSACConfig)
+def make_mhsac(cfg: MHSACConfig, spec: EnvSpec) -> Agent:
+    """Multi-head SAC: shared hidden layers, one output head per task."""
+    encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.task_visible)
+    actor = TanhGaussianActor(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, num_heads=spec.num_tasks)
+    critic = TwinQ(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, num_heads=spec.num_tasks)
+    return Agent(encoder, actor, critic)

@@ -1,0 +1,25 @@
+"""MT-SAC: one network for all tasks, the task given as a one-hot appended to the state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mtrl.agent import Agent, EnvSpec, OneHotTaskEncoder
+from mtrl.networks import TanhGaussianActor, TwinQ
+from mtrl.registry import register
+
+
+@dataclass
+class MTSACConfig:
+    name: str = "mtsac"
+    hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
+    task_visible: bool = True  # false: the task one-hot is hidden (single-task SAC on all tasks)
+
+
+@register("agent", "mtsac", MTSACConfig)
+def make_mtsac(cfg: MTSACConfig, spec: EnvSpec) -> Agent:
+    """Multi-task SAC with a one-hot task id appended to the observation."""
+    encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.task_visible)
+    actor = TanhGaussianActor(encoder.out_dim, spec.act_dim, cfg.hidden_sizes)
+    critic = TwinQ(encoder.out_dim, spec.act_dim, cfg.hidden_sizes)
+    return Agent(encoder, actor, critic)

@@ -1,0 +1,193 @@
+"""Meta-World v3 through the ``metaworld`` 3.x package, with Meta-World+ defaults.
+
+Every slot builds one raw ``SawyerXYZEnv`` per task it runs (Meta-World tasks are
+different classes), lazily and once. Each reset picks one of the task's 50 fixed train
+goals at random, the observation is the goal-visible 39-d vector, the reward is V2 and
+episodes are cut at ``max_episode_steps`` (500) by truncation, never termination.
+The benchmark objects (goal lists) are cached per process: building them is the slow part.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from envs.meta_world_descriptions import DESCRIPTIONS
+from mtrl.config import ConfigError
+from mtrl.registry import register
+from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
+
+BENCHMARKS = ("MT1", "MT10", "MT25", "MT50")
+MAX_EPISODE_STEPS = 500  # Meta-World's own cap: stepping past it raises
+
+
+@dataclass
+class MetaWorldConfig:
+    """Options of the Meta-World suite."""
+
+    suite: str = "metaworld"
+    benchmark: str = "MT10"  # MT1 | MT10 | MT25 | MT50
+    tasks: list[str] | None = None  # MT1: the one task; otherwise a custom subset, in this order
+    max_episode_steps: int = MAX_EPISODE_STEPS
+    reward_function_version: str = "v2"
+
+
+def all_task_names() -> list[str]:
+    """The 50 v3 task names in Meta-World's (MT50) order."""
+    import metaworld.env_dict
+
+    return list(metaworld.env_dict.ALL_V3_ENVIRONMENTS.keys())
+
+
+@functools.lru_cache(maxsize=None)
+def _benchmark(name: str, seed: int) -> Any:
+    import metaworld
+
+    return getattr(metaworld, name)(seed=seed)
+
+
+@functools.lru_cache(maxsize=None)
+def _single_task_benchmark(task: str, seed: int) -> Any:
+    import metaworld
+
+    return metaworld.MT1(task, seed=seed)
+
+
+def task_goals(cfg: MetaWorldConfig, seed: int) -> tuple[list[str], dict[str, type], dict[str, list]]:
+    """Task names, env classes and the 50 train goals of each task (cached per process)."""
+    if cfg.tasks is None:
+        bench = _benchmark(cfg.benchmark, seed)
+        names = list(bench.train_classes)
+        classes = dict(bench.train_classes)
+        tasks = bench.train_tasks
+    else:
+        names = list(cfg.tasks)
+        benches = [_single_task_benchmark(n, seed) for n in names]
+        classes = {n: b.train_classes[n] for n, b in zip(names, benches)}
+        tasks = [t for b in benches for t in b.train_tasks]
+    goals = {n: [t for t in tasks if t.env_name == n] for n in names}
+    return names, classes, goals
+
+
+class MetaWorldVecEnv(MultiTaskVecEnv):
+    """Slots of raw Meta-World envs stepped one after another in this process."""
+
+    def __init__(self, cfg: MetaWorldConfig, num_slots: int, seed: int, goal_seed: int):
+        self.cfg = cfg
+        self.names, self.classes, self.goals = task_goals(cfg, goal_seed)
+        self.num_slots = num_slots
+        self.obs_dim = 39
+        self.act_dim = 4
+        self.max_episode_steps = cfg.max_episode_steps
+        self.rng = np.random.default_rng(seed)
+        self._envs: dict[tuple[int, int], Any] = {}
+        self._current: list[Any] = [None] * num_slots
+        self._t = np.zeros(num_slots, np.int64)
+
+    def _env(self, slot: int, task: int) -> Any:
+        key = (slot, task)
+        if key not in self._envs:
+            self._envs[key] = self.classes[self.names[task]](
+                reward_function_version=self.cfg.reward_function_version
+            )
+        return self._envs[key]
+
+    def reset_slots(self, slots: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+        out = np.empty((len(slots), self.obs_dim), np.float32)
+        for i, (slot, task) in enumerate(zip(np.asarray(slots).tolist(), np.asarray(tasks).tolist())):
+            env = self._env(slot, task)
+            goals = self.goals[self.names[task]]
+            env.set_task(goals[self.rng.integers(len(goals))])
+            obs, _ = env.reset(seed=int(self.rng.integers(2**31)))
+            out[i] = obs
+            self._current[slot] = env
+            self._t[slot] = 0
+        return out
+
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> StepResult:
+        n = self.num_slots
+        obs = np.zeros((n, self.obs_dim), np.float32)
+        reward = np.zeros(n, np.float32)
+        success = np.zeros(n, bool)
+        slots = range(n) if active is None else np.flatnonzero(active).tolist()
+        for s in slots:
+            o, r, _, _, info = self._current[s].step(actions[s])
+            obs[s], reward[s], success[s] = o, r, info["success"] > 0
+            self._t[s] += 1
+        return StepResult(
+            obs=obs,
+            reward=reward,
+            terminated=np.zeros(n, bool),  # Meta-World MT never terminates; success is reported
+            truncated=self._t >= self.max_episode_steps,
+            success=success,
+        )
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+
+    def get_rng_state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+@register("suite", "metaworld", MetaWorldConfig)
+class MetaWorldSuite(Suite):
+    """Meta-World v3 MT1/MT10/MT25/MT50 (V2 reward, random train goals, goal visible)."""
+
+    Config = MetaWorldConfig
+
+    def __init__(self, cfg: MetaWorldConfig, seed: int = 0):
+        _validate(cfg)
+        super().__init__(cfg, seed)
+
+    @property
+    def task_names(self) -> list[str]:
+        if self.cfg.tasks is not None:
+            return list(self.cfg.tasks)
+        if self.cfg.benchmark == "MT50":
+            return all_task_names()
+        import metaworld.env_dict
+
+        return list(getattr(metaworld.env_dict, f"{self.cfg.benchmark}_V3").keys())
+
+    @property
+    def descriptions(self) -> dict[str, str]:
+        return {name: DESCRIPTIONS[name] for name in self.task_names}
+
+    def make_env(self, num_slots: int, seed: int) -> MetaWorldVecEnv:
+        return MetaWorldVecEnv(self.cfg, num_slots, seed, goal_seed=self.seed)
+
+
+def _validate(cfg: MetaWorldConfig) -> None:
+    if cfg.benchmark not in BENCHMARKS:
+        raise ConfigError(f"env.benchmark must be one of {', '.join(BENCHMARKS)}, got '{cfg.benchmark}'")
+    if cfg.reward_function_version not in ("v1", "v2"):
+        raise ConfigError(
+            f"env.reward_function_version must be 'v2' (or 'v1'), got '{cfg.reward_function_version}'"
+        )
+    if not 1 <= cfg.max_episode_steps <= MAX_EPISODE_STEPS:
+        raise ConfigError(
+            f"env.max_episode_steps must be in 1..{MAX_EPISODE_STEPS} (Meta-World's cap), "
+            f"got {cfg.max_episode_steps}"
+        )
+    if cfg.benchmark == "MT1" and (cfg.tasks is None or len(cfg.tasks) != 1):
+        raise ConfigError("env.benchmark=MT1 needs exactly one task, e.g. env.tasks=[reach-v3]")
+    if cfg.tasks is not None:
+        valid = all_task_names()
+        if not cfg.tasks:
+            raise ConfigError("env.tasks is empty; list Meta-World task names or set it to null")
+        for name in cfg.tasks:
+            if name not in valid:
+                close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+                hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+                raise ConfigError(f"env.tasks: unknown Meta-World task '{name}'{hint}")
+        if len(set(cfg.tasks)) != len(cfg.tasks):
+            raise ConfigError("env.tasks lists a task twice; each task may appear once")

@@ -1,0 +1,112 @@
+"""A tiny built-in suite: a 2-D point mass that must reach a task-specific goal.
+
+Goals sit on a circle, evenly spaced, so with 4 tasks two pairs point in opposite
+directions. The observation is the position only: from the same state the right action
+depends on the task, so an agent that is not told the task cannot solve them all. All
+slots step as one numpy operation, which is what makes CI learning tests take seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mtrl.registry import register
+from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
+
+_COMPASS = {0: "east", 45: "north-east", 90: "north", 135: "north-west", 180: "west",
+            225: "south-west", 270: "south", 315: "south-east"}
+
+
+@dataclass
+class ToyConfig:
+    """Options of the point-mass suite."""
+
+    suite: str = "toy"
+    num_tasks: int = 4
+    episode_steps: int = 20
+    goal_radius: float = 0.7
+    success_radius: float = 0.1
+    speed: float = 0.15  # distance moved per step at full action
+    start_noise: float = 0.1  # start position uniform in [-start_noise, start_noise]^2
+
+
+def goal_angles(num_tasks: int) -> np.ndarray:
+    """Goal directions: the first four are the compass points, so tasks 0/2 and 1/3 oppose."""
+    if num_tasks <= 4:
+        return np.arange(num_tasks) * (np.pi / 2)
+    return np.arange(num_tasks) * (2 * np.pi / num_tasks)
+
+
+class PointMassVecEnv(MultiTaskVecEnv):
+    """E point masses stepped together."""
+
+    def __init__(self, cfg: ToyConfig, num_slots: int, seed: int):
+        self.cfg = cfg
+        self.num_slots = num_slots
+        self.obs_dim = 2
+        self.act_dim = 2
+        self.max_episode_steps = cfg.episode_steps
+        angles = goal_angles(cfg.num_tasks)
+        self.goals = cfg.goal_radius * np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
+        self.rng = np.random.default_rng(seed)
+        self.pos = np.zeros((num_slots, 2), np.float32)
+        self.goal = np.zeros((num_slots, 2), np.float32)
+        self.t = np.zeros(num_slots, np.int64)
+
+    def reset_slots(self, slots: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+        slots = np.asarray(slots)
+        noise = self.cfg.start_noise
+        self.pos[slots] = self.rng.uniform(-noise, noise, (len(slots), 2)).astype(np.float32)
+        self.goal[slots] = self.goals[np.asarray(tasks)]
+        self.t[slots] = 0
+        return self.pos[slots].copy()
+
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> StepResult:
+        step = np.clip(actions, -1.0, 1.0) * self.cfg.speed
+        np.clip(self.pos + step, -1.0, 1.0, out=self.pos)
+        self.t += 1
+        dist = np.sqrt(((self.pos - self.goal) ** 2).sum(1))
+        return StepResult(
+            obs=self.pos.copy(),
+            reward=-dist,
+            terminated=np.zeros(self.num_slots, bool),
+            truncated=self.t >= self.max_episode_steps,
+            success=dist < self.cfg.success_radius,
+        )
+
+    def get_rng_state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+@register("suite", "toy", ToyConfig)
+class ToySuite(Suite):
+    """Point mass reaching goals in conflicting directions (fast, for tests)."""
+
+    Config = ToyConfig
+
+    def _directions(self) -> list[str]:
+        degrees = np.rint(np.degrees(goal_angles(self.cfg.num_tasks))).astype(int)
+        return [_COMPASS.get(int(d), f"{d}-degrees") for d in degrees]
+
+    @property
+    def task_names(self) -> list[str]:
+        return [f"reach-{d}" for d in self._directions()]
+
+    @property
+    def descriptions(self) -> dict[str, str]:
+        return {
+            f"reach-{d}": f"Move the point mass to the goal {d.replace('-degrees', ' degrees')} of the start."
+            for d in self._directions()
+        }
+
+    def make_env(self, num_slots: int, seed: int) -> PointMassVecEnv:
+        return PointMassVecEnv(self.cfg, num_slots, seed)
+
+    def make_eval_env(self, num_episodes: int, seed: int) -> PointMassVecEnv:
+        # Every evaluation episode runs at once: num_episodes slots per task.
+        return PointMassVecEnv(self.cfg, self.num_tasks * num_episodes, seed)

@@ -1,0 +1,101 @@
+"""``mtrl`` command line: train, eval, list.
+
+    mtrl train CONFIG [dotted.key=value ...]
+    mtrl eval RUN_DIR [--episodes N]
+    mtrl list
+
+User mistakes (bad config keys, missing run directories, ...) print one line
+``mtrl: error: ...`` and exit with code 2; nothing is written before they are caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from mtrl.config import ConfigError
+
+
+def _success_table(result, title: str):
+    table = Table(title=title)
+    table.add_column("task")
+    table.add_column("success", justify="right")
+    table.add_column("return", justify="right")
+    table.add_column("episodes", justify="right")
+    for name, s, r, n in zip(result.task_names, result.success, result.returns, result.episodes):
+        table.add_row(name, f"{s:.0%}", f"{r:.1f}", str(int(n)))
+    table.add_row("[bold]mean", f"[bold]{result.success_mean:.0%}", f"{result.returns.mean():.1f}", "")
+    return table
+
+
+def cmd_train(args: argparse.Namespace, console: Console) -> None:
+    from mtrl.config import load_config
+    from mtrl.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg)
+    console.print(_success_table(result.final_eval, f"{cfg.run.name}: evaluation at {result.env_steps:,} steps"))
+    console.print(f"run directory: {result.run_dir}")
+
+
+def cmd_eval(args: argparse.Namespace, console: Console) -> None:
+    from mtrl.evaluate_run import evaluate_run
+
+    result, path = evaluate_run(Path(args.run_dir), args.episodes, args.device)
+    console.print(_success_table(result, f"{args.run_dir}: {int(result.episodes[0])} episodes per task"))
+    console.print(f"wrote {path}")
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> None:
+    from mtrl import registry
+    from mtrl.config import available_configs
+
+    for kind in registry.KINDS:
+        table = Table(title=f"{kind}s")
+        table.add_column("name")
+        table.add_column("what it is")
+        for entry in registry.names(kind):
+            table.add_row(entry.name, entry.summary)
+        console.print(table)
+    console.print("configs: " + ", ".join(available_configs()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtrl", description="Multi-task RL on Meta-World and friends.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train an agent from a config")
+    p.add_argument("config", help="a YAML path or a name from configs/ (see `mtrl list`)")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.total_steps=20000 seed=3")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("eval", help="evaluate a run's latest checkpoint, write RUN_DIR/eval.json")
+    p.add_argument("run_dir")
+    p.add_argument("--episodes", type=int, default=None, help="episodes per task (default: the run's train.eval_episodes)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("list", help="show registered suites, agents, schedulers and configs")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console()
+    try:
+        args.func(args, console)
+    except ConfigError as e:
+        print(f"mtrl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtrl: interrupted; the latest checkpoint is kept, resume with resume=true run.dir=...", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

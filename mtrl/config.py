@@ -1,0 +1,261 @@
+"""Typed run configuration: YAML file + dotted overrides -> validated dataclasses.
+
+One flat-ish tree of dataclasses, no interpolation and no includes, so a config file
+reads as the full set of knobs. The ``env``, ``agent`` and ``scheduler`` sections are
+typed by whatever the registry says the chosen suite / agent / scheduler accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtrl import registry
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration mistake; its message is one line saying what and how to fix."""
+
+
+@dataclass
+class RunConfig:
+    """Where the run lives. An empty ``dir`` means ``runs/<name>-seed<seed>-<time>``."""
+
+    name: str = "run"
+    dir: str = ""
+
+
+@dataclass
+class SACConfig:
+    """Soft actor-critic hyper-parameters (Meta-World+ MT-SAC defaults)."""
+
+    gamma: float = 0.99
+    tau: float = 0.005
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    initial_alpha: float = 1.0
+    target_entropy: float | None = None  # None: -|A|
+    max_grad_norm: float | None = 1.0  # None: no clipping
+
+
+@dataclass
+class TrainConfig:
+    """Collection, update and bookkeeping schedule. Step counts are environment steps
+    summed over all tasks (one vector step of E slots counts E)."""
+
+    total_steps: int = 1_000_000
+    envs_per_task: int = 1
+    warmup_steps: int = 10_000  # uniform-random actions before the first update
+    batch_per_task: int = 128
+    updates_per_step: int = 1  # gradient updates per vector step
+    buffer_per_task: int = 1_000_000
+    eval_every: int = 100_000
+    eval_episodes: int = 50
+    eval_stop_on_success: bool = True  # Meta-World+: an episode's outcome is fixed once it succeeds
+    log_every: int = 10_000
+    checkpoint_every: int = 100_000
+    keep_checkpoints: int = 2
+    save_replay: bool = False  # include the replay buffer in checkpoints (exact resume, large files)
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    """The whole run. ``env``/``agent``/``scheduler`` are the registered components' configs."""
+
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    resume: bool = False
+    run: RunConfig = field(default_factory=RunConfig)
+    env: Any = field(default=None, metadata={"kind": "suite", "selector": "suite", "default": "toy"})
+    agent: Any = field(default=None, metadata={"kind": "agent", "selector": "name", "default": "mtsac"})
+    scheduler: Any = field(
+        default=None, metadata={"kind": "scheduler", "selector": "name", "default": "round_robin"}
+    )
+    sac: SACConfig = field(default_factory=SACConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def config_search_path() -> list[Path]:
+    """Folders searched for a config given by name: ./configs, the source tree, the install."""
+    import sys
+
+    here = Path(__file__).resolve().parent.parent / "configs"
+    return [Path.cwd() / "configs", here, Path(sys.prefix) / "share" / "mtrl" / "configs"]
+
+
+def available_configs() -> list[str]:
+    names: set[str] = set()
+    for folder in config_search_path():
+        if folder.is_dir():
+            names.update(p.stem for p in folder.glob("*.yaml"))
+    return sorted(names)
+
+
+def find_config(name_or_path: str) -> Path:
+    """Resolve a YAML path or a config name (``mt10-mtsac``) to a file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file '{name_or_path}' does not exist")
+        return path
+    for folder in config_search_path():
+        candidate = folder / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"unknown config '{name_or_path}'{_suggest(name_or_path, available_configs())}; "
+        f"pass a YAML path or one of: {', '.join(available_configs())}"
+    )
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.total_steps=2000", "seed=3"]`` -> nested dict, values parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form dotted.key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' sets a key below the value '{part}'")
+        node[parts[-1]] = value
+    return nested
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``update`` wins. Changing a selector key restarts its section."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            old = out[key]
+            selector_changed = any(
+                s in value and s in old and value[s] != old[s] for s in ("suite", "name")
+            )
+            out[key] = dict(value) if selector_changed else merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config:
+    """Read a config file, apply dotted overrides and validate everything."""
+    path = find_config(name_or_path)
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config '{path}' must be a YAML mapping at top level")
+    data = merge(data, parse_overrides(overrides or []))
+    data.setdefault("run", {}).setdefault("name", path.stem)
+    return from_dict(data)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build a validated :class:`Config` from plain data (e.g. a saved ``config.yaml``)."""
+    cfg = _build(Config, data, "")
+    if cfg.device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got '{cfg.device}'")
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-data form of a config (what ``config.yaml`` holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=3, cutoff=0.5)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{prefix.rstrip('.')}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.5)
+            hint = ", ".join(f"'{prefix}{c}'" for c in close) if close else ", ".join(f"'{prefix}{f}'" for f in fields)
+            raise ConfigError(f"unknown config key '{prefix}{key}'; closest valid keys: {hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}{name}"
+        if "kind" in f.metadata:
+            kwargs[name] = _build_component(f.metadata, data.get(name), key)
+        elif dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], data.get(name), key + ".")
+        elif name in data:
+            kwargs[name] = _check_type(data[name], hints[name], key)
+    return cls(**kwargs)
+
+
+def _build_component(meta: dict[str, str], data: Any, key: str) -> Any:
+    """A registry-typed section: its selector key picks the dataclass that validates it."""
+    data = dict(data or {})
+    selector = meta["selector"]
+    choice = data.setdefault(selector, meta["default"])
+    if not isinstance(choice, str):
+        raise ConfigError(f"'{key}.{selector}' must be a name, got {choice!r}")
+    entry = registry.get(meta["kind"], choice, key=f"{key}.{selector}")
+    return _build(entry.config_cls, data, key + ".")
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"'{key}' has an invalid value {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"'{key}' must be a list, got {value!r}")
+        return [_check_type(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # 1e6 in YAML is a float
+    if tp in (int, str, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    if tp is Any:
+        return value
+    name = getattr(tp, "__name__", str(tp))
+    raise ConfigError(f"'{key}' must be of type {name}, got {value!r}")

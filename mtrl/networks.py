@@ -1,0 +1,103 @@
+"""Building blocks: ensembles of MLPs run as one batched matmul, optional per-task output
+heads, the tanh-Gaussian actor and the twin Q critic.
+
+Ensembles (the two critics, CARE's k encoders) are one module with stacked weights so a
+forward pass is a handful of ``baddbmm`` calls, never a Python loop over members.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class EnsembleLinear(nn.Module):
+    """``members`` independent linear layers applied to a (members, batch, in) tensor."""
+
+    def __init__(self, members: int, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_dim))
+        bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default init, member by member
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleMLP(nn.Module):
+    """``members`` ReLU MLPs with identical shapes, evaluated together.
+
+    With ``num_heads > 1`` the last layer has one output head per task and each sample
+    reads the head of its task (multi-head SAC); all heads are computed in one matmul.
+    Input is (batch, in) shared by all members or (members, batch, in); output is
+    (members, batch, out).
+    """
+
+    def __init__(self, members: int, in_dim: int, hidden: list[int], out_dim: int, num_heads: int = 1):
+        super().__init__()
+        self.members, self.out_dim, self.num_heads = members, out_dim, num_heads
+        sizes = [in_dim, *hidden]
+        self.hidden = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.head = EnsembleLinear(members, sizes[-1], out_dim * num_heads)
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.members, -1, -1)
+        for layer in self.hidden:
+            x = F.relu(layer(x))
+        out = self.head(x)
+        if self.num_heads == 1:
+            return out
+        out = out.view(self.members, out.shape[1], self.num_heads, self.out_dim)
+        index = task.view(1, -1, 1, 1).expand(self.members, -1, 1, self.out_dim)
+        return out.gather(2, index).squeeze(2)
+
+
+class TanhGaussianActor(nn.Module):
+    """pi(a|s) = tanh(N(mu(s), sigma(s))); log-std squashed into [LOG_STD_MIN, LOG_STD_MAX]."""
+
+    def __init__(self, in_dim: int, act_dim: int, hidden: list[int], num_heads: int = 1):
+        super().__init__()
+        self.net = EnsembleMLP(1, in_dim, hidden, 2 * act_dim, num_heads)
+
+    def forward(self, features: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(features, task)[0].chunk(2, dim=-1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+        return mean, log_std
+
+    def sample(self, features: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action in [-1, 1] and its log-probability (batch,)."""
+        mean, log_std = self(features, task)
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        return torch.tanh(u), squashed_log_prob(u, mean, log_std)
+
+    def deterministic(self, features: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self(features, task)[0])
+
+
+def squashed_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi(tanh(u)) for u ~ N(mean, exp(log_std)), summed over action dimensions.
+
+    Uses log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|.
+    """
+    gaussian = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    correction = 2 * (math.log(2) - u - F.softplus(-2 * u))
+    return (gaussian - correction).sum(-1)
+
+
+class TwinQ(nn.Module):
+    """Two Q networks in one ensemble: returns (2, batch)."""
+
+    def __init__(self, in_dim: int, act_dim: int, hidden: list[int], num_heads: int = 1, members: int = 2):
+        super().__init__()
+        self.net = EnsembleMLP(members, in_dim + act_dim, hidden, 1, num_heads)
+
+    def forward(self, features: torch.Tensor, action: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([features, action], -1), task).squeeze(-1)

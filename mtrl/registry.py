@@ -1,0 +1,82 @@
+"""Name -> component registry for suites, agents and schedulers.
+
+Built-in components register themselves when the ``envs``/``agents`` packages and
+``mtrl.scheduler`` are imported; a separately installed package adds a suite through
+the entry-point group ``mtrl.envs`` (the entry point names a module that registers on
+import, or a :class:`mtrl.suite.Suite` subclass registered under the entry point's name).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+KINDS = ("suite", "agent", "scheduler")
+ENTRY_POINT_GROUP = "mtrl.envs"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered component: what builds it and the dataclass its config section must match."""
+
+    kind: str
+    name: str
+    target: Any  # the class or factory function
+    config_cls: type
+    summary: str
+
+
+_REGISTRY: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+_loaded = False
+
+
+def register(kind: str, name: str, config_cls: type) -> Callable[[Any], Any]:
+    """Decorator: ``@register("agent", "mtsac", MTSACConfig)`` on a factory or class."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown registry kind '{kind}', expected one of {KINDS}")
+
+    def wrap(target: Any) -> Any:
+        doc = (target.__doc__ or "").strip().splitlines()
+        _REGISTRY[kind][name] = Entry(kind, name, target, config_cls, doc[0] if doc else "")
+        return target
+
+    return wrap
+
+
+def _load_builtin_and_plugins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in ("envs", "agents", "mtrl.scheduler"):
+        importlib.import_module(module)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        obj = ep.load()
+        config_cls = getattr(obj, "Config", None)
+        if isinstance(obj, type) and config_cls is not None and ep.name not in _REGISTRY["suite"]:
+            register("suite", ep.name, config_cls)(obj)
+
+
+def get(kind: str, name: str, key: str | None = None) -> Entry:
+    """Look a component up; unknown names fail with the closest registered ones."""
+    from mtrl.config import ConfigError
+
+    _load_builtin_and_plugins()
+    table = _REGISTRY[kind]
+    if name not in table:
+        close = difflib.get_close_matches(name, list(table), n=3, cutoff=0.4)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        where = f"'{key}': " if key else ""
+        raise ConfigError(
+            f"{where}unknown {kind} '{name}'{hint}; registered: {', '.join(sorted(table))}"
+        )
+    return table[name]
+
+
+def names(kind: str) -> list[Entry]:
+    """All registered components of one kind, sorted by name."""
+    _load_builtin_and_plugins()
+    return [_REGISTRY[kind][n] for n in sorted(_REGISTRY[kind])]

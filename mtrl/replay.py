@@ -1,0 +1,95 @@
+"""Task-balanced replay: one preallocated ring buffer partition per task.
+
+A transition stores the raw observation, action, reward, next observation and a
+termination flag; the task index is the partition, so no one-hot copies are kept
+(Meta-World: 39*4*2 + 4*4 + 4 + 1 = 333 bytes per transition). Sampling draws the
+same number of transitions from every task that has data, by index, on the buffer's
+device: batch = per_task x tasks, grouped by task.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+
+class Batch(NamedTuple):
+    obs: torch.Tensor  # (B, obs_dim) float32
+    action: torch.Tensor  # (B, act_dim) float32
+    reward: torch.Tensor  # (B,) float32
+    next_obs: torch.Tensor  # (B, obs_dim) float32
+    terminated: torch.Tensor  # (B,) float32: 1 only for a true end, never for a time limit
+    task: torch.Tensor  # (B,) int64
+
+
+class MultiTaskReplay:
+    """Ring buffers of ``capacity_per_task`` transitions for each of ``num_tasks`` tasks."""
+
+    def __init__(self, num_tasks: int, capacity_per_task: int, obs_dim: int, act_dim: int, device: str | torch.device = "cpu"):
+        self.num_tasks, self.capacity = num_tasks, capacity_per_task
+        self.device = torch.device(device)
+        shape = (num_tasks, capacity_per_task)
+        self.obs = torch.zeros(*shape, obs_dim, dtype=torch.float32, device=self.device)
+        self.next_obs = torch.zeros(*shape, obs_dim, dtype=torch.float32, device=self.device)
+        self.action = torch.zeros(*shape, act_dim, dtype=torch.float32, device=self.device)
+        self.reward = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        self.terminated = torch.zeros(shape, dtype=torch.bool, device=self.device)
+        self.pos = np.zeros(num_tasks, np.int64)  # next write index per task
+        self.size = np.zeros(num_tasks, np.int64)
+
+    @property
+    def bytes_per_transition(self) -> int:
+        tensors = (self.obs, self.next_obs, self.action, self.reward, self.terminated)
+        return sum(t.element_size() * t[0, 0].numel() for t in tensors)
+
+    def add(self, task: np.ndarray, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray, terminated: np.ndarray) -> None:
+        """Store one transition per slot; several slots may share a task."""
+        task = np.asarray(task, np.int64)
+        # k-th slot of the same task in this call writes k places after that task's cursor
+        same = task[:, None] == task[None, :]
+        rank = np.tril(same, -1).sum(1)
+        index = (self.pos[task] + rank) % self.capacity
+        counts = np.bincount(task, minlength=self.num_tasks)
+        self.pos = (self.pos + counts) % self.capacity
+        self.size = np.minimum(self.size + counts, self.capacity)
+        t = torch.as_tensor(task, device=self.device)
+        i = torch.as_tensor(index, device=self.device)
+        self.obs[t, i] = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        self.next_obs[t, i] = torch.as_tensor(next_obs, dtype=torch.float32, device=self.device)
+        self.action[t, i] = torch.as_tensor(action, dtype=torch.float32, device=self.device)
+        self.reward[t, i] = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
+        self.terminated[t, i] = torch.as_tensor(terminated, dtype=torch.bool, device=self.device)
+
+    def __len__(self) -> int:
+        return int(self.size.sum())
+
+    def sample(self, per_task: int, generator: torch.Generator | None = None) -> Batch:
+        """``per_task`` transitions from every task with data, grouped by task."""
+        tasks = np.flatnonzero(self.size > 0)
+        if len(tasks) == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        size = torch.as_tensor(self.size[tasks], device=self.device)
+        u = torch.rand(len(tasks), per_task, device=self.device, generator=generator)
+        index = (u * size[:, None]).long().flatten()
+        task = torch.as_tensor(tasks, device=self.device).repeat_interleave(per_task)
+        return Batch(
+            obs=self.obs[task, index],
+            action=self.action[task, index],
+            reward=self.reward[task, index],
+            next_obs=self.next_obs[task, index],
+            terminated=self.terminated[task, index].float(),
+            task=task,
+        )
+
+    def state_dict(self) -> dict:
+        return {
+            "obs": self.obs, "next_obs": self.next_obs, "action": self.action, "reward": self.reward,
+            "terminated": self.terminated, "pos": self.pos.copy(), "size": self.size.copy(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("obs", "next_obs", "action", "reward", "terminated"):
+            getattr(self, key).copy_(state[key])
+        self.pos, self.size = state["pos"].copy(), state["size"].copy()

@@ -1,0 +1,88 @@
+"""The contract between mtrl and an environment suite.
+
+A :class:`Suite` names its tasks (in a fixed order: the task index used everywhere),
+describes each in one sentence, and builds :class:`MultiTaskVecEnv` objects. A vector
+env has E *slots*; each slot runs one episode of one task at a time. There is no
+autoreset: :meth:`MultiTaskVecEnv.step` returns the true last observation of a finished
+episode, and the caller starts the next one with :meth:`MultiTaskVecEnv.reset_slots`,
+choosing its task. That keeps time-limit bootstrapping and task scheduling explicit.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class StepResult:
+    """One vector step. Arrays have one row per slot."""
+
+    obs: np.ndarray  # (E, obs_dim) float32: the observation after the step (final one if done)
+    reward: np.ndarray  # (E,) float32
+    terminated: np.ndarray  # (E,) bool: a true end of the task, not bootstrapped
+    truncated: np.ndarray  # (E,) bool: the time limit, bootstrapped from ``obs``
+    success: np.ndarray  # (E,) bool: success at this step (Meta-World's info["success"])
+
+
+class MultiTaskVecEnv(abc.ABC):
+    """E slots stepping together; each slot's task is chosen when its episode starts."""
+
+    num_slots: int
+    obs_dim: int
+    act_dim: int
+    max_episode_steps: int
+
+    @abc.abstractmethod
+    def reset_slots(self, slots: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+        """Start a new episode of ``tasks[i]`` in ``slots[i]``; returns their first observations."""
+
+    @abc.abstractmethod
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> StepResult:
+        """Step every slot (or only ``active`` ones; inactive rows of the result are meaningless)."""
+
+    def close(self) -> None:
+        """Release simulator resources."""
+
+    # RNG state, so a resumed run draws the same goals and starts.
+    def get_rng_state(self) -> Any:
+        return None
+
+    def set_rng_state(self, state: Any) -> None:
+        pass
+
+
+class Suite(abc.ABC):
+    """A named set of tasks. Subclasses set ``Config`` (a dataclass) and are registered with
+    ``@mtrl.registry.register("suite", NAME, Config)`` or the ``mtrl.envs`` entry point."""
+
+    Config: type
+
+    def __init__(self, cfg: Any, seed: int = 0):
+        self.cfg = cfg
+        self.seed = seed  # fixes anything the suite draws once, e.g. Meta-World's 50 goals per task
+
+    @property
+    @abc.abstractmethod
+    def task_names(self) -> list[str]:
+        """Task names in the suite's canonical order; index = task id."""
+
+    @property
+    @abc.abstractmethod
+    def descriptions(self) -> dict[str, str]:
+        """One natural-language sentence per task name."""
+
+    @abc.abstractmethod
+    def make_env(self, num_slots: int, seed: int) -> MultiTaskVecEnv:
+        """A training env with ``num_slots`` slots, each able to run any task."""
+
+    def make_eval_env(self, num_episodes: int, seed: int) -> MultiTaskVecEnv:
+        """An evaluation env; slot s runs task ``s % num_tasks``. Default: one slot per task."""
+        return self.make_env(len(self.task_names), seed)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
