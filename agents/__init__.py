@@ -1,3 +1,3 @@
 """Agents: each a short composition of mtrl parts. Importing this package registers them."""
 
-from agents import mhsac, mtsac  # noqa: F401  (registration side effects)
+from agents import care, mhsac, mtsac  # noqa: F401  (registration side effects)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -143,6 +144,7 @@ class MetaWorldSuite(Suite):
     """Meta-World v3 MT1/MT10/MT25/MT50 (V2 reward, random train goals, goal visible)."""
 
     Config = MetaWorldConfig
+    embedding_file = Path(__file__).parent / "data" / "metaworld_embeddings.json"
 
     def __init__(self, cfg: MetaWorldConfig, seed: int = 0):
         _validate(cfg)
@@ -161,6 +163,9 @@ class MetaWorldSuite(Suite):
     @property
     def descriptions(self) -> dict[str, str]:
         return {name: DESCRIPTIONS[name] for name in self.task_names}
+
+    def embedding_catalog(self) -> dict[str, str]:
+        return {name: DESCRIPTIONS[name] for name in all_task_names()}
 
     def make_env(self, num_slots: int, seed: int) -> MetaWorldVecEnv:
         return MetaWorldVecEnv(self.cfg, num_slots, seed, goal_seed=self.seed)

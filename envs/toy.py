@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pathlib import Path
+
 from mtrl.registry import register
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
 
@@ -88,6 +90,7 @@ class ToySuite(Suite):
     """Point mass reaching goals in conflicting directions (fast, for tests)."""
 
     Config = ToyConfig
+    embedding_file = Path(__file__).parent / "data" / "toy_embeddings.json"
 
     def _directions(self) -> list[str]:
         degrees = np.rint(np.degrees(goal_angles(self.cfg.num_tasks))).astype(int)
@@ -103,6 +106,10 @@ class ToySuite(Suite):
             f"reach-{d}": f"Move the point mass to the goal {d.replace('-degrees', ' degrees')} of the start."
             for d in self._directions()
         }
+
+    def embedding_catalog(self) -> dict[str, str]:
+        # the 8-task suite's names and descriptions include those of 1..4 tasks
+        return {**ToySuite(ToyConfig(num_tasks=8)).descriptions, **self.descriptions}
 
     def make_env(self, num_slots: int, seed: int) -> PointMassVecEnv:
         return PointMassVecEnv(self.cfg, num_slots, seed)

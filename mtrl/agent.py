@@ -29,6 +29,7 @@ class EnvSpec:
     task_names: tuple[str, ...]
     descriptions: tuple[str, ...]
     suite: str
+    embedding_file: str | None = None  # the suite's shipped task-description embeddings
 
     @property
     def num_tasks(self) -> int:

@@ -65,6 +65,22 @@ def cmd_list(args: argparse.Namespace, console: Console) -> None:
     console.print("configs: " + ", ".join(available_configs()))
 
 
+def cmd_embed_tasks(args: argparse.Namespace, console: Console) -> None:
+    from mtrl import registry
+    from mtrl.config import build_dataclass, parse_overrides
+    from mtrl.embeddings import compute_embeddings, write_embeddings
+
+    entry = registry.get("suite", args.suite)
+    suite = entry.target(build_dataclass(entry.config_cls, parse_overrides(args.options), "env."))
+    out = Path(args.out) if args.out else suite.embedding_file
+    if out is None:
+        raise ConfigError(f"suite '{args.suite}' ships no embedding file; pass --out FILE")
+    catalog = suite.embedding_catalog()
+    vectors = compute_embeddings(list(catalog.values()))
+    write_embeddings(out, args.suite, catalog, vectors)
+    console.print(f"wrote {len(catalog)} task embeddings ({vectors.shape[1]}-d) to {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtrl", description="Multi-task RL on Meta-World and friends.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=None, help="episodes per task (default: the run's train.eval_episodes)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("embed-tasks", help="embed a suite's task descriptions (needs the embed extra)")
+    p.add_argument("suite", help="a registered suite name")
+    p.add_argument("options", nargs="*", help="suite options key=value, e.g. num_tasks=8")
+    p.add_argument("--out", default=None, help="output JSON (default: the suite's shipped file)")
+    p.set_defaults(func=cmd_embed_tasks)
     p = sub.add_parser("list", help="show registered suites, agents, schedulers and configs")
     p.set_defaults(func=cmd_list)
     return parser

@@ -170,7 +170,7 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config
 
 def from_dict(data: dict[str, Any]) -> Config:
     """Build a validated :class:`Config` from plain data (e.g. a saved ``config.yaml``)."""
-    cfg = _build(Config, data, "")
+    cfg = build_dataclass(Config, data, "")
     if cfg.device not in DEVICES:
         raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got '{cfg.device}'")
     return cfg
@@ -194,7 +194,8 @@ def _suggest(word: str, options: list[str]) -> str:
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
+def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
+    """Validate ``data`` against dataclass ``cls``; ``prefix`` names the section in errors."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -212,7 +213,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if "kind" in f.metadata:
             kwargs[name] = _build_component(f.metadata, data.get(name), key)
         elif dataclasses.is_dataclass(hints[name]):
-            kwargs[name] = _build(hints[name], data.get(name), key + ".")
+            kwargs[name] = build_dataclass(hints[name], data.get(name), key + ".")
         elif name in data:
             kwargs[name] = _check_type(data[name], hints[name], key)
     return cls(**kwargs)
@@ -226,7 +227,7 @@ def _build_component(meta: dict[str, str], data: Any, key: str) -> Any:
     if not isinstance(choice, str):
         raise ConfigError(f"'{key}.{selector}' must be a name, got {choice!r}")
     entry = registry.get(meta["kind"], choice, key=f"{key}.{selector}")
-    return _build(entry.config_cls, data, key + ".")
+    return build_dataclass(entry.config_cls, data, key + ".")
 
 
 def _check_type(value: Any, tp: Any, key: str) -> Any:
@@ -249,6 +250,11 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"'{key}' must be a list, got {value!r}")
         return [_check_type(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp in (int, float) and isinstance(value, str):
+        try:  # YAML 1.1 reads 2e4 as a string; people mean the number
+            value = float(value.replace("_", ""))
+        except ValueError:
+            pass
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, float) and value.is_integer():

