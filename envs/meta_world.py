@@ -132,12 +132,6 @@ class MetaWorldVecEnv(MultiTaskVecEnv):
             env.close()
         self._envs.clear()
 
-    def get_rng_state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    def set_rng_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
-
 
 @register("suite", "metaworld", MetaWorldConfig)
 class MetaWorldSuite(Suite):

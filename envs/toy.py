@@ -32,13 +32,16 @@ class ToyConfig:
     success_radius: float = 0.1
     speed: float = 0.15  # distance moved per step at full action
     start_noise: float = 0.1  # start position uniform in [-start_noise, start_noise]^2
+    goal_angles: list[float] | None = None  # degrees, one per task; overrides num_tasks' layout
 
 
-def goal_angles(num_tasks: int) -> np.ndarray:
-    """Goal directions: the first four are the compass points, so tasks 0/2 and 1/3 oppose."""
-    if num_tasks <= 4:
-        return np.arange(num_tasks) * (np.pi / 2)
-    return np.arange(num_tasks) * (2 * np.pi / num_tasks)
+def goal_angles(cfg: ToyConfig) -> np.ndarray:
+    """Goal directions in radians: given, or compass points (tasks 0/2 and 1/3 oppose)."""
+    if cfg.goal_angles is not None:
+        return np.radians(np.asarray(cfg.goal_angles, float))
+    if cfg.num_tasks <= 4:
+        return np.arange(cfg.num_tasks) * (np.pi / 2)
+    return np.arange(cfg.num_tasks) * (2 * np.pi / cfg.num_tasks)
 
 
 class PointMassVecEnv(MultiTaskVecEnv):
@@ -50,7 +53,7 @@ class PointMassVecEnv(MultiTaskVecEnv):
         self.obs_dim = 2
         self.act_dim = 2
         self.max_episode_steps = cfg.episode_steps
-        angles = goal_angles(cfg.num_tasks)
+        angles = goal_angles(cfg)
         self.goals = cfg.goal_radius * np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
         self.rng = np.random.default_rng(seed)
         self.pos = np.zeros((num_slots, 2), np.float32)
@@ -78,12 +81,6 @@ class PointMassVecEnv(MultiTaskVecEnv):
             success=dist < self.cfg.success_radius,
         )
 
-    def get_rng_state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    def set_rng_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
-
 
 @register("suite", "toy", ToyConfig)
 class ToySuite(Suite):
@@ -92,19 +89,30 @@ class ToySuite(Suite):
     Config = ToyConfig
     embedding_file = Path(__file__).parent / "data" / "toy_embeddings.json"
 
+    def __init__(self, cfg: ToyConfig, seed: int = 0):
+        if cfg.goal_angles is not None and len(cfg.goal_angles) != cfg.num_tasks:
+            from mtrl.config import ConfigError
+
+            raise ConfigError(f"env.goal_angles lists {len(cfg.goal_angles)} angles for env.num_tasks={cfg.num_tasks}")
+        super().__init__(cfg, seed)
+
     def _directions(self) -> list[str]:
-        degrees = np.rint(np.degrees(goal_angles(self.cfg.num_tasks))).astype(int)
+        degrees = np.rint(np.degrees(goal_angles(self.cfg)) % 360).astype(int)
         return [_COMPASS.get(int(d), f"{d}-degrees") for d in degrees]
 
     @property
     def task_names(self) -> list[str]:
-        return [f"reach-{d}" for d in self._directions()]
+        names, seen = [], {}
+        for d in self._directions():  # a repeated goal gets a numbered name: reach-east-2
+            seen[d] = seen.get(d, 0) + 1
+            names.append(f"reach-{d}" if seen[d] == 1 else f"reach-{d}-{seen[d]}")
+        return names
 
     @property
     def descriptions(self) -> dict[str, str]:
         return {
-            f"reach-{d}": f"Move the point mass to the goal {d.replace('-degrees', ' degrees')} of the start."
-            for d in self._directions()
+            name: f"Move the point mass to the goal {d.replace('-degrees', ' degrees')} of the start."
+            for name, d in zip(self.task_names, self._directions())
         }
 
     def embedding_catalog(self) -> dict[str, str]:

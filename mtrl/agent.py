@@ -59,6 +59,18 @@ class Agent(nn.Module):
         self.encoder, self.actor, self.critic = encoder, actor, critic
         self.detach_actor_features = detach_actor_features
 
+    def shared_parameters(self, part: str) -> list[nn.Parameter]:
+        """Parameters that every task's ``part`` ("critic" or "actor") loss flows through:
+        the hidden layers, the output layer unless it has one head per task, and the
+        encoder when that loss trains it. Conflict monitoring and PCGrad/CAGrad act here."""
+        net = (self.critic if part == "critic" else self.actor).net
+        params = [p for layer in net.hidden for p in layer.parameters()]
+        if net.num_heads == 1:
+            params += list(net.head.parameters())
+        if part == "critic" or not self.detach_actor_features:
+            params = list(self.encoder.parameters()) + params
+        return params
+
     @torch.no_grad()
     def act(self, obs: np.ndarray, task: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions for a batch of numpy observations and task ids (collection / evaluation)."""

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from mtrl import registry
+from mtrl.conflict import METHODS, ConflictConfig
 
 
 class ConfigError(ValueError):
@@ -52,9 +53,10 @@ class TrainConfig:
     summed over all tasks (one vector step of E slots counts E)."""
 
     total_steps: int = 1_000_000
-    envs_per_task: int = 1
+    num_slots: int | None = None  # environment slots E; None: one per task
     warmup_steps: int = 10_000  # uniform-random actions before the first update
     batch_per_task: int = 128
+    batch_allocation: str = "equal"  # equal | scheduler (per-task batch shares follow the scheduler)
     updates_per_step: int = 1  # gradient updates per vector step
     buffer_per_task: int = 1_000_000
     eval_every: int = 100_000
@@ -82,9 +84,11 @@ class Config:
     )
     sac: SACConfig = field(default_factory=SACConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    conflict: ConflictConfig = field(default_factory=ConflictConfig)
 
 
 DEVICES = ("auto", "cpu", "cuda")
+ALLOCATIONS = ("equal", "scheduler")
 
 
 def config_search_path() -> list[Path]:
@@ -173,6 +177,12 @@ def from_dict(data: dict[str, Any]) -> Config:
     cfg = build_dataclass(Config, data, "")
     if cfg.device not in DEVICES:
         raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got '{cfg.device}'")
+    if cfg.conflict.method not in METHODS:
+        raise ConfigError(f"conflict.method must be one of {', '.join(METHODS)}, got '{cfg.conflict.method}'")
+    if cfg.train.batch_allocation not in ALLOCATIONS:
+        raise ConfigError(f"train.batch_allocation must be one of {', '.join(ALLOCATIONS)}, got '{cfg.train.batch_allocation}'")
+    if cfg.train.num_slots is not None and cfg.train.num_slots < 1:
+        raise ConfigError(f"train.num_slots must be at least 1 (or null: one per task), got {cfg.train.num_slots}")
     return cfg
 
 

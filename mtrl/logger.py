@@ -32,14 +32,15 @@ class Logger:
             for key, value in values.items():
                 self._writer.add_scalar(key, value, step)
 
-    def log_heatmap(self, tag: str, matrix: np.ndarray, step: int) -> None:
-        """A (rows, cols) matrix as a grey-scale TensorBoard image, min..max -> black..white,
-        each cell drawn as a square of 16x16 pixels."""
+    def log_heatmap(self, tag: str, matrix: np.ndarray, step: int, vmin: float | None = None, vmax: float | None = None) -> None:
+        """A (rows, cols) matrix as a grey-scale TensorBoard image, vmin..vmax (default: the
+        matrix's range) -> black..white, each cell drawn as a square of 16x16 pixels."""
         if self._writer is None:
             return
         m = np.asarray(matrix, np.float32)
-        span = float(m.max() - m.min())
-        image = (m - m.min()) / span if span > 0 else np.zeros_like(m)
+        lo = float(m.min()) if vmin is None else vmin
+        span = (float(m.max()) if vmax is None else vmax) - lo
+        image = np.clip((m - lo) / span, 0, 1) if span > 0 else np.zeros_like(m)
         self._writer.add_image(tag, np.kron(image, np.ones((16, 16), np.float32)), step, dataformats="HW")
 
     def close(self) -> None:

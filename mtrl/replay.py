@@ -65,15 +65,15 @@ class MultiTaskReplay:
     def __len__(self) -> int:
         return int(self.size.sum())
 
-    def sample(self, per_task: int, generator: torch.Generator | None = None) -> Batch:
-        """``per_task`` transitions from every task with data, grouped by task."""
-        tasks = np.flatnonzero(self.size > 0)
-        if len(tasks) == 0:
+    def sample(self, per_task: int | np.ndarray) -> Batch:
+        """``per_task`` transitions from every task with data (or ``per_task[t]`` from task t),
+        grouped by task."""
+        counts = np.broadcast_to(np.asarray(per_task, np.int64), (self.num_tasks,)) * (self.size > 0)
+        if counts.sum() == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
-        size = torch.as_tensor(self.size[tasks], device=self.device)
-        u = torch.rand(len(tasks), per_task, device=self.device, generator=generator)
-        index = (u * size[:, None]).long().flatten()
-        task = torch.as_tensor(tasks, device=self.device).repeat_interleave(per_task)
+        task = torch.as_tensor(np.repeat(np.arange(self.num_tasks), counts), device=self.device)
+        size = torch.as_tensor(self.size, device=self.device)[task]
+        index = (torch.rand(len(task), device=self.device) * size).long()
         return Batch(
             obs=self.obs[task, index],
             action=self.action[task, index],

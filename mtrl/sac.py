@@ -15,6 +15,7 @@ from torch import nn
 
 from mtrl.agent import Agent
 from mtrl.config import SACConfig
+from mtrl.conflict import ConflictConfig, ConflictStats, aggregate, conflict_stats, per_task_gradients
 from mtrl.replay import Batch
 
 
@@ -27,14 +28,17 @@ def critic_target(reward: torch.Tensor, terminated: torch.Tensor, next_q: torch.
     return reward + gamma * (1.0 - terminated) * soft_value
 
 
-def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Sum over the critics of the mean squared TD error; q is (critics, batch)."""
-    return ((q - target.unsqueeze(0)) ** 2).mean(1).sum()
+def critic_loss(q: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Sum over the critics of the mean squared TD error; q is (critics, batch).
+    ``reduction="none"`` gives the per-sample terms whose mean is the loss."""
+    per_sample = ((q - target.unsqueeze(0)) ** 2).sum(0)
+    return per_sample.mean() if reduction == "mean" else per_sample
 
 
-def actor_loss(q_pi: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """E[alpha log pi(a|s) - min_i Q_i(s, a)], a ~ pi."""
-    return (alpha * log_prob - q_pi.min(0).values).mean()
+def actor_loss(q_pi: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """E[alpha log pi(a|s) - min_i Q_i(s, a)], a ~ pi (per sample with ``reduction="none"``)."""
+    per_sample = alpha * log_prob - q_pi.min(0).values
+    return per_sample.mean() if reduction == "mean" else per_sample
 
 
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
@@ -43,10 +47,14 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_ent
 
 
 class SAC:
-    """Owns the agent's target networks, the per-task temperatures and the optimisers."""
+    """Owns the agent's target networks, the per-task temperatures and the optimisers.
+    With ``conflict.method`` pcgrad/cagrad the shared parameters step along the aggregated
+    per-task gradient instead of the plain mean."""
 
-    def __init__(self, agent: Agent, num_tasks: int, act_dim: int, cfg: SACConfig):
-        self.agent, self.cfg = agent, cfg
+    def __init__(self, agent: Agent, num_tasks: int, act_dim: int, cfg: SACConfig, conflict: ConflictConfig | None = None):
+        self.agent, self.cfg, self.num_tasks = agent, cfg, num_tasks
+        self.conflict = conflict or ConflictConfig()
+        self.shared = {"critic": agent.shared_parameters("critic"), "actor": agent.shared_parameters("actor")}
         device = next(agent.parameters()).device
         # The target holds the encoder too, since the critic reads the encoder's features.
         self.target = nn.ModuleDict({"encoder": copy.deepcopy(agent.encoder), "critic": copy.deepcopy(agent.critic)})
@@ -63,39 +71,62 @@ class SAC:
         self.actor_opt = torch.optim.Adam(self.actor_params, lr=cfg.actor_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
 
-    def _step(self, opt: torch.optim.Optimizer, params: list[torch.Tensor], loss: torch.Tensor) -> None:
+    def _step(self, opt: torch.optim.Optimizer, params: list[torch.Tensor], loss: torch.Tensor,
+              per_sample: torch.Tensor | None = None, task: torch.Tensor | None = None, shared: list[torch.Tensor] | None = None) -> None:
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.conflict.method != "none" and shared:
+            grads = per_task_gradients(per_sample, task, self.num_tasks, shared)
+            loss.backward()  # the task-specific parameters (heads) keep their plain gradient
+            direction = aggregate(grads, self.conflict.method, self.conflict.cagrad_c)
+            offset = 0
+            for p in shared:
+                p.grad = direction[offset : offset + p.numel()].view_as(p).clone()
+                offset += p.numel()
+        else:
+            loss.backward()
         if self.cfg.max_grad_norm is not None and params:
             nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
         opt.step()
 
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One gradient step on critics, actor and temperatures. Returns detached metrics."""
-        agent, cfg = self.agent, self.cfg
-        obs, action, reward, next_obs, terminated, task = batch
-        alpha = self.log_alpha.detach().exp()[task]
+    @torch.no_grad()
+    def _critic_target(self, batch: Batch, alpha: torch.Tensor) -> torch.Tensor:
+        """Soft Bellman target from the target encoder + critics."""
+        agent, task = self.agent, batch.task
+        next_action, next_log_prob = agent.actor.sample(agent.encoder(batch.next_obs, task), task)
+        next_q = self.target["critic"](self.target["encoder"](batch.next_obs, task), next_action, task)
+        return critic_target(batch.reward, batch.terminated, next_q, next_log_prob, alpha, self.cfg.gamma)
 
-        # Critic: soft Bellman target from the target encoder + critics.
-        with torch.no_grad():
-            next_action, next_log_prob = agent.actor.sample(agent.encoder(next_obs, task), task)
-            next_q = self.target["critic"](self.target["encoder"](next_obs, task), next_action, task)
-            target = critic_target(reward, terminated, next_q, next_log_prob, alpha, cfg.gamma)
-        features = agent.encoder(obs, task)
-        q = agent.critic(features, action, task)
-        loss_critic = critic_loss(q, target)
-        self._step(self.critic_opt, self.critic_params, loss_critic)
+    def critic_terms(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample critic loss (its mean is the loss) and the online Q values."""
+        q = self.agent.critic(self.agent.encoder(batch.obs, batch.task), batch.action, batch.task)
+        return critic_loss(q, self._critic_target(batch, alpha), reduction="none"), q
 
-        # Actor: reads (by default detached) features of the freshly updated encoder.
+    def actor_terms(self, obs: torch.Tensor, task: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample actor loss and log pi of the sampled actions. The actor reads detached
+        features unless ``agent.detach_actor_features`` is off."""
+        agent = self.agent
         if agent.detach_actor_features:
             with torch.no_grad():
                 features = agent.encoder(obs, task)
         else:
             features = agent.encoder(obs, task)
-        new_action, log_prob = agent.actor.sample(features, task)
-        q_pi = agent.critic(features, new_action, task)
-        loss_actor = actor_loss(q_pi, log_prob, alpha)
-        self._step(self.actor_opt, self.actor_params, loss_actor)
+        action, log_prob = agent.actor.sample(features, task)
+        return actor_loss(agent.critic(features, action, task), log_prob, alpha, reduction="none"), log_prob
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step on critics, actor and temperatures. Returns detached metrics."""
+        task = batch.task
+        alpha = self.log_alpha.detach().exp()[task]
+
+        # Critic (and encoder): regress both critics on the soft Bellman target.
+        critic_per_sample, q = self.critic_terms(batch, alpha)
+        loss_critic = critic_per_sample.mean()
+        self._step(self.critic_opt, self.critic_params, loss_critic, critic_per_sample, task, self.shared["critic"])
+
+        # Actor: reads features of the freshly updated encoder.
+        actor_per_sample, log_prob = self.actor_terms(batch.obs, task, alpha)
+        loss_actor = actor_per_sample.mean()
+        self._step(self.actor_opt, self.actor_params, loss_actor, actor_per_sample, task, self.shared["actor"])
 
         # Temperatures: one per task, driven only by that task's samples.
         loss_alpha = temperature_loss(self.log_alpha[task], log_prob, self.target_entropy)
@@ -108,6 +139,16 @@ class SAC:
             "loss/alpha": loss_alpha.detach(),
             "train/q_mean": q.detach().mean(),
             "train/entropy": -log_prob.detach().mean(),
+        }
+
+    def measure_conflicts(self, batch: Batch) -> dict[str, ConflictStats]:
+        """Per-task gradients of the critic and actor losses on the shared parameters of the
+        current networks (one backward per task; no parameter or optimiser changes)."""
+        alpha = self.log_alpha.detach().exp()[batch.task]
+        terms = {"critic": self.critic_terms(batch, alpha)[0], "actor": self.actor_terms(batch.obs, batch.task, alpha)[0]}
+        return {
+            part: conflict_stats(per_task_gradients(per_sample, batch.task, self.num_tasks, self.shared[part]))
+            for part, per_sample in terms.items()
         }
 
     @torch.no_grad()

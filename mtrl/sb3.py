@@ -73,8 +73,8 @@ def metaworld_onehot_vec_env(benchmark: str = "MT10", seed: int = 0):
     import metaworld.env_dict  # importing metaworld registers its gymnasium ids
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    vector = gym.make(f"Meta-World/{benchmark}", vector_strategy="sync", use_one_hot=True, seed=seed)
-    envs = list(vector.unwrapped.envs if hasattr(vector, "unwrapped") else vector.envs)
+    vector = gym.make_vec(f"Meta-World/{benchmark}", vector_strategy="sync", use_one_hot=True, seed=seed)
+    envs = list(vector.envs)
     vec = DummyVecEnv([lambda e=e: e for e in envs])
     vec.task_names = list(getattr(metaworld.env_dict, f"{benchmark}_V3"))  # the vector env's order
     return vec

@@ -1,5 +1,14 @@
 """Task schedulers: which task a collector slot runs in its next episode.
 
+``learning_progress`` tracks each task's episode success with a fast and a slow
+exponential moving average (step sizes a_f > a_s, both started at the first outcome):
+
+    LP_t = |fast_t - slow_t|                                (absolute: forgetting counts too)
+    p_t  = (1 - eps) * softmax(LP / tau)_t + eps / N        (every task keeps a floor eps/N)
+
+so tasks whose success is changing get most episodes, solved and hopeless tasks about
+the floor, and all tasks the same while nothing has moved.
+
 The trainer calls :meth:`Scheduler.next_task` at every episode boundary of a slot and
 :meth:`Scheduler.record` with each finished episode's success, so a scheduler that
 learns from outcomes (issue: learning progress) can plug in here.
@@ -33,15 +42,24 @@ class Scheduler:
         """A finished episode's outcome (unused by the static schedulers)."""
 
     def probabilities(self) -> np.ndarray:
-        """The current chance of each task for the next episode (for logging)."""
+        """The current chance of each task for the next episode; also the replay batch
+        allocation when ``train.batch_allocation=scheduler``."""
         return np.full(self.num_tasks, 1.0 / self.num_tasks)
 
+    def stats(self) -> dict[str, np.ndarray]:
+        """Per-task numbers for the logs."""
+        return {"probability": self.probabilities(), "episodes": self.episodes.astype(float)}
+
+    # array attributes a checkpoint must carry; subclasses extend this
+    state_arrays: tuple[str, ...] = ("episodes",)
+
     def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state, "episodes": self.episodes.copy()}
+        return {"rng": self.rng.bit_generator.state, **{k: getattr(self, k).copy() for k in self.state_arrays}}
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
-        self.episodes = state["episodes"].copy()
+        for key in self.state_arrays:
+            setattr(self, key, state[key].copy())
 
 
 @dataclass
@@ -52,6 +70,8 @@ class RoundRobinConfig:
 @register("scheduler", "round_robin", RoundRobinConfig)
 class RoundRobin(Scheduler):
     """Slot s runs tasks s, s+E, s+2E, ... (mod N) in turn; E = N pins one slot per task."""
+
+    state_arrays = ("episodes", "slot_episodes")
 
     def __init__(self, cfg: object, num_tasks: int, num_slots: int, seed: int):
         super().__init__(cfg, num_tasks, num_slots, seed)
@@ -64,12 +84,6 @@ class RoundRobin(Scheduler):
         self.episodes[task] += 1
         return task
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "slot_episodes": self.slot_episodes.copy()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.slot_episodes = state["slot_episodes"].copy()
 
 
 @dataclass
@@ -85,3 +99,55 @@ class Uniform(Scheduler):
         task = int(self.rng.integers(self.num_tasks))
         self.episodes[task] += 1
         return task
+
+
+@dataclass
+class LearningProgressConfig:
+    name: str = "learning_progress"
+    fast_rate: float = 0.05  # a_f: step size of the fast success average
+    slow_rate: float = 0.01  # a_s: step size of the slow success average
+    temperature: float = 0.02  # tau of the softmax over learning progress
+    epsilon: float = 0.2  # share of episodes spread uniformly over all tasks
+
+
+@register("scheduler", "learning_progress", LearningProgressConfig)
+class LearningProgress(Scheduler):
+    """Episodes go to tasks whose success is changing (|fast - slow| success average)."""
+
+    state_arrays = ("episodes", "fast", "slow", "seen")
+
+    def __init__(self, cfg: LearningProgressConfig, num_tasks: int, num_slots: int, seed: int):
+        super().__init__(cfg, num_tasks, num_slots, seed)
+        if not 0 < cfg.slow_rate < cfg.fast_rate <= 1:
+            from mtrl.config import ConfigError
+
+            raise ConfigError(f"scheduler needs 0 < slow_rate < fast_rate <= 1, got {cfg.slow_rate} and {cfg.fast_rate}")
+        self.fast = np.zeros(num_tasks)
+        self.slow = np.zeros(num_tasks)
+        self.seen = np.zeros(num_tasks, bool)
+
+    def record(self, task: int, success: bool) -> None:
+        x = float(success)
+        if not self.seen[task]:  # start both averages at the first outcome: no fake progress
+            self.fast[task] = self.slow[task] = x
+            self.seen[task] = True
+        self.fast[task] += self.cfg.fast_rate * (x - self.fast[task])
+        self.slow[task] += self.cfg.slow_rate * (x - self.slow[task])
+
+    def learning_progress(self) -> np.ndarray:
+        return np.abs(self.fast - self.slow)
+
+    def probabilities(self) -> np.ndarray:
+        lp = self.learning_progress()
+        logits = (lp - lp.max()) / self.cfg.temperature
+        soft = np.exp(logits) / np.exp(logits).sum()
+        return (1 - self.cfg.epsilon) * soft + self.cfg.epsilon / self.num_tasks
+
+    def next_task(self, slot: int) -> int:
+        task = int(self.rng.choice(self.num_tasks, p=self.probabilities()))
+        self.episodes[task] += 1
+        return task
+
+    def stats(self) -> dict[str, np.ndarray]:
+        return {**super().stats(), "learning_progress": self.learning_progress()}
+

@@ -48,12 +48,16 @@ class MultiTaskVecEnv(abc.ABC):
     def close(self) -> None:
         """Release simulator resources."""
 
-    # RNG state, so a resumed run draws the same goals and starts.
+    # RNG state, so a resumed run draws the same goals and starts. Envs that draw their
+    # randomness from ``self.rng`` (a numpy Generator) get this for free.
+    rng: np.random.Generator | None = None
+
     def get_rng_state(self) -> Any:
-        return None
+        return None if self.rng is None else self.rng.bit_generator.state
 
     def set_rng_state(self, state: Any) -> None:
-        pass
+        if self.rng is not None and state is not None:
+            self.rng.bit_generator.state = state
 
 
 class Suite(abc.ABC):

@@ -102,11 +102,11 @@ def train(cfg: Config) -> TrainResult:
 
     suite = make_suite(cfg)
     num_tasks = suite.num_tasks
-    num_slots = num_tasks * tc.envs_per_task
+    num_slots = tc.num_slots or num_tasks
     env = suite.make_env(num_slots, seed=cfg.seed)
     spec = make_spec(suite, env)
     agent = make_agent(cfg, spec, device)
-    sac = SAC(agent, num_tasks, spec.act_dim, cfg.sac)
+    sac = SAC(agent, num_tasks, spec.act_dim, cfg.sac, cfg.conflict)
     replay = MultiTaskReplay(num_tasks, tc.buffer_per_task, spec.obs_dim, spec.act_dim, device)
     sched_entry = registry.get("scheduler", cfg.scheduler.name)
     scheduler: Scheduler = sched_entry.target(cfg.scheduler, num_tasks, num_slots, seed=cfg.seed + 1)
@@ -149,6 +149,19 @@ def train(cfg: Config) -> TrainResult:
             state["replay"] = replay.state_dict()
         save_checkpoint(run_dir, env_steps, state, tc.keep_checkpoints)
 
+    def batch_counts() -> int | np.ndarray:
+        """Samples per task: equal, or shares of the same total following the scheduler."""
+        if tc.batch_allocation == "equal":
+            return tc.batch_per_task
+        return np.maximum(1, np.round(scheduler.probabilities() * tc.batch_per_task * num_tasks)).astype(np.int64)
+
+    def log_conflicts(stats: dict) -> None:
+        record: dict[str, float] = {}
+        for part, part_stats in stats.items():
+            record.update(part_stats.metrics(f"conflict/{part}", list(spec.task_names)))
+            logger.log_heatmap(f"conflict/{part}/cosine", part_stats.cosine.cpu().numpy(), env_steps, -1.0, 1.0)
+        logger.log(env_steps, record)
+
     # Episode bookkeeping per slot, and per-task sums between two log points.
     tasks = scheduler.initial_tasks()
     obs = env.reset_slots(np.arange(num_slots), tasks)
@@ -157,8 +170,9 @@ def train(cfg: Config) -> TrainResult:
     ep_sums = {"return": np.zeros(num_tasks), "success": np.zeros(num_tasks), "count": np.zeros(num_tasks)}
     update_sums: dict[str, torch.Tensor] = {}
     update_count = 0
-    # A resumed run without its replay must refill the buffer before updating again.
-    learn_from = max(tc.warmup_steps, env_steps + num_slots * (0 if len(replay) else 1))
+    # A resumed run without its replay refills one batch's worth per task before updating again.
+    refill = tc.batch_per_task * num_tasks if env_steps and not len(replay) else 0
+    learn_from = max(tc.warmup_steps, env_steps + refill)
     final_eval: EvalResult | None = None
     progress = TrainingProgress(tc.total_steps, env_steps, enabled=tc.progress)
     t_log, steps_at_log = time.perf_counter(), env_steps
@@ -193,11 +207,14 @@ def train(cfg: Config) -> TrainResult:
             # 4. Learn: one (or updates_per_step) SAC update(s) on a task-balanced batch.
             if env_steps >= learn_from:
                 for _ in range(tc.updates_per_step):
-                    metrics = sac.update(replay.sample(tc.batch_per_task))
+                    batch = replay.sample(batch_counts())
+                    metrics = sac.update(batch)
                     for k, v in metrics.items():
                         update_sums[k] = update_sums.get(k, 0.0) + v
                     update_count += 1
                     updates += 1
+                    if cfg.conflict.monitor_every and updates % cfg.conflict.monitor_every == 0:
+                        log_conflicts(sac.measure_conflicts(batch))
             # 5. Bookkeeping.
             if crossed(env_steps, num_slots, tc.log_every):
                 now = time.perf_counter()
@@ -206,8 +223,10 @@ def train(cfg: Config) -> TrainResult:
                 record.update({k: float(v) / update_count for k, v in update_sums.items()})
                 update_sums, update_count = {}, 0
                 alphas = sac.log_alpha.detach().exp().cpu().numpy()
+                scheduler_stats = scheduler.stats()
                 for i, name in enumerate(spec.task_names):
                     record[f"alpha/{name}"] = alphas[i]
+                    record.update({f"scheduler/{k}/{name}": v[i] for k, v in scheduler_stats.items()})
                     if ep_sums["count"][i]:
                         record[f"train/episode_success/{name}"] = ep_sums["success"][i] / ep_sums["count"][i]
                         record[f"train/episode_return/{name}"] = ep_sums["return"][i] / ep_sums["count"][i]

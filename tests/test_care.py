@@ -13,7 +13,7 @@ from mtrl.config import ConfigError
 from mtrl.introspection import attention_by_task
 from mtrl.logger import read_metrics
 from mtrl.replay import Batch
-from mtrl.sac import SAC, actor_loss
+from mtrl.sac import SAC
 from mtrl.trainer import train
 
 from conftest import TOY_FAST, make_config
@@ -70,12 +70,9 @@ def _care_sac(detach):
 def test_detaching_keeps_actor_loss_out_of_the_encoders(detach):
     agent, sac = _care_sac(detach)
     obs, task = torch.randn(8, 2), torch.arange(4).repeat(2)
-    features = agent.encoder(obs, task)
-    actor_features = features.detach() if agent.detach_actor_features else features
-    action, log_prob = agent.actor.sample(actor_features, task)
-    loss = actor_loss(agent.critic(actor_features, action, task), log_prob, torch.ones(8))
+    actor_per_sample, _ = sac.actor_terms(obs, task, torch.ones(8))  # the update's own actor loss
     agent.zero_grad()
-    loss.backward()
+    actor_per_sample.mean().backward()
     grads = [p.grad for p in agent.encoder.parameters()]
     if detach:
         assert all(g is None or not g.any() for g in grads)
@@ -83,7 +80,8 @@ def test_detaching_keeps_actor_loss_out_of_the_encoders(detach):
         assert any(g is not None and g.any() for g in grads)
     # the critic loss always reaches the encoders
     agent.zero_grad()
-    agent.critic(agent.encoder(obs, task), action.detach(), task).sum().backward()
+    batch = Batch(obs, torch.rand(8, 2) * 2 - 1, torch.randn(8), torch.randn(8, 2), torch.zeros(8), task)
+    sac.critic_terms(batch, torch.ones(8))[0].mean().backward()
     assert all(p.grad is not None and p.grad.any() for p in agent.encoder.parameters())
     encoder_ids = {id(p) for p in agent.encoder.parameters()}
     assert encoder_ids <= {id(p) for p in sac.critic_params}

@@ -11,17 +11,12 @@ def test_entry_point_suite_is_registered(tmp_path, monkeypatch):
     (pkg / "my_suite").mkdir(parents=True)
     (pkg / "my_suite" / "__init__.py").write_text(textwrap.dedent('''
         from dataclasses import dataclass
-        from envs.toy import ToySuite
+        from envs.toy import ToyConfig, ToySuite
 
         @dataclass
-        class LineConfig:
+        class LineConfig(ToyConfig):
             suite: str = "line"
             num_tasks: int = 2
-            episode_steps: int = 10
-            goal_radius: float = 0.5
-            success_radius: float = 0.1
-            speed: float = 0.1
-            start_noise: float = 0.0
 
         class LineSuite(ToySuite):
             """A plugged-in suite."""

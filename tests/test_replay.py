@@ -43,3 +43,10 @@ def test_ring_buffer_wraps_and_slots_sharing_a_task_do_not_overwrite_each_other(
     # the newest 5 of the values 0..7 survive
     assert sorted(replay.obs[1, :, 0].tolist()) == [3.0, 4.0, 5.0, 6.0, 7.0]
     assert len(replay) == 5
+
+
+def test_per_task_counts_follow_a_given_allocation():
+    replay = MultiTaskReplay(num_tasks=3, capacity_per_task=50, obs_dim=39, act_dim=4)
+    fill(replay, [0, 1, 2], 10)
+    batch = replay.sample(np.array([3, 0, 5]))
+    assert torch.bincount(batch.task, minlength=3).tolist() == [3, 0, 5]
