@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+@contextmanager
+def status(message: str, enabled: bool = True) -> Iterator[None]:
+    """A spinner with a message while slow set-up runs (building MT50 takes a minute)."""
+    if not enabled:
+        yield
+        return
+    with Console(stderr=True).status(message):
+        yield
 
 
 class TrainingProgress:

@@ -26,7 +26,7 @@ from mtrl.config import Config, ConfigError, save_config
 from mtrl.evaluation import EvalResult, evaluate
 from mtrl.introspection import attention_by_task
 from mtrl.logger import Logger
-from mtrl.progress import TrainingProgress
+from mtrl.progress import TrainingProgress, status
 from mtrl.replay import MultiTaskReplay
 from mtrl.sac import SAC
 from mtrl.scheduler import Scheduler
@@ -103,7 +103,8 @@ def train(cfg: Config) -> TrainResult:
     suite = make_suite(cfg)
     num_tasks = suite.num_tasks
     num_slots = tc.num_slots or num_tasks
-    env = suite.make_env(num_slots, seed=cfg.seed)
+    with status(f"building {num_slots} environment slots of {cfg.env.suite} ({num_tasks} tasks)...", tc.progress):
+        env = suite.make_env(num_slots, seed=cfg.seed)
     spec = make_spec(suite, env)
     agent = make_agent(cfg, spec, device)
     sac = SAC(agent, num_tasks, spec.act_dim, cfg.sac, cfg.conflict)
