@@ -111,7 +111,12 @@ class SAC:
         else:
             features = agent.encoder(obs, task)
         action, log_prob = agent.actor.sample(features, task)
-        return actor_loss(agent.critic(features, action, task), log_prob, alpha, reduction="none"), log_prob
+        # The critic is a fixed function here: recording it without parameter gradients
+        # skips the critic weight-gradient matmuls that the actor step would throw away.
+        agent.critic.requires_grad_(False)
+        q_pi = agent.critic(features, action, task)
+        agent.critic.requires_grad_(True)
+        return actor_loss(q_pi, log_prob, alpha, reduction="none"), log_prob
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step on critics, actor and temperatures. Returns detached metrics."""

@@ -1,0 +1,97 @@
+"""Learner speed at the MT10 setting: SAC updates per second, ours vs Stable-Baselines3.
+
+    python benchmarks/learner.py [--updates 20] [--rounds 3]
+
+Both learners get 39-d observations + a 10-task one-hot, 4-d actions, 3x400 actor and
+critics, batch 1280 (128 per task), replay filled with random transitions, on the CPU.
+Runs alternate (ours, SB3, ours, SB3, ...) and the ratio is taken per round, since this
+machine is noisy. Also reports CARE's update cost relative to MT-SAC. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from mtrl.agent import EnvSpec
+from mtrl.config import SACConfig, load_config
+from mtrl.conflict import ConflictConfig
+from mtrl.registry import get
+from mtrl.replay import MultiTaskReplay
+from mtrl.sac import SAC
+
+TASKS, OBS, ACT, PER_TASK, HIDDEN = 10, 39, 4, 128, [400, 400, 400]
+
+
+def ours(agent_name: str) -> callable:
+    spec = EnvSpec(OBS, ACT, tuple(f"t{i}" for i in range(TASKS)), tuple(["x"] * TASKS), "bench")
+    agent_cfg = load_config(f"mt10-{agent_name}").agent
+    if agent_name == "care":
+        agent_cfg.task_embedding = "one_hot"  # timing only: no embedding file for fake task names
+    sac = SAC(get("agent", agent_name).target(agent_cfg, spec), TASKS, ACT, SACConfig(), ConflictConfig(method="none"))
+    replay = MultiTaskReplay(TASKS, 5_000, OBS, ACT)
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        replay.add(np.arange(TASKS), rng.normal(size=(TASKS, OBS)), rng.uniform(-1, 1, (TASKS, ACT)),
+                   rng.normal(size=TASKS), rng.normal(size=(TASKS, OBS)), np.zeros(TASKS, bool))
+    return lambda n: [sac.update(replay.sample(PER_TASK)) for _ in range(n)]
+
+
+def sb3() -> callable:
+    from stable_baselines3 import SAC as SB3SAC
+    from stable_baselines3.common.logger import configure
+
+    class Dummy(gym.Env):
+        observation_space = gym.spaces.Box(-np.inf, np.inf, (OBS + TASKS,), np.float32)
+        action_space = gym.spaces.Box(-1, 1, (ACT,), np.float32)
+
+    model = SB3SAC("MlpPolicy", Dummy(), batch_size=PER_TASK * TASKS, buffer_size=5_000 * TASKS, device="cpu",
+                   policy_kwargs=dict(net_arch=HIDDEN), seed=0)
+    model.set_logger(configure(None, []))
+    rng = np.random.default_rng(0)
+    for _ in range(500 * TASKS):
+        model.replay_buffer.add(rng.normal(size=(1, OBS + TASKS)).astype(np.float32), rng.normal(size=(1, OBS + TASKS)).astype(np.float32),
+                                rng.uniform(-1, 1, (1, ACT)).astype(np.float32), rng.normal(size=1), np.zeros(1), [{}])
+    return lambda n: model.train(gradient_steps=n, batch_size=PER_TASK * TASKS)
+
+
+def rate(run, n: int) -> float:
+    run(2)  # warm-up
+    start = time.perf_counter()
+    run(n)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--updates", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    runs = {"mtsac": ours("mtsac"), "care": ours("care"), "sb3": sb3()}
+    rates: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(args.rounds):
+        for name, run in runs.items():
+            rates[name].append(rate(run, args.updates))
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    print(json.dumps({
+        "benchmark": "learner", "setting": "MT10: batch 1280, 3x400 actor and twin critics, CPU",
+        "threads": torch.get_num_threads(),
+        "ours_mtsac_updates_per_s": round(median["mtsac"], 2),
+        "sb3_sac_updates_per_s": round(median["sb3"], 2),
+        "ours_care_updates_per_s": round(median["care"], 2),
+        "ratio_ours_over_sb3_per_round": [round(a / b, 3) for a, b in zip(rates["mtsac"], rates["sb3"])],
+        "ratio_ours_over_sb3_median": round(statistics.median(a / b for a, b in zip(rates["mtsac"], rates["sb3"])), 3),
+        "care_cost_over_mtsac": round(median["mtsac"] / median["care"], 3),
+        "goal_ratio_ours_over_sb3": 1.3,
+    }))
+
+
+if __name__ == "__main__":
+    main()
