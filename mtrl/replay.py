@@ -38,6 +38,10 @@ class MultiTaskReplay:
         self.terminated = torch.zeros(shape, dtype=torch.bool, device=self.device)
         self.pos = np.zeros(num_tasks, np.int64)  # next write index per task
         self.size = np.zeros(num_tasks, np.int64)
+        # Device-side copies so that sampling (every update) makes no host->device transfer:
+        # sizes are refreshed at add() time; the task-id vector of the last allocation is kept.
+        self._size_dev = torch.zeros(num_tasks, dtype=torch.int64, device=self.device)
+        self._task_ids: tuple[tuple[int, ...], torch.Tensor] | None = None
 
     @property
     def bytes_per_transition(self) -> int:
@@ -54,6 +58,7 @@ class MultiTaskReplay:
         counts = np.bincount(task, minlength=self.num_tasks)
         self.pos = (self.pos + counts) % self.capacity
         self.size = np.minimum(self.size + counts, self.capacity)
+        self._size_dev.copy_(torch.from_numpy(self.size))
         t = torch.as_tensor(task, device=self.device)
         i = torch.as_tensor(index, device=self.device)
         self.obs[t, i] = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
@@ -71,9 +76,11 @@ class MultiTaskReplay:
         counts = np.broadcast_to(np.asarray(per_task, np.int64), (self.num_tasks,)) * (self.size > 0)
         if counts.sum() == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
-        task = torch.as_tensor(np.repeat(np.arange(self.num_tasks), counts), device=self.device)
-        size = torch.as_tensor(self.size, device=self.device)[task]
-        index = (torch.rand(len(task), device=self.device) * size).long()
+        key = tuple(counts.tolist())
+        if self._task_ids is None or self._task_ids[0] != key:
+            self._task_ids = (key, torch.as_tensor(np.repeat(np.arange(self.num_tasks), counts), device=self.device))
+        task = self._task_ids[1]
+        index = (torch.rand(len(task), device=self.device) * self._size_dev[task]).long()
         return Batch(
             obs=self.obs[task, index],
             action=self.action[task, index],
@@ -93,3 +100,4 @@ class MultiTaskReplay:
         for key in ("obs", "next_obs", "action", "reward", "terminated"):
             getattr(self, key).copy_(state[key])
         self.pos, self.size = state["pos"].copy(), state["size"].copy()
+        self._size_dev.copy_(torch.from_numpy(self.size))
