@@ -11,7 +11,6 @@ User mistakes (bad config keys, missing run directories, ...) print one line
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

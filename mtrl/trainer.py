@@ -178,6 +178,30 @@ def train(cfg: Config) -> TrainResult:
     progress = TrainingProgress(tc.total_steps, env_steps, enabled=tc.progress)
     t_log, steps_at_log = time.perf_counter(), env_steps
 
+    def log_training() -> None:
+        """Losses, speed, temperatures, scheduler stats, episode stats, CARE attention."""
+        nonlocal update_sums, update_count, ep_sums, t_log, steps_at_log
+        now = time.perf_counter()
+        record = {"train/steps_per_second": (env_steps - steps_at_log) / max(now - t_log, 1e-9), "train/updates": updates}
+        t_log, steps_at_log = now, env_steps
+        record.update({k: float(v) / update_count for k, v in update_sums.items()})
+        update_sums, update_count = {}, 0
+        alphas = sac.log_alpha.detach().exp().cpu().numpy()
+        scheduler_stats = scheduler.stats()
+        for i, name in enumerate(spec.task_names):
+            record[f"alpha/{name}"] = alphas[i]
+            record.update({f"scheduler/{k}/{name}": v[i] for k, v in scheduler_stats.items()})
+            if ep_sums["count"][i]:
+                record[f"train/episode_success/{name}"] = ep_sums["success"][i] / ep_sums["count"][i]
+                record[f"train/episode_return/{name}"] = ep_sums["return"][i] / ep_sums["count"][i]
+        ep_sums = {k: np.zeros(num_tasks) for k in ep_sums}
+        attention = attention_by_task(agent, replay.sample(tc.batch_per_task), num_tasks) if len(replay) else None
+        if attention is not None:
+            for i, name in enumerate(spec.task_names):
+                record.update({f"attention/{name}/{j}": float(w) for j, w in enumerate(attention[i])})
+            logger.log_heatmap("attention/tasks_x_encoders", attention.cpu().numpy(), env_steps)
+        logger.log(env_steps, record)
+
     with progress:
         while env_steps < tc.total_steps:
             # 1. Act: uniform random during warm-up, then the stochastic policy.
@@ -218,26 +242,7 @@ def train(cfg: Config) -> TrainResult:
                         log_conflicts(sac.measure_conflicts(batch))
             # 5. Bookkeeping.
             if crossed(env_steps, num_slots, tc.log_every):
-                now = time.perf_counter()
-                record = {"train/steps_per_second": (env_steps - steps_at_log) / max(now - t_log, 1e-9), "train/updates": updates}
-                t_log, steps_at_log = now, env_steps
-                record.update({k: float(v) / update_count for k, v in update_sums.items()})
-                update_sums, update_count = {}, 0
-                alphas = sac.log_alpha.detach().exp().cpu().numpy()
-                scheduler_stats = scheduler.stats()
-                for i, name in enumerate(spec.task_names):
-                    record[f"alpha/{name}"] = alphas[i]
-                    record.update({f"scheduler/{k}/{name}": v[i] for k, v in scheduler_stats.items()})
-                    if ep_sums["count"][i]:
-                        record[f"train/episode_success/{name}"] = ep_sums["success"][i] / ep_sums["count"][i]
-                        record[f"train/episode_return/{name}"] = ep_sums["return"][i] / ep_sums["count"][i]
-                ep_sums = {k: np.zeros(num_tasks) for k in ep_sums}
-                attention = attention_by_task(agent, replay.sample(tc.batch_per_task), num_tasks) if len(replay) else None
-                if attention is not None:
-                    for i, name in enumerate(spec.task_names):
-                        record.update({f"attention/{name}/{j}": float(w) for j, w in enumerate(attention[i])})
-                    logger.log_heatmap("attention/tasks_x_encoders", attention.cpu().numpy(), env_steps)
-                logger.log(env_steps, record)
+                log_training()
             if crossed(env_steps, num_slots, tc.eval_every):
                 final_eval = evaluate_now()
                 progress.set_eval(final_eval.success_mean)

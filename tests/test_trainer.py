@@ -1,6 +1,5 @@
 """Bookkeeping of the training loop, checked through a real run on a scripted suite."""
 
-import json
 
 import pytest
 import torch
