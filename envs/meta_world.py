@@ -9,7 +9,6 @@ The benchmark objects (goal lists) are cached per process: building them is the 
 
 from __future__ import annotations
 
-import difflib
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from envs.meta_world_descriptions import DESCRIPTIONS
-from mtrl.config import ConfigError
+from mtrl.config import ConfigError, did_you_mean
 from mtrl.registry import register
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
 
@@ -185,8 +184,7 @@ def _validate(cfg: MetaWorldConfig) -> None:
             raise ConfigError("env.tasks is empty; list Meta-World task names or set it to null")
         for name in cfg.tasks:
             if name not in valid:
-                close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
-                hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+                hint = did_you_mean(name, valid)
                 raise ConfigError(f"env.tasks: unknown Meta-World task '{name}'{hint}")
         if len(set(cfg.tasks)) != len(cfg.tasks):
             raise ConfigError("env.tasks lists a task twice; each task may appear once")

@@ -119,7 +119,7 @@ def find_config(name_or_path: str) -> Path:
         if candidate.is_file():
             return candidate
     raise ConfigError(
-        f"unknown config '{name_or_path}'{_suggest(name_or_path, available_configs())}; "
+        f"unknown config '{name_or_path}'{did_you_mean(name_or_path, available_configs())}; "
         f"pass a YAML path or one of: {', '.join(available_configs())}"
     )
 
@@ -199,8 +199,9 @@ def save_config(cfg: Config, path: Path) -> None:
 # --- validation -------------------------------------------------------------------------
 
 
-def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=3, cutoff=0.5)
+def did_you_mean(word: str, options: list[str], cutoff: float = 0.5) -> str:
+    """`` (did you mean 'a' or 'b'?)`` for the closest options, or an empty string."""
+    close = difflib.get_close_matches(word, options, n=3, cutoff=cutoff)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 

@@ -8,7 +8,6 @@ import, or a :class:`mtrl.suite.Suite` subclass registered under the entry point
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -62,13 +61,12 @@ def _load_builtin_and_plugins() -> None:
 
 def get(kind: str, name: str, key: str | None = None) -> Entry:
     """Look a component up; unknown names fail with the closest registered ones."""
-    from mtrl.config import ConfigError
+    from mtrl.config import ConfigError, did_you_mean
 
     _load_builtin_and_plugins()
     table = _REGISTRY[kind]
     if name not in table:
-        close = difflib.get_close_matches(name, list(table), n=3, cutoff=0.4)
-        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        hint = did_you_mean(name, list(table), cutoff=0.4)
         where = f"'{key}': " if key else ""
         raise ConfigError(
             f"{where}unknown {kind} '{name}'{hint}; registered: {', '.join(sorted(table))}"
