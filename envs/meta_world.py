@@ -5,6 +5,7 @@ different classes), lazily and once. Each reset picks one of the task's 50 fixed
 goals at random, the observation is the goal-visible 39-d vector, the reward is V2 and
 episodes are cut at ``max_episode_steps`` (500) by truncation, never termination.
 The benchmark objects (goal lists) are cached per process: building them is the slow part.
+The ``envpool`` backend (``envs/meta_world_envpool.py``) trains on EnvPool's C++ port instead.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mtrl.registry import register
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
 
 BENCHMARKS = ("MT1", "MT10", "MT25", "MT50")
+BACKENDS = ("python", "envpool")
 MAX_EPISODE_STEPS = 500  # Meta-World's own cap: stepping past it raises
 
 
@@ -34,6 +36,8 @@ class MetaWorldConfig:
     tasks: list[str] | None = None  # MT1: the one task; otherwise a custom subset, in this order
     max_episode_steps: int = MAX_EPISODE_STEPS
     reward_function_version: str = "v2"
+    backend: str = "python"  # python | envpool (training only; evaluation always runs on python)
+    envpool_fallback: bool = True  # tasks EnvPool gets wrong run on python; false refuses them
 
 
 def all_task_names() -> list[str]:
@@ -160,13 +164,30 @@ class MetaWorldSuite(Suite):
     def embedding_catalog(self) -> dict[str, str]:
         return {name: DESCRIPTIONS[name] for name in all_task_names()}
 
-    def make_env(self, num_slots: int, seed: int) -> MetaWorldVecEnv:
-        return MetaWorldVecEnv(self.cfg, num_slots, seed, goal_seed=self.seed)
+    def make_env(self, num_slots: int, seed: int) -> MultiTaskVecEnv:
+        if self.cfg.backend == "python":
+            return MetaWorldVecEnv(self.cfg, num_slots, seed, goal_seed=self.seed)
+        from envs.meta_world_envpool import EnvPoolVecEnv, require_envpool, split_tasks
+
+        require_envpool()
+        _, python_tasks = split_tasks(self.task_names, self.cfg.envpool_fallback)
+        python_env = MetaWorldVecEnv(self.cfg, num_slots, seed, goal_seed=self.seed) if python_tasks else None
+        return EnvPoolVecEnv(
+            self.task_names, num_slots, seed, self.cfg.max_episode_steps, python_tasks, python_env
+        )
+
+    def make_eval_env(self, num_episodes: int, seed: int) -> MetaWorldVecEnv:
+        """Always the reference Python envs, so results compare with the literature."""
+        return MetaWorldVecEnv(self.cfg, self.num_tasks, seed, goal_seed=self.seed)
 
 
 def _validate(cfg: MetaWorldConfig) -> None:
     if cfg.benchmark not in BENCHMARKS:
         raise ConfigError(f"env.benchmark must be one of {', '.join(BENCHMARKS)}, got '{cfg.benchmark}'")
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"env.backend must be one of {', '.join(BACKENDS)}, got '{cfg.backend}'")
+    if cfg.backend == "envpool" and cfg.reward_function_version != "v2":
+        raise ConfigError("env.backend=envpool implements only the v2 reward; set env.reward_function_version=v2")
     if cfg.reward_function_version not in ("v1", "v2"):
         raise ConfigError(
             f"env.reward_function_version must be 'v2' (or 'v1'), got '{cfg.reward_function_version}'"

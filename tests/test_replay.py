@@ -50,3 +50,20 @@ def test_per_task_counts_follow_a_given_allocation():
     fill(replay, [0, 1, 2], 10)
     batch = replay.sample(np.array([3, 0, 5]))
     assert torch.bincount(batch.task, minlength=3).tolist() == [3, 0, 5]
+
+
+def test_accelerator_write_path_stores_the_same_as_the_cpu_path():
+    """The packed single-copy write used on CUDA, run on the CPU, against the numpy-view path."""
+    rng = np.random.default_rng(0)
+    host, packed = MultiTaskReplay(3, 8, 5, 2), MultiTaskReplay(3, 8, 5, 2)
+    packed._host = None  # take the accelerator path
+    for _ in range(11):  # wraps the ring buffers
+        task = rng.integers(0, 3, 4)
+        args = (task, rng.normal(size=(4, 5)), rng.uniform(-1, 1, (4, 2)), rng.normal(size=4),
+                rng.normal(size=(4, 5)), rng.random(4) < 0.5)
+        host.add(*args)
+        packed.add(*args)
+    for key, value in host.state_dict().items():
+        other = packed.state_dict()[key]
+        assert (torch.equal(value, other) if isinstance(value, torch.Tensor) else np.array_equal(value, other)), key
+    assert host.terminated.any() and host.reward.abs().sum() > 0

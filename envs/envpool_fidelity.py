@@ -1,0 +1,130 @@
+"""Does EnvPool's Meta-World match the reference ``metaworld`` envs? Measured per task.
+
+    python -m envs.envpool_fidelity [--tasks MT10] [--episodes 100] [--random-episodes 30]
+
+For each task, on both backends through mtrl's own vector envs: the success rate of
+Meta-World's scripted expert (``metaworld.policies``; success = success at any step), the
+mean per-step reward under uniform random actions, and the observation layout (39-d,
+goal in the last 3 entries, finite values). A task *agrees* when the expert's success rates
+differ by at most ``SUCCESS_TOLERANCE`` and the random-action reward ratio lies within
+``REWARD_RATIO_RANGE``. Goals differ by design (EnvPool draws a fresh goal at every reset,
+Meta-World one of its 50 fixed goals), so rates are compared, not trajectories.
+Prints one JSON object; ``tests/test_envpool.py`` runs it (slow-marked) for MT10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from envs.meta_world import MetaWorldConfig, MetaWorldSuite, MetaWorldVecEnv
+from envs.meta_world_envpool import EnvPoolVecEnv
+from mtrl.suite import MultiTaskVecEnv
+
+SUCCESS_TOLERANCE = 0.10  # absolute difference of expert success rates, over 100 episodes each
+REWARD_RATIO_RANGE = (0.75, 1.33)  # EnvPool / Meta-World mean reward per step, random actions
+
+
+@dataclass
+class TaskFidelity:
+    task: str
+    expert_success_python: float
+    expert_success_envpool: float
+    random_reward_python: float
+    random_reward_envpool: float
+    layout_ok: bool
+
+    @property
+    def reward_ratio(self) -> float:
+        return self.random_reward_envpool / max(self.random_reward_python, 1e-8)
+
+    @property
+    def agrees(self) -> bool:
+        low, high = REWARD_RATIO_RANGE
+        return (
+            self.layout_ok
+            and abs(self.expert_success_python - self.expert_success_envpool) <= SUCCESS_TOLERANCE
+            and low <= self.reward_ratio <= high
+        )
+
+
+def run_episodes(env: MultiTaskVecEnv, episodes: int, act, stop_on_success: bool) -> tuple[float, float, bool]:
+    """Run ``episodes`` episodes of task 0 over the env's slots; returns (success rate, mean
+    reward per step, every observation 39-d and finite)."""
+    slots = np.arange(env.num_slots)
+    successes, rewards, layout_ok, started = [], [], True, 0
+    while started < episodes:
+        batch = slots[: min(env.num_slots, episodes - started)]
+        started += len(batch)
+        obs = env.reset_slots(batch, np.zeros(len(batch), np.int64))
+        live = np.zeros(env.num_slots, bool)
+        live[batch] = True
+        success = np.zeros(env.num_slots, bool)
+        full_obs = np.zeros((env.num_slots, env.obs_dim), np.float32)
+        full_obs[batch] = obs
+        while live.any():
+            layout_ok &= full_obs.shape[1] == 39 and bool(np.isfinite(full_obs[live]).all())
+            step = env.step(act(full_obs), live)
+            rewards.extend(step.reward[live].tolist())
+            success |= live & step.success
+            full_obs = step.obs
+            live &= ~step.truncated & ~(stop_on_success & success)
+        successes.extend(success[batch].tolist())
+    return float(np.mean(successes)), float(np.mean(rewards)), layout_ok
+
+
+def compare_task(task: str, episodes: int, random_episodes: int, slots: int = 10, seed: int = 0) -> TaskFidelity:
+    from metaworld.policies import ENV_POLICY_MAP
+
+    cfg = MetaWorldConfig(benchmark="MT1", tasks=[task])
+    expert = ENV_POLICY_MAP[task]()
+    rng = np.random.default_rng(seed)
+
+    def expert_act(obs: np.ndarray) -> np.ndarray:
+        return np.stack([np.clip(expert.get_action(o.astype(np.float64)), -1, 1) for o in obs]).astype(np.float32)
+
+    def random_act(obs: np.ndarray) -> np.ndarray:
+        return rng.uniform(-1, 1, (len(obs), 4)).astype(np.float32)
+
+    def backends():
+        yield MetaWorldVecEnv(cfg, slots, seed, goal_seed=seed)
+        yield EnvPoolVecEnv([task], slots, seed, cfg.max_episode_steps)
+
+    results = []
+    for env in backends():
+        success, _, layout_expert = run_episodes(env, episodes, expert_act, stop_on_success=True)
+        _, reward, layout_random = run_episodes(env, random_episodes, random_act, stop_on_success=False)
+        results.append((success, reward, layout_expert and layout_random))
+        env.close()
+    (sp, rp, lp), (se, re, le) = results
+    return TaskFidelity(task, sp, se, rp, re, lp and le)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", default="MT10", help="MT10, MT50 or comma-separated task names")
+    parser.add_argument("--episodes", type=int, default=100, help="expert episodes per task and backend")
+    parser.add_argument("--random-episodes", type=int, default=30, help="random-action episodes per task and backend")
+    args = parser.parse_args()
+    if args.tasks in ("MT10", "MT25", "MT50"):
+        tasks = MetaWorldSuite(MetaWorldConfig(benchmark=args.tasks)).task_names
+    else:
+        tasks = args.tasks.split(",")
+    rows = []
+    for task in tasks:
+        r = compare_task(task, args.episodes, args.random_episodes)
+        rows.append({**asdict(r), "reward_ratio": round(r.reward_ratio, 3), "agrees": r.agrees})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
+    print(json.dumps({
+        "check": "envpool_fidelity", "episodes": args.episodes, "success_tolerance": SUCCESS_TOLERANCE,
+        "reward_ratio_range": REWARD_RATIO_RANGE, "tasks": rows,
+        "disagree": [r["task"] for r in rows if not r["agrees"]],
+    }))
+
+
+if __name__ == "__main__":
+    main()
