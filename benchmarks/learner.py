@@ -5,7 +5,9 @@
 Both learners get 39-d observations + a 10-task one-hot, 4-d actions, 3x400 actor and
 critics, batch 1280 (128 per task), replay filled with random transitions, on the CPU.
 Runs alternate (ours, SB3, ours, SB3, ...) and the ratio is taken per round, since this
-machine is noisy. Also reports CARE's update cost relative to MT-SAC. Prints one JSON object.
+machine is noisy. Also reports CARE's update cost relative to MT-SAC, and ours with
+``sac.precision=bfloat16`` (SB3 has no such option: that ratio is not at equal precision).
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from mtrl.sac import SAC
 TASKS, OBS, ACT, PER_TASK, HIDDEN = 10, 39, 4, 128, [400, 400, 400]
 
 
-def ours(agent_name: str) -> callable:
+def ours(agent_name: str, precision: str = "float32") -> callable:
     spec = EnvSpec(OBS, ACT, tuple(f"t{i}" for i in range(TASKS)), tuple(["x"] * TASKS), "bench")
     agent_cfg = load_config(f"mt10-{agent_name}").agent
     if agent_name == "care":
         agent_cfg.task_embedding = "one_hot"  # timing only: no embedding file for fake task names
-    sac = SAC(get("agent", agent_name).target(agent_cfg, spec), TASKS, ACT, SACConfig(), ConflictConfig(method="none"))
+    sac = SAC(get("agent", agent_name).target(agent_cfg, spec), TASKS, ACT, SACConfig(precision=precision),
+              ConflictConfig(method="none"))
     replay = MultiTaskReplay(TASKS, 5_000, OBS, ACT)
     rng = np.random.default_rng(0)
     for _ in range(500):
@@ -74,7 +77,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     torch.manual_seed(0)
-    runs = {"mtsac": ours("mtsac"), "care": ours("care"), "sb3": sb3()}
+    runs = {"mtsac": ours("mtsac"), "mtsac_bf16": ours("mtsac", "bfloat16"), "care": ours("care"), "sb3": sb3()}
     rates: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.rounds):
         for name, run in runs.items():
@@ -86,6 +89,8 @@ def main() -> None:
         "ours_mtsac_updates_per_s": round(median["mtsac"], 2),
         "sb3_sac_updates_per_s": round(median["sb3"], 2),
         "ours_care_updates_per_s": round(median["care"], 2),
+        "ours_mtsac_bf16_updates_per_s": round(median["mtsac_bf16"], 2),
+        "ratio_ours_bf16_over_sb3_median": round(statistics.median(a / b for a, b in zip(rates["mtsac_bf16"], rates["sb3"])), 3),
         "ratio_ours_over_sb3_per_round": [round(a / b, 3) for a, b in zip(rates["mtsac"], rates["sb3"])],
         "ratio_ours_over_sb3_median": round(statistics.median(a / b for a, b in zip(rates["mtsac"], rates["sb3"])), 3),
         "care_cost_over_mtsac": round(median["mtsac"] / median["care"], 3),

@@ -52,7 +52,10 @@ class EnsembleMLP(nn.Module):
             x = x.unsqueeze(0).expand(self.members, -1, -1)
         for layer in self.hidden:
             x = F.relu(layer(x))
-        out = self.head(x)
+        # The output layer stays float32 under a bfloat16 autocast: Q values reach the
+        # hundreds, where bfloat16's 3 significant digits would swamp the rewards.
+        with torch.autocast(x.device.type, enabled=False):
+            out = self.head(x.float())
         if self.num_heads == 1:
             return out
         out = out.view(self.members, out.shape[1], self.num_heads, self.out_dim)

@@ -70,6 +70,15 @@ class SAC:
         self.critic_opt = torch.optim.Adam(self.critic_params, lr=cfg.critic_lr)
         self.actor_opt = torch.optim.Adam(self.actor_params, lr=cfg.actor_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.device_type = device.type
+        if cfg.compile:  # in place, so state_dict keys (checkpoints) do not change
+            for module in (agent.encoder, agent.actor, agent.critic, *self.target.values()):
+                module.compile()
+
+    def autocast(self) -> torch.autocast:
+        """Forward passes of the update: hidden layers in bfloat16 with ``sac.precision=bfloat16``
+        (output layers opt out in ``EnsembleMLP``); a no-op with float32."""
+        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bfloat16")
 
     def _step(self, opt: torch.optim.Optimizer, params: list[torch.Tensor], loss: torch.Tensor,
               per_sample: torch.Tensor | None = None, task: torch.Tensor | None = None, shared: list[torch.Tensor] | None = None) -> None:
@@ -124,12 +133,14 @@ class SAC:
         alpha = self.log_alpha.detach().exp()[task]
 
         # Critic (and encoder): regress both critics on the soft Bellman target.
-        critic_per_sample, q = self.critic_terms(batch, alpha)
+        with self.autocast():
+            critic_per_sample, q = self.critic_terms(batch, alpha)
         loss_critic = critic_per_sample.mean()
         self._step(self.critic_opt, self.critic_params, loss_critic, critic_per_sample, task, self.shared["critic"])
 
         # Actor: reads features of the freshly updated encoder.
-        actor_per_sample, log_prob = self.actor_terms(batch.obs, task, alpha)
+        with self.autocast():
+            actor_per_sample, log_prob = self.actor_terms(batch.obs, task, alpha)
         loss_actor = actor_per_sample.mean()
         self._step(self.actor_opt, self.actor_params, loss_actor, actor_per_sample, task, self.shared["actor"])
 
@@ -150,7 +161,8 @@ class SAC:
         """Per-task gradients of the critic and actor losses on the shared parameters of the
         current networks (one backward per task; no parameter or optimiser changes)."""
         alpha = self.log_alpha.detach().exp()[batch.task]
-        terms = {"critic": self.critic_terms(batch, alpha)[0], "actor": self.actor_terms(batch.obs, batch.task, alpha)[0]}
+        with self.autocast():
+            terms = {"critic": self.critic_terms(batch, alpha)[0], "actor": self.actor_terms(batch.obs, batch.task, alpha)[0]}
         return {
             part: conflict_stats(per_task_gradients(per_sample, batch.task, self.num_tasks, self.shared[part]))
             for part, per_sample in terms.items()

@@ -13,7 +13,7 @@ from envs.meta_world_envpool import MISMATCHED_TASKS, EnvPoolVecEnv, envpool_id
 from mtrl.config import ConfigError
 from mtrl.logger import read_metrics
 from mtrl.trainer import train
-from tests.conftest import make_config
+from conftest import make_config
 
 envpool = pytest.importorskip("envpool", reason="the envpool extra is not installed")
 
