@@ -77,6 +77,11 @@ def task_goals(cfg: MetaWorldConfig, seed: int) -> tuple[list[str], dict[str, ty
     return names, classes, goals
 
 
+def time_limited_step(obs: np.ndarray, reward: np.ndarray, success: np.ndarray, elapsed: np.ndarray, limit: int) -> StepResult:
+    """Meta-World MT never terminates (success is reported instead); episodes end by truncation."""
+    return StepResult(obs, reward, np.zeros(len(obs), bool), elapsed >= limit, success)
+
+
 class MetaWorldVecEnv(MultiTaskVecEnv):
     """Slots of raw Meta-World envs stepped one after another in this process."""
 
@@ -122,13 +127,7 @@ class MetaWorldVecEnv(MultiTaskVecEnv):
             o, r, _, _, info = self._current[s].step(actions[s])
             obs[s], reward[s], success[s] = o, r, info["success"] > 0
             self._t[s] += 1
-        return StepResult(
-            obs=obs,
-            reward=reward,
-            terminated=np.zeros(n, bool),  # Meta-World MT never terminates; success is reported
-            truncated=self._t >= self.max_episode_steps,
-            success=success,
-        )
+        return time_limited_step(obs, reward, success, self._t, self.max_episode_steps)
 
     def close(self) -> None:
         for env in self._envs.values():

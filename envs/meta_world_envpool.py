@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.meta_world import time_limited_step
 from mtrl.config import ConfigError
 from mtrl.suite import MultiTaskVecEnv, StepResult
 
@@ -158,13 +159,7 @@ class EnvPoolVecEnv(MultiTaskVecEnv):
             ids = info["env_id"]
             obs[ids], reward[ids], success[ids] = o, r, info["success"] > 0
         self._t[slice(None) if active is None else active] += 1
-        return StepResult(
-            obs=obs,
-            reward=reward,
-            terminated=np.zeros(n, bool),  # Meta-World MT never terminates; success is reported
-            truncated=self._t >= self.max_episode_steps,
-            success=success,
-        )
+        return time_limited_step(obs, reward, success, self._t, self.max_episode_steps)
 
     def close(self) -> None:
         for pool in self._pools.values():
