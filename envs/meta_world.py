@@ -11,6 +11,7 @@ The ``envpool`` backend (``envs/meta_world_envpool.py``) trains on EnvPool's C++
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,11 @@ class MetaWorldSuite(Suite):
 
         require_envpool()
         _, python_tasks = split_tasks(self.task_names, self.cfg.envpool_fallback)
+        if python_tasks:  # printed once per env, as a plain line (logging's last-resort handler)
+            logging.getLogger(__name__).warning(
+                "env.backend=envpool: %s run(s) on the Python envs, since EnvPool's version differs "
+                "from Meta-World's; env.envpool_fallback=false refuses instead", ", ".join(python_tasks)
+            )
         python_env = MetaWorldVecEnv(self.cfg, num_slots, seed, goal_seed=self.seed) if python_tasks else None
         return EnvPoolVecEnv(
             self.task_names, num_slots, seed, self.cfg.max_episode_steps, python_tasks, python_env

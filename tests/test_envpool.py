@@ -50,10 +50,11 @@ def test_slots_reset_explicitly_step_under_a_mask_and_truncate():
     env.close()
 
 
-def test_mismatched_task_runs_on_python_envs_or_is_refused():
+def test_mismatched_task_runs_on_python_envs_or_is_refused(caplog):
     assert "pick-place-v3" in MISMATCHED_TASKS
     cfg = MetaWorldConfig(tasks=["reach-v3", "pick-place-v3"], backend="envpool")
     env = MetaWorldSuite(cfg, seed=0).make_env(2, seed=0)
+    assert "pick-place-v3 run(s) on the Python envs" in caplog.text  # the user is told
     assert env.on_python.tolist() == [False, True]
     goals = {"reach-v3": set(), "pick-place-v3": set()}
     for _ in range(5):
