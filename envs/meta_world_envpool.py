@@ -1,8 +1,8 @@
 """Meta-World v3 on EnvPool's C++ simulator (``env.backend=envpool``), for fast training.
 
-One EnvPool pool per task with one env per slot; a step sends every active slot's action
-to its task's pool first and receives afterwards, so all tasks step concurrently in
-EnvPool's threads. Every slot is reset explicitly at its episode's end (the suite contract),
+Each slot borrows an env of its task's EnvPool pools for an episode; a step sends every
+active slot's action to its pool first and receives afterwards, so all tasks step
+concurrently in EnvPool's threads. Every slot is reset explicitly at its episode's end (the suite contract),
 so EnvPool's own autoreset, which would spend the step after truncation on a reset whose
 reward must be ignored, never fires.
 
@@ -68,6 +68,12 @@ class EnvPoolVecEnv(MultiTaskVecEnv):
 
     ``names`` are all the suite's tasks (task index = position); ``python_env`` is a
     Python-backend env with the same slots, used only for the tasks in ``python_tasks``.
+
+    A slot starting an episode borrows a free env of its task's pools and returns it at its
+    next reset. A task's pools grow by ``chunk`` envs (its fair share of the slots) when
+    all are busy, so memory follows how many slots run a task at once, not slots x tasks:
+    one EnvPool Meta-World env holds about 17 MB, and MT50 with an env per slot and task
+    (2,500 envs) did not fit in 24 GiB.
     """
 
     def __init__(
@@ -89,50 +95,70 @@ class EnvPoolVecEnv(MultiTaskVecEnv):
         self.on_python = np.array([n in python_tasks for n in self.names])
         self.python_env = python_env
         self.rng = python_env.rng if python_env is not None else None
-        self._pools: dict[int, Any] = {}
+        self.chunk = -(-num_slots // len(self.names))  # envs per pool: ceil(slots / tasks)
+        # Pools step concurrently, so each needs few threads: measured on 2 cores, ten
+        # pools of one thread step MT10 1.4x faster than ten pools of two.
+        self.threads = max(1, min(self.chunk, (os.cpu_count() or 1) // len(self.names)))
+        self.pools: list[Any] = []  # every pool, of any task
+        self._free: dict[int, list[tuple[int, int]]] = {}  # task -> free (pool index, env id)
+        self._envs_made = 0
         self._task = np.full(num_slots, -1, np.int64)
+        self._pool = np.full(num_slots, -1, np.int64)  # the pool index of the slot's env
+        self._env = np.zeros(num_slots, np.int32)  # the env id in that pool
         self._t = np.zeros(num_slots, np.int64)
         self._groups: list[tuple[int, np.ndarray]] | None = None
 
-    def _pool(self, task: int) -> Any:
-        if task not in self._pools:
-            # EnvPool seeds env i of a pool with seed + i, so pools get disjoint seed ranges.
-            stride = self.num_slots * len(self.names)
-            # Pools step concurrently, so each needs few threads: measured on 2 cores, ten
-            # pools of one thread step MT10 1.4x faster than ten pools of two.
-            threads = max(1, min(self.num_slots, (os.cpu_count() or 1) // len(self.names)))
-            self._pools[task] = self.envpool.make_gymnasium(
+    def _borrow(self, task: int) -> tuple[int, int]:
+        free = self._free.setdefault(task, [])
+        if not free:
+            # EnvPool seeds env i of a pool with seed + i: a running count keeps the seeds of
+            # all envs of a run disjoint (and runs with other seeds far apart).
+            self.pools.append(self.envpool.make_gymnasium(
                 envpool_id(self.names[task]),
-                num_envs=self.num_slots,
-                seed=self.seed * stride + task * self.num_slots,
+                num_envs=self.chunk,
+                seed=self.seed * 1_000_003 + self._envs_made,
                 partially_observable=False,  # goal-visible observations, as in Meta-World's MT setting
                 max_episode_steps=self.max_episode_steps,
-                num_threads=threads,
-            )
-        return self._pools[task]
+                num_threads=self.threads,
+            ))
+            self._envs_made += self.chunk
+            free.extend((len(self.pools) - 1, i) for i in reversed(range(self.chunk)))
+        return free.pop()
 
     def reset_slots(self, slots: np.ndarray, tasks: np.ndarray) -> np.ndarray:
         slots, tasks = np.asarray(slots, np.int64), np.asarray(tasks, np.int64)
+        for slot in slots.tolist():  # give back the envs of the slots' previous episodes
+            if self._pool[slot] >= 0:
+                self._free[int(self._task[slot])].append((int(self._pool[slot]), int(self._env[slot])))
+                self._pool[slot] = -1
         out = np.empty((len(slots), self.obs_dim), np.float32)
-        for task in np.unique(tasks).tolist():
-            rows = np.flatnonzero(tasks == task)
-            if self.on_python[task]:
-                out[rows] = self.python_env.reset_slots(slots[rows], tasks[rows])
-            else:
-                obs, info = self._pool(task).reset(slots[rows].astype(np.int32))
-                row_of_env = np.empty(self.num_slots, np.int64)
-                row_of_env[info["env_id"]] = np.arange(len(rows))
-                out[rows] = obs[row_of_env[slots[rows]]]
+        python_rows = np.flatnonzero(self.on_python[tasks])
+        if len(python_rows):
+            out[python_rows] = self.python_env.reset_slots(slots[python_rows], tasks[python_rows])
+        for row in np.flatnonzero(~self.on_python[tasks]).tolist():
+            self._pool[slots[row]], self._env[slots[row]] = self._borrow(int(tasks[row]))
         self._task[slots] = tasks
         self._t[slots] = 0
         self._groups = None
+        row_of_slot = np.full(self.num_slots, -1)
+        row_of_slot[slots] = np.arange(len(slots))
+        for pool, members in self._pool_groups():
+            members = members[row_of_slot[members] >= 0]
+            if len(members):
+                obs, info = self.pools[pool].reset(self._env[members])
+                out[row_of_slot[members]] = obs[self._row_of(info["env_id"], self._env[members])]
         return out
 
+    @staticmethod
+    def _row_of(returned_ids: np.ndarray, wanted_ids: np.ndarray) -> np.ndarray:
+        """Rows of ``returned_ids`` holding each of ``wanted_ids`` (EnvPool may reorder)."""
+        return np.argsort(returned_ids)[np.searchsorted(np.sort(returned_ids), wanted_ids)]
+
     def _pool_groups(self) -> list[tuple[int, np.ndarray]]:
-        """(task, its slots) for every EnvPool task that some slot runs; cached until a reset."""
+        """(pool index, the slots using it) for every pool in use; cached until a reset."""
         if self._groups is None:
-            tasks = [t for t in np.unique(self._task).tolist() if t >= 0 and not self.on_python[t]]
-            self._groups = [(t, np.flatnonzero(self._task == t).astype(np.int32)) for t in tasks]
+            used = self._pool >= 0
+            self._groups = [(p, np.flatnonzero(used & (self._pool == p))) for p in np.unique(self._pool[used]).tolist()]
         return self._groups
 
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> StepResult:
@@ -142,28 +168,28 @@ class EnvPoolVecEnv(MultiTaskVecEnv):
         success = np.zeros(n, bool)
         actions = np.asarray(actions, np.float32)
         sent = []
-        for task, ids in self._pool_groups():
+        for pool, members in self._pool_groups():
             if active is not None:
-                ids = ids[active[ids]]
-            if len(ids):
-                self._pools[task].send(actions[ids], ids)
-                sent.append(task)
+                members = members[active[members]]
+            if len(members):
+                self.pools[pool].send(actions[members], self._env[members])
+                sent.append((pool, members))
         on_python = self.on_python[self._task] & (True if active is None else active)
         if on_python.any():  # steps in this thread while the pools step in theirs
             py = self.python_env.step(actions, on_python)
             obs[on_python], reward[on_python], success[on_python] = (
                 py.obs[on_python], py.reward[on_python], py.success[on_python],
             )
-        for task in sent:
-            o, r, _, _, info = self._pools[task].recv()
-            ids = info["env_id"]
-            obs[ids], reward[ids], success[ids] = o, r, info["success"] > 0
+        for pool, members in sent:
+            o, r, _, _, info = self.pools[pool].recv()
+            rows = self._row_of(info["env_id"], self._env[members])
+            obs[members], reward[members], success[members] = o[rows], r[rows], info["success"][rows] > 0
         self._t[slice(None) if active is None else active] += 1
         return time_limited_step(obs, reward, success, self._t, self.max_episode_steps)
 
     def close(self) -> None:
-        for pool in self._pools.values():
+        for pool in self.pools:
             pool.close()
-        self._pools.clear()
+        self.pools.clear()
         if self.python_env is not None:
             self.python_env.close()

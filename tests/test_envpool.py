@@ -50,6 +50,32 @@ def test_slots_reset_explicitly_step_under_a_mask_and_truncate():
     env.close()
 
 
+def hands_follow_their_own_actions(env: EnvPoolVecEnv) -> bool:
+    """Each slot's hand moves along x with the sign of that slot's own action."""
+    x0 = env.step(np.zeros((env.num_slots, 4), np.float32)).obs[:, 0]
+    signs = np.where(np.arange(env.num_slots) % 2 == 0, 1.0, -1.0)
+    actions = np.zeros((env.num_slots, 4), np.float32)
+    actions[:, 0] = signs
+    for _ in range(5):
+        x1 = env.step(actions).obs[:, 0]
+    return bool((np.sign(x1 - x0) == signs).all())
+
+
+def test_slots_borrow_envs_per_task_and_get_their_own_results():
+    env = EnvPoolVecEnv(["reach-v3", "push-v3"], num_slots=4, seed=0, max_episode_steps=50)
+    assert env.chunk == 2  # a task's fair share of the slots
+    env.reset_slots(np.arange(4), np.array([0, 0, 0, 1]))
+    assert env._envs_made == 6  # reach: two pools of two (three busy); push: one pool
+    assert hands_follow_their_own_actions(env)
+    env.reset_slots(np.arange(4), np.array([1, 1, 1, 1]))
+    assert env._envs_made == 8  # push grows by one pool; reach's envs wait
+    assert hands_follow_their_own_actions(env)
+    env.reset_slots(np.array([2, 0]), np.array([0, 0]))
+    assert env._envs_made == 8  # reach's waiting envs are reused
+    assert hands_follow_their_own_actions(env)
+    env.close()
+
+
 def test_mismatched_task_runs_on_python_envs_or_is_refused(caplog):
     assert "pick-place-v3" in MISMATCHED_TASKS
     cfg = MetaWorldConfig(tasks=["reach-v3", "pick-place-v3"], backend="envpool")
