@@ -1,7 +1,8 @@
 """Meta-World v3 through the ``metaworld`` 3.x package, with Meta-World+ defaults.
 
-Every slot builds one raw ``SawyerXYZEnv`` per task it runs (Meta-World tasks are
-different classes), lazily and once. Each reset picks one of the task's 50 fixed train
+Slots borrow raw ``SawyerXYZEnv`` objects of their episode's task (Meta-World tasks are
+different classes) from an :class:`~envs.env_lending.EnvLender`, which builds one only when
+all of that task's envs are busy. Each reset picks one of the task's 50 fixed train
 goals at random, the observation is the goal-visible 39-d vector, the reward is V2 and
 episodes are cut at ``max_episode_steps`` (500) by truncation, never termination.
 The benchmark objects (goal lists) are cached per process: building them is the slow part.
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.env_lending import EnvLender
 from envs.meta_world_descriptions import DESCRIPTIONS
 from mtrl.config import ConfigError, did_you_mean
 from mtrl.registry import register
@@ -94,22 +96,20 @@ class MetaWorldVecEnv(MultiTaskVecEnv):
         self.act_dim = 4
         self.max_episode_steps = cfg.max_episode_steps
         self.rng = np.random.default_rng(seed)
-        self._envs: dict[tuple[int, int], Any] = {}
+        self.lender = EnvLender(num_slots, self._make_env)  # envs follow concurrent use, not slots x tasks
+        self._envs: list[Any] = []
         self._current: list[Any] = [None] * num_slots
         self._t = np.zeros(num_slots, np.int64)
 
-    def _env(self, slot: int, task: int) -> Any:
-        key = (slot, task)
-        if key not in self._envs:
-            self._envs[key] = self.classes[self.names[task]](
-                reward_function_version=self.cfg.reward_function_version
-            )
-        return self._envs[key]
+    def _make_env(self, task: int) -> list[Any]:
+        self._envs.append(self.classes[self.names[task]](reward_function_version=self.cfg.reward_function_version))
+        return [self._envs[-1]]
 
     def reset_slots(self, slots: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+        slots, tasks = np.asarray(slots).tolist(), np.asarray(tasks).tolist()
+        envs = self.lender.relend(slots, tasks)
         out = np.empty((len(slots), self.obs_dim), np.float32)
-        for i, (slot, task) in enumerate(zip(np.asarray(slots).tolist(), np.asarray(tasks).tolist())):
-            env = self._env(slot, task)
+        for i, (slot, task, env) in enumerate(zip(slots, tasks, envs)):
             goals = self.goals[self.names[task]]
             env.set_task(goals[self.rng.integers(len(goals))])
             obs, _ = env.reset(seed=int(self.rng.integers(2**31)))
@@ -131,7 +131,7 @@ class MetaWorldVecEnv(MultiTaskVecEnv):
         return time_limited_step(obs, reward, success, self._t, self.max_episode_steps)
 
     def close(self) -> None:
-        for env in self._envs.values():
+        for env in self._envs:
             env.close()
         self._envs.clear()
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.env_lending import EnvLender
 from envs.meta_world import time_limited_step
 from mtrl.config import ConfigError
 from mtrl.suite import MultiTaskVecEnv, StepResult
@@ -69,11 +70,9 @@ class EnvPoolVecEnv(MultiTaskVecEnv):
     ``names`` are all the suite's tasks (task index = position); ``python_env`` is a
     Python-backend env with the same slots, used only for the tasks in ``python_tasks``.
 
-    A slot starting an episode borrows a free env of its task's pools and returns it at its
-    next reset. A task's pools grow by ``chunk`` envs (its fair share of the slots) when
-    all are busy, so memory follows how many slots run a task at once, not slots x tasks:
-    one EnvPool Meta-World env holds about 17 MB, and MT50 with an env per slot and task
-    (2,500 envs) did not fit in 24 GiB.
+    A slot borrows an env, a (pool, env id) pair, of its episode's task from an
+    :class:`~envs.env_lending.EnvLender`; a task's pools grow by ``chunk`` envs (its fair
+    share of the slots) when all of its envs are busy.
     """
 
     def __init__(
@@ -100,43 +99,38 @@ class EnvPoolVecEnv(MultiTaskVecEnv):
         # pools of one thread step MT10 1.4x faster than ten pools of two.
         self.threads = max(1, min(self.chunk, (os.cpu_count() or 1) // len(self.names)))
         self.pools: list[Any] = []  # every pool, of any task
-        self._free: dict[int, list[tuple[int, int]]] = {}  # task -> free (pool index, env id)
-        self._envs_made = 0
+        self.lender = EnvLender(num_slots, self._make_pool)
         self._task = np.full(num_slots, -1, np.int64)
         self._pool = np.full(num_slots, -1, np.int64)  # the pool index of the slot's env
         self._env = np.zeros(num_slots, np.int32)  # the env id in that pool
         self._t = np.zeros(num_slots, np.int64)
         self._groups: list[tuple[int, np.ndarray]] | None = None
 
-    def _borrow(self, task: int) -> tuple[int, int]:
-        free = self._free.setdefault(task, [])
-        if not free:
-            # EnvPool seeds env i of a pool with seed + i: a running count keeps the seeds of
-            # all envs of a run disjoint (and runs with other seeds far apart).
-            self.pools.append(self.envpool.make_gymnasium(
-                envpool_id(self.names[task]),
-                num_envs=self.chunk,
-                seed=self.seed * 1_000_003 + self._envs_made,
-                partially_observable=False,  # goal-visible observations, as in Meta-World's MT setting
-                max_episode_steps=self.max_episode_steps,
-                num_threads=self.threads,
-            ))
-            self._envs_made += self.chunk
-            free.extend((len(self.pools) - 1, i) for i in reversed(range(self.chunk)))
-        return free.pop()
+    def _make_pool(self, task: int) -> list[tuple[int, int]]:
+        # EnvPool seeds env i of a pool with seed + i: counting the envs made keeps the seeds
+        # of a run disjoint (and runs with other seeds far apart).
+        self.pools.append(self.envpool.make_gymnasium(
+            envpool_id(self.names[task]),
+            num_envs=self.chunk,
+            seed=self.seed * 1_000_003 + self.lender.made,
+            partially_observable=False,  # goal-visible observations, as in Meta-World's MT setting
+            max_episode_steps=self.max_episode_steps,
+            num_threads=self.threads,
+        ))
+        return [(len(self.pools) - 1, i) for i in range(self.chunk)]
 
     def reset_slots(self, slots: np.ndarray, tasks: np.ndarray) -> np.ndarray:
         slots, tasks = np.asarray(slots, np.int64), np.asarray(tasks, np.int64)
-        for slot in slots.tolist():  # give back the envs of the slots' previous episodes
-            if self._pool[slot] >= 0:
-                self._free[int(self._task[slot])].append((int(self._pool[slot]), int(self._env[slot])))
-                self._pool[slot] = -1
         out = np.empty((len(slots), self.obs_dim), np.float32)
         python_rows = np.flatnonzero(self.on_python[tasks])
         if len(python_rows):
             out[python_rows] = self.python_env.reset_slots(slots[python_rows], tasks[python_rows])
-        for row in np.flatnonzero(~self.on_python[tasks]).tolist():
-            self._pool[slots[row]], self._env[slots[row]] = self._borrow(int(tasks[row]))
+        native = ~self.on_python[tasks]
+        self.lender.give_back(slots[~native].tolist())
+        self._pool[slots[~native]] = -1
+        handles = self.lender.relend(slots[native].tolist(), tasks[native].tolist())
+        for slot, (pool, env_id) in zip(slots[native].tolist(), handles):
+            self._pool[slot], self._env[slot] = pool, env_id
         self._task[slots] = tasks
         self._t[slots] = 0
         self._groups = None

@@ -65,13 +65,13 @@ def test_slots_borrow_envs_per_task_and_get_their_own_results():
     env = EnvPoolVecEnv(["reach-v3", "push-v3"], num_slots=4, seed=0, max_episode_steps=50)
     assert env.chunk == 2  # a task's fair share of the slots
     env.reset_slots(np.arange(4), np.array([0, 0, 0, 1]))
-    assert env._envs_made == 6  # reach: two pools of two (three busy); push: one pool
+    assert env.lender.made == 6  # reach: two pools of two (three busy); push: one pool
     assert hands_follow_their_own_actions(env)
     env.reset_slots(np.arange(4), np.array([1, 1, 1, 1]))
-    assert env._envs_made == 8  # push grows by one pool; reach's envs wait
+    assert env.lender.made == 8  # push grows by one pool; reach's envs wait
     assert hands_follow_their_own_actions(env)
     env.reset_slots(np.array([2, 0]), np.array([0, 0]))
-    assert env._envs_made == 8  # reach's waiting envs are reused
+    assert env.lender.made == 8  # reach's waiting envs are reused
     assert hands_follow_their_own_actions(env)
     env.close()
 

@@ -85,3 +85,12 @@ def test_cli_trains_mt10_briefly_and_evaluates_one_episode_per_task(tmp_path, ca
     assert list(report["tasks"]) == MT10
     assert all(t["episodes"] == 1 for t in report["tasks"].values())
     assert 0.0 <= report["success_mean"] <= 1.0
+
+
+def test_python_backend_builds_envs_per_concurrent_use_not_per_slot_and_task():
+    suite = MetaWorldSuite(MetaWorldConfig(tasks=["reach-v3", "push-v3"]), seed=0)
+    env = suite.make_env(3, seed=0)
+    for tasks in ([0, 0, 1], [1, 1, 0], [0, 1, 0], [1, 0, 1]):
+        env.reset_slots(np.arange(3), np.array(tasks))
+    assert env.lender.made == 4  # peak use: two of reach and two of push (not 3 slots x 2 tasks)
+    env.close()
