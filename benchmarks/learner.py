@@ -1,6 +1,6 @@
 """Learner speed at the MT10 setting: SAC updates per second, ours vs Stable-Baselines3.
 
-    python benchmarks/learner.py [--updates 20] [--rounds 3]
+    python benchmarks/learner.py [--updates 20] [--rounds 3] [--device cpu|cuda] [--compile]
 
 Both learners get 39-d observations + a 10-task one-hot, 4-d actions, 3x400 actor and
 critics, batch 1280 (128 per task), replay filled with random transitions, on the CPU.
@@ -31,14 +31,14 @@ from mtrl.sac import SAC
 TASKS, OBS, ACT, PER_TASK, HIDDEN = 10, 39, 4, 128, [400, 400, 400]
 
 
-def ours(agent_name: str, precision: str = "float32") -> callable:
+def ours(agent_name: str, precision: str = "float32", device: str = "cpu", compile: bool = False) -> callable:
     spec = EnvSpec(OBS, ACT, tuple(f"t{i}" for i in range(TASKS)), tuple(["x"] * TASKS), "bench")
     agent_cfg = load_config(f"mt10-{agent_name}").agent
     if agent_name == "care":
         agent_cfg.task_embedding = "one_hot"  # timing only: no embedding file for fake task names
-    sac = SAC(get("agent", agent_name).target(agent_cfg, spec), TASKS, ACT, SACConfig(precision=precision),
-              ConflictConfig(method="none"))
-    replay = MultiTaskReplay(TASKS, 5_000, OBS, ACT)
+    agent = get("agent", agent_name).target(agent_cfg, spec).to(device)
+    sac = SAC(agent, TASKS, ACT, SACConfig(precision=precision, compile=compile), ConflictConfig(method="none"))
+    replay = MultiTaskReplay(TASKS, 5_000, OBS, ACT, device)
     rng = np.random.default_rng(0)
     for _ in range(500):
         replay.add(np.arange(TASKS), rng.normal(size=(TASKS, OBS)), rng.uniform(-1, 1, (TASKS, ACT)),
@@ -46,7 +46,7 @@ def ours(agent_name: str, precision: str = "float32") -> callable:
     return lambda n: [sac.update(replay.sample(PER_TASK)) for _ in range(n)]
 
 
-def sb3() -> callable:
+def sb3(device: str = "cpu") -> callable:
     from stable_baselines3 import SAC as SB3SAC
     from stable_baselines3.common.logger import configure
 
@@ -54,7 +54,7 @@ def sb3() -> callable:
         observation_space = gym.spaces.Box(-np.inf, np.inf, (OBS + TASKS,), np.float32)
         action_space = gym.spaces.Box(-1, 1, (ACT,), np.float32)
 
-    model = SB3SAC("MlpPolicy", Dummy(), batch_size=PER_TASK * TASKS, buffer_size=5_000 * TASKS, device="cpu",
+    model = SB3SAC("MlpPolicy", Dummy(), batch_size=PER_TASK * TASKS, buffer_size=5_000 * TASKS, device=device,
                    policy_kwargs=dict(net_arch=HIDDEN), seed=0)
     model.set_logger(configure(None, []))
     rng = np.random.default_rng(0)
@@ -65,26 +65,39 @@ def sb3() -> callable:
 
 
 def rate(run, n: int) -> float:
-    run(2)  # warm-up
+    run(2)  # warm-up (and compilation)
+    sync()
     start = time.perf_counter()
     run(n)
+    sync()
     return n / (time.perf_counter() - start)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (a GPU session's measurement)")
+    parser.add_argument("--compile", action="store_true", help="also time ours with sac.compile=true")
     args = parser.parse_args()
     torch.manual_seed(0)
-    runs = {"mtsac": ours("mtsac"), "mtsac_bf16": ours("mtsac", "bfloat16"), "care": ours("care"), "sb3": sb3()}
+    d = args.device
+    runs = {"mtsac": ours("mtsac", device=d), "mtsac_bf16": ours("mtsac", "bfloat16", d), "care": ours("care", device=d),
+            "sb3": sb3(d)}
+    if args.compile:
+        runs["mtsac_compiled"] = ours("mtsac", device=d, compile=True)
     rates: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.rounds):
         for name, run in runs.items():
             rates[name].append(rate(run, args.updates))
     median = {k: statistics.median(v) for k, v in rates.items()}
     print(json.dumps({
-        "benchmark": "learner", "setting": "MT10: batch 1280, 3x400 actor and twin critics, CPU",
+        "benchmark": "learner", "setting": "MT10: batch 1280, 3x400 actor and twin critics", "device": d,
         "threads": torch.get_num_threads(),
         "ours_mtsac_updates_per_s": round(median["mtsac"], 2),
         "sb3_sac_updates_per_s": round(median["sb3"], 2),
@@ -95,6 +108,7 @@ def main() -> None:
         "ratio_ours_over_sb3_median": round(statistics.median(a / b for a, b in zip(rates["mtsac"], rates["sb3"])), 3),
         "care_cost_over_mtsac": round(median["mtsac"] / median["care"], 3),
         "goal_ratio_ours_over_sb3": 1.3,
+        **({"ours_mtsac_compiled_updates_per_s": round(median["mtsac_compiled"], 2)} if args.compile else {}),
     }))
 
 
