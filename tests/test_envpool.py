@@ -131,6 +131,6 @@ def test_scripted_experts_agree_on_every_mt10_task_except_the_known_mismatches()
     from envs.envpool_fidelity import compare_task
 
     for task in MetaWorldSuite(MetaWorldConfig(benchmark="MT10")).task_names:
-        result = compare_task(task, episodes=100, random_episodes=30)
+        result = compare_task(task, episodes=100, random_episodes=100)
         assert result.layout_ok, task
         assert result.agrees == (task not in MISMATCHED_TASKS), (task, result)
