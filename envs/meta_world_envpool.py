@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from envs.env_lending import EnvLender
-from envs.meta_world import time_limited_step
+from envs.meta_world import MetaWorldVecEnv, time_limited_step
 from mtrl.config import ConfigError
 from mtrl.suite import MultiTaskVecEnv, StepResult
 
@@ -93,7 +93,7 @@ class EnvPoolVecEnv(MultiTaskVecEnv):
         seed: int,
         max_episode_steps: int,
         python_tasks: list[str] = (),
-        python_env: MultiTaskVecEnv | None = None,
+        python_env: MetaWorldVecEnv | None = None,
     ):
         self.envpool = require_envpool()
         self.names = list(names)
@@ -132,12 +132,14 @@ class EnvPoolVecEnv(MultiTaskVecEnv):
 
     def reset_slots(self, slots: np.ndarray, tasks: np.ndarray) -> np.ndarray:
         slots, tasks = np.asarray(slots, np.int64), np.asarray(tasks, np.int64)
-        out = np.empty((len(slots), self.obs_dim), np.float32)
-        python_rows = np.flatnonzero(self.on_python[tasks])
-        if len(python_rows):
-            out[python_rows] = self.python_env.reset_slots(slots[python_rows], tasks[python_rows])
         native = ~self.on_python[tasks]
+        # a slot changing sides hands its env back to the side it leaves, before either lends
         self.lender.give_back(slots[~native].tolist())
+        if self.python_env is not None:
+            self.python_env.lender.give_back(slots[native].tolist())
+        out = np.empty((len(slots), self.obs_dim), np.float32)
+        if (~native).any():
+            out[~native] = self.python_env.reset_slots(slots[~native], tasks[~native])
         self._pool[slots[~native]] = -1
         handles = self.lender.relend(slots[native].tolist(), tasks[native].tolist())
         for slot, (pool, env_id) in zip(slots[native].tolist(), handles):

@@ -92,6 +92,9 @@ def test_mismatched_task_runs_on_python_envs_or_is_refused(caplog):
     # pick-place runs on Meta-World's envs (its 50 fixed goals); reach on EnvPool (fresh goals)
     assert goals["pick-place-v3"] <= fixed_goals(env.python_env, "pick-place-v3")
     assert not goals["reach-v3"] <= fixed_goals(env.python_env, "reach-v3")
+    # a slot changing sides hands its env back, so the other slot takes it over on either side
+    env.reset_slots(np.array([0, 1]), np.array([1, 0]))
+    assert env.python_env.lender.made == 1 and env.lender.made == 1
     env.close()
     refused = MetaWorldSuite(MetaWorldConfig(benchmark="MT10", backend="envpool", envpool_fallback=False))
     with pytest.raises(ConfigError, match="pick-place-v3 differs from Meta-World in EnvPool"):
