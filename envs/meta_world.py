@@ -166,7 +166,7 @@ class MetaWorldSuite(Suite):
 
     def make_env(self, num_slots: int, seed: int) -> MultiTaskVecEnv:
         if self.cfg.backend == "python":
-            return MetaWorldVecEnv(self.cfg, num_slots, seed, goal_seed=self.seed)
+            return self._python_env(num_slots, seed)
         from envs.meta_world_envpool import EnvPoolVecEnv, require_envpool, split_tasks
 
         require_envpool()
@@ -176,14 +176,18 @@ class MetaWorldSuite(Suite):
                 "env.backend=envpool: %s run(s) on the Python envs, since EnvPool's version differs "
                 "from Meta-World's; env.envpool_fallback=false refuses instead", ", ".join(python_tasks)
             )
-        python_env = MetaWorldVecEnv(self.cfg, num_slots, seed, goal_seed=self.seed) if python_tasks else None
+        python_env = self._python_env(num_slots, seed) if python_tasks else None
         return EnvPoolVecEnv(
             self.task_names, num_slots, seed, self.cfg.max_episode_steps, python_tasks, python_env
         )
 
     def make_eval_env(self, num_episodes: int, seed: int) -> MetaWorldVecEnv:
         """Always the reference Python envs, so results compare with the literature."""
-        return MetaWorldVecEnv(self.cfg, self.num_tasks, seed, goal_seed=self.seed)
+        return self._python_env(self.num_tasks, seed)
+
+    def _python_env(self, num_slots: int, seed: int) -> MetaWorldVecEnv:
+        """The reference envs; goals are drawn with the suite's seed, starts with ``seed``."""
+        return MetaWorldVecEnv(self.cfg, num_slots, seed, goal_seed=self.seed)
 
 
 def _validate(cfg: MetaWorldConfig) -> None:

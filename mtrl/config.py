@@ -45,8 +45,8 @@ class SACConfig:
     initial_alpha: float = 1.0
     target_entropy: float | None = None  # None: -|A|
     max_grad_norm: float | None = 1.0  # None: no clipping
-    # bfloat16: hidden-layer matmuls of the update under autocast (1.9x faster on a CPU with
-    # AVX512-BF16, see docs/PERFORMANCE.md); output layers, losses and Adam stay float32.
+    # bfloat16: hidden-layer matmuls of the update under autocast (updates 2.5x faster on a
+    # CPU with AVX512-BF16, see docs/PERFORMANCE.md); output layers, losses and Adam stay float32.
     precision: str = "float32"  # float32 | bfloat16
     # torch.compile the networks' forward passes (and so their backward). Measured slower on
     # the 2-core CPU (0.88x) and not yet on a GPU; off by default.

@@ -27,6 +27,8 @@ class Batch(NamedTuple):
 class MultiTaskReplay:
     """Ring buffers of ``capacity_per_task`` transitions for each of ``num_tasks`` tasks."""
 
+    FIELDS = ("obs", "next_obs", "action", "reward", "terminated")  # one tensor each, in add()'s order
+
     def __init__(self, num_tasks: int, capacity_per_task: int, obs_dim: int, act_dim: int, device: str | torch.device = "cpu"):
         self.num_tasks, self.capacity = num_tasks, capacity_per_task
         self.device = torch.device(device)
@@ -42,13 +44,11 @@ class MultiTaskReplay:
         # sizes are refreshed at add() time; the task-id vector of the last allocation is kept.
         self._size_dev = torch.zeros(num_tasks, dtype=torch.int64, device=self.device)
         self._task_ids: tuple[tuple[int, ...], torch.Tensor] | None = None
-        fields = ("obs", "next_obs", "action", "reward", "terminated")
-        self._host = {k: getattr(self, k).numpy() for k in fields} if self.device.type == "cpu" else None
+        self._host = {k: getattr(self, k).numpy() for k in self.FIELDS} if self.device.type == "cpu" else None
 
     @property
     def bytes_per_transition(self) -> int:
-        tensors = (self.obs, self.next_obs, self.action, self.reward, self.terminated)
-        return sum(t.element_size() * t[0, 0].numel() for t in tensors)
+        return sum(getattr(self, k).element_size() * getattr(self, k)[0, 0].numel() for k in self.FIELDS)
 
     def add(self, task: np.ndarray, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray, terminated: np.ndarray) -> None:
         """Store one transition per slot; several slots may share a task."""
@@ -62,7 +62,7 @@ class MultiTaskReplay:
         self.size = np.minimum(self.size + counts, self.capacity)
         self._size_dev.copy_(torch.from_numpy(self.size))
         if self._host is not None:  # CPU: write through numpy views, 2x cheaper than torch indexing
-            for name, value in (("obs", obs), ("next_obs", next_obs), ("action", action), ("reward", reward), ("terminated", terminated)):
+            for name, value in zip(self.FIELDS, (obs, next_obs, action, reward, terminated)):
                 self._host[name][task, index] = value
             return
         # Accelerator: one host->device copy of all fields, split on the device.
@@ -100,13 +100,10 @@ class MultiTaskReplay:
         )
 
     def state_dict(self) -> dict:
-        return {
-            "obs": self.obs, "next_obs": self.next_obs, "action": self.action, "reward": self.reward,
-            "terminated": self.terminated, "pos": self.pos.copy(), "size": self.size.copy(),
-        }
+        return {**{k: getattr(self, k) for k in self.FIELDS}, "pos": self.pos.copy(), "size": self.size.copy()}
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("obs", "next_obs", "action", "reward", "terminated"):
+        for key in self.FIELDS:
             getattr(self, key).copy_(state[key])
         self.pos, self.size = state["pos"].copy(), state["size"].copy()
         self._size_dev.copy_(torch.from_numpy(self.size))
