@@ -5,7 +5,8 @@
   Python envs, see ``envs/meta_world_envpool.py``), same loop;
 * ``mtrl_envpool_native``: the same wrapper with all ten tasks on EnvPool (the wrapper's ceiling);
 * ``raw_sync``: gymnasium's SyncVectorEnv over metaworld (the reference);
-* ``raw_envpool``: ten bare EnvPool pools driven with send/recv, autoreset, no replay.
+* ``raw_envpool``: ten bare EnvPool pools driven with send/recv, autoreset, no replay, one
+  thread per pool (and ``raw_envpool_2_threads_per_pool``: two, to check that choice).
 
     python benchmarks/collector.py [--steps 2000] [--rounds 3] [--envs-per-task 1]
 
@@ -45,12 +46,12 @@ def raw_sync_vector_env(steps: int) -> float:
     return steps * TASKS / elapsed
 
 
-def raw_envpool(steps: int, per_task: int) -> float:
+def raw_envpool(steps: int, per_task: int, threads: int = 1) -> float:
     import envpool
 
     names = MetaWorldSuite(MetaWorldConfig(benchmark="MT10")).task_names
     pools = [envpool.make_gymnasium(envpool_id(n), num_envs=per_task, seed=i * per_task,
-                                    partially_observable=False, num_threads=1)  # the fastest setting here
+                                    partially_observable=False, num_threads=threads)
              for i, n in enumerate(names)]
     for pool in pools:
         pool.async_reset()  # queues the reset results, so the first recv returns them
@@ -115,6 +116,7 @@ def main() -> None:
         "mtrl_envpool": lambda n: mtrl_backend("envpool", n, k),
         "mtrl_envpool_native": lambda n: mtrl_backend("envpool_native", n, k),
         "raw_envpool": lambda n: raw_envpool(n, k),
+        "raw_envpool_2_threads_per_pool": lambda n: raw_envpool(n, k, threads=2),  # the wrapper uses 1 here
     }
     rates: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.rounds):

@@ -2,7 +2,7 @@
 
 A slot can run any task, so building one env per (slot, task) grows to slots x tasks: with
 a scheduler that moves slots between tasks, MT50 with 50 slots would hold 2,500 Meta-World
-envs of about 20 MB each (Python) or 17 MB (EnvPool), more than this 24 GiB machine has.
+envs of about 20 MB each (``benchmarks/env_memory.py``), more than this 24 GiB machine has.
 Instead each slot borrows an env of its episode's task and gives it back at its next reset.
 """
 

@@ -106,8 +106,8 @@ class EnvPoolVecEnv(MultiTaskVecEnv):
         self.python_env = python_env
         self.rng = python_env.rng if python_env is not None else None
         self.chunk = -(-num_slots // len(self.names))  # envs per pool: ceil(slots / tasks)
-        # Pools step concurrently, so each needs few threads: measured on 2 cores, ten
-        # pools of one thread step MT10 1.4x faster than ten pools of two.
+        # Pools step concurrently in their own threads, so one each is enough: with ten
+        # pools on 2 cores, two per pool were no faster (benchmarks/collector.py).
         self.threads = max(1, min(self.chunk, (os.cpu_count() or 1) // len(self.names)))
         self.pools: list[Any] = []  # every pool, of any task
         self.lender = EnvLender(num_slots, self._make_pool)

@@ -49,7 +49,7 @@ class SACConfig:
     # CPU with AVX512-BF16, see docs/PERFORMANCE.md); output layers, losses and Adam stay float32.
     precision: str = "float32"  # float32 | bfloat16
     # torch.compile the networks' forward passes (and so their backward). Measured slower on
-    # the 2-core CPU (0.88x) and not yet on a GPU; off by default.
+    # the 2-core CPU (0.92x) and not yet on a GPU; off by default.
     compile: bool = False
 
 
