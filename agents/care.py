@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mtrl.agent import Agent, EnvSpec
+from mtrl.agent import ACTOR_ENCODERS, Agent, EnvSpec
 from mtrl.care import ATTENTION_KINDS, EMBEDDING_KINDS, CAREEncoder, TaskEmbedding
 from mtrl.config import ConfigError
 from mtrl.embeddings import load_task_embeddings
@@ -27,7 +27,10 @@ class CAREConfig:
     attention_temperature: float = 1.0
     task_embedding: str = "pretrained"  # pretrained | learned | one_hot
     embedding_file: str | None = None  # None: the suite's shipped file
-    detach_actor_features: bool = True  # the actor loss does not train the encoders
+    # own: the actor has its own CARE encoder, trained by the actor loss (Meta-World+'s
+    # reference design); critic_detached: it reads the critic's encoder without training it
+    # (the original CARE code); critic: it reads and trains the critic's encoder.
+    actor_encoder: str = "own"
 
 
 @register("agent", "care", CAREConfig)
@@ -37,6 +40,8 @@ def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
         raise ConfigError(f"agent.attention must be one of {', '.join(ATTENTION_KINDS)}, got '{cfg.attention}'")
     if cfg.task_embedding not in EMBEDDING_KINDS:
         raise ConfigError(f"agent.task_embedding must be one of {', '.join(EMBEDDING_KINDS)}, got '{cfg.task_embedding}'")
+    if cfg.actor_encoder not in ACTOR_ENCODERS:
+        raise ConfigError(f"agent.actor_encoder must be one of {', '.join(ACTOR_ENCODERS)}, got '{cfg.actor_encoder}'")
     if cfg.num_encoders < 1:
         raise ConfigError(f"agent.num_encoders must be at least 1, got {cfg.num_encoders}")
     pretrained = None
@@ -48,9 +53,14 @@ def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
                 "and set agent.embedding_file=FILE (or agent.task_embedding=one_hot)"
             )
         pretrained = torch.as_tensor(load_task_embeddings(path, list(spec.task_names), list(spec.descriptions)))
-    embedding = TaskEmbedding(cfg.task_embedding, spec.num_tasks, pretrained)
-    encoder = CAREEncoder(spec.obs_dim, embedding, cfg.num_encoders, cfg.encoder_hidden, cfg.encoder_dim,
-                          cfg.context_hidden, cfg.attention, cfg.attention_temperature)
+
+    def care_encoder() -> CAREEncoder:
+        embedding = TaskEmbedding(cfg.task_embedding, spec.num_tasks, pretrained)
+        return CAREEncoder(spec.obs_dim, embedding, cfg.num_encoders, cfg.encoder_hidden, cfg.encoder_dim,
+                           cfg.context_hidden, cfg.attention, cfg.attention_temperature)
+
+    encoder = care_encoder()
+    actor_encoder = care_encoder() if cfg.actor_encoder == "own" else None
     actor = TanhGaussianActor(encoder.out_dim, spec.act_dim, cfg.hidden_sizes)
     critic = TwinQ(encoder.out_dim, spec.act_dim, cfg.hidden_sizes)
-    return Agent(encoder, actor, critic, detach_actor_features=cfg.detach_actor_features)
+    return Agent(encoder, actor, critic, actor_encoder=cfg.actor_encoder, actor_encoder_net=actor_encoder)

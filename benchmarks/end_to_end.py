@@ -32,7 +32,7 @@ def ours(warmup: int, transitions: int, extra: tuple[str, ...] = ()) -> float:
         run_dir = Path(tmp) / "run"
         cfg = load_config("mt10-mtsac", [
             f"run.dir={run_dir}", f"train.warmup_steps={warmup}", f"train.total_steps={warmup + transitions}",
-            f"train.log_every={warmup}", "train.eval_every=0", "train.eval_episodes=1", "train.checkpoint_every=0",
+            f"train.log_every={warmup}", "train.eval_every=0", "train.eval_episodes=1", "train.final_eval_episodes=1", "train.checkpoint_every=0",
             "train.buffer_per_task=10000", "train.progress=false", "conflict.monitor_every=0", "device=cpu", *extra,
         ])
         train(cfg)

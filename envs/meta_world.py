@@ -105,13 +105,14 @@ class MetaWorldVecEnv(MultiTaskVecEnv):
         self._envs.append(self.classes[self.names[task]](reward_function_version=self.cfg.reward_function_version))
         return [self._envs[-1]]
 
-    def reset_slots(self, slots: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+    def reset_slots(self, slots: np.ndarray, tasks: np.ndarray, variants: np.ndarray | None = None) -> np.ndarray:
         slots, tasks = np.asarray(slots).tolist(), np.asarray(tasks).tolist()
         envs = self.lender.relend(slots, tasks)
         out = np.empty((len(slots), self.obs_dim), np.float32)
         for i, (slot, task, env) in enumerate(zip(slots, tasks, envs)):
             goals = self.goals[self.names[task]]
-            env.set_task(goals[self.rng.integers(len(goals))])
+            goal = self.rng.integers(len(goals)) if variants is None else int(variants[i]) % len(goals)
+            env.set_task(goals[goal])
             obs, _ = env.reset(seed=int(self.rng.integers(2**31)))
             out[i] = obs
             self._current[slot] = env

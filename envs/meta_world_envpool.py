@@ -130,7 +130,8 @@ class EnvPoolVecEnv(MultiTaskVecEnv):
         ))
         return [(len(self.pools) - 1, i) for i in range(self.chunk)]
 
-    def reset_slots(self, slots: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+    def reset_slots(self, slots: np.ndarray, tasks: np.ndarray, variants: np.ndarray | None = None) -> np.ndarray:
+        """Training only: EnvPool draws its own goal at every reset, so ``variants`` is ignored."""
         slots, tasks = np.asarray(slots, np.int64), np.asarray(tasks, np.int64)
         native = ~self.on_python[tasks]
         # a slot changing sides hands its env back to the side it leaves, before either lends

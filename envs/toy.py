@@ -60,7 +60,8 @@ class PointMassVecEnv(MultiTaskVecEnv):
         self.goal = np.zeros((num_slots, 2), np.float32)
         self.t = np.zeros(num_slots, np.int64)
 
-    def reset_slots(self, slots: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+    def reset_slots(self, slots: np.ndarray, tasks: np.ndarray, variants: np.ndarray | None = None) -> np.ndarray:
+        """A task has one goal: ``variants`` are ignored."""
         slots = np.asarray(slots)
         noise = self.cfg.start_noise
         self.pos[slots] = self.rng.uniform(-noise, noise, (len(slots), 2)).astype(np.float32)

@@ -1,11 +1,14 @@
 """What every agent is: a task-aware encoder, a tanh-Gaussian actor and twin critics.
 
-    features = encoder(obs, task)          # trained by the critic loss
+    features = encoder(obs, task)                  # trained by the critic loss
     q1, q2   = critic(features, action, task)
-    action   = actor(features[.detach()], task)
+    action   = actor(actor_features(obs, task), task)
 
-Agents in ``agents/`` differ only in the encoder (one-hot, CARE, ...) and in whether the
-actor and critic have one output head per task. :mod:`mtrl.sac` trains any of them.
+``actor_features`` comes from the actor's own encoder when the agent has one (CARE's
+default: trained by the actor loss), else from the critic's encoder, detached or not
+(``actor_encoder``). Agents in ``agents/`` differ only in the encoders (one-hot, CARE, ...)
+and in whether the actor and critic have one output head per task. :mod:`mtrl.sac` trains
+any of them.
 """
 
 from __future__ import annotations
@@ -50,26 +53,65 @@ class OneHotTaskEncoder(nn.Module):
         return torch.cat([obs, F.one_hot(task, self.num_tasks).to(obs.dtype)], -1)
 
 
-class Agent(nn.Module):
-    """Encoder + actor + twin critics. ``detach_actor_features``: the actor loss does not
-    train the encoder (CARE's and SAC-AE's choice); the critic loss always does."""
+ACTOR_ENCODERS = ("own", "critic_detached", "critic")
 
-    def __init__(self, encoder: nn.Module, actor: TanhGaussianActor, critic: TwinQ, detach_actor_features: bool = True):
+
+class Agent(nn.Module):
+    """Encoder + actor + twin critics; the critic loss always trains ``encoder``.
+
+    ``actor_encoder``: ``"own"`` -- the actor reads its own encoder (the ``actor_encoder_net``
+    argument), trained by the actor loss (Meta-World+'s CARE); ``"critic_detached"`` -- it
+    reads the critic's encoder without training it (SAC-AE's and the original CARE code's
+    choice); ``"critic"`` -- it reads and trains the critic's encoder.
+    """
+
+    def __init__(self, encoder: nn.Module, actor: TanhGaussianActor, critic: TwinQ,
+                 actor_encoder: str = "critic_detached", actor_encoder_net: nn.Module | None = None):
         super().__init__()
+        if actor_encoder not in ACTOR_ENCODERS:
+            raise ValueError(f"unknown actor_encoder '{actor_encoder}', expected one of {ACTOR_ENCODERS}")
+        if (actor_encoder == "own") != (actor_encoder_net is not None):
+            raise ValueError("actor_encoder='own' needs actor_encoder_net, and only it takes one")
         self.encoder, self.actor, self.critic = encoder, actor, critic
-        self.detach_actor_features = detach_actor_features
+        self.actor_encoder_kind = actor_encoder
+        self.actor_encoder = actor_encoder_net  # None unless "own"
+
+    @property
+    def actor_trains_critic_encoder(self) -> bool:
+        return self.actor_encoder_kind == "critic"
+
+    def actor_features(self, obs: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """The actor's input; carries gradient into whichever encoder the actor loss trains."""
+        if self.actor_encoder is not None:
+            return self.actor_encoder(obs, task)
+        if self.actor_encoder_kind == "critic_detached":
+            with torch.no_grad():
+                return self.encoder(obs, task)
+        return self.encoder(obs, task)
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        """What the actor loss trains: the actor, and its encoder (own, or the critic's)."""
+        params = list(self.actor.parameters())
+        if self.actor_encoder is not None:
+            params += list(self.actor_encoder.parameters())
+        elif self.actor_trains_critic_encoder:
+            params += list(self.encoder.parameters())
+        return params
 
     def shared_parameters(self, part: str) -> list[nn.Parameter]:
         """Parameters that every task's ``part`` ("critic" or "actor") loss flows through:
         the hidden layers, the output layer unless it has one head per task, and the
-        encoder when that loss trains it. Conflict monitoring and PCGrad/CAGrad act here."""
+        encoder that loss trains. Conflict monitoring and PCGrad/CAGrad act here."""
         net = (self.critic if part == "critic" else self.actor).net
         params = [p for layer in net.hidden for p in layer.parameters()]
         if net.num_heads == 1:
             params += list(net.head.parameters())
-        if part == "critic" or not self.detach_actor_features:
-            params = list(self.encoder.parameters()) + params
-        return params
+        if part == "critic":
+            encoder_params = list(self.encoder.parameters())
+        else:
+            actor_owned = {id(p) for p in self.actor.parameters()}
+            encoder_params = [p for p in self.actor_parameters() if id(p) not in actor_owned]
+        return encoder_params + params
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, task: np.ndarray, deterministic: bool = False) -> np.ndarray:
@@ -77,7 +119,7 @@ class Agent(nn.Module):
         device = next(self.parameters()).device
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
         task_t = torch.as_tensor(task, dtype=torch.long, device=device)
-        features = self.encoder(obs_t, task_t)
+        features = self.actor_features(obs_t, task_t)
         if deterministic:
             action = self.actor.deterministic(features, task_t)
         else:

@@ -8,6 +8,11 @@ Representations", ICML 2021).
     features   = [sum_i weights_i z_i || z_ctx]                    (B, 2d)
 
 ``score`` is the dot product <z_ctx, z_i> (the paper's form) or an MLP of z_ctx alone.
+
+In an agent the actor and the critics each own one such encoder (Meta-World+'s reference
+design; the critic's also has a target copy), so the actor's representation is trained by
+the actor's loss. Sharing the critic's encoder, read detached by the actor, is the old
+design, kept for ablation (``agent.actor_encoder=critic_detached``).
 """
 
 from __future__ import annotations
@@ -61,10 +66,14 @@ class CAREEncoder(nn.Module):
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"unknown attention '{attention}', expected one of {ATTENTION_KINDS}")
         self.task_embedding = task_embedding
-        self.context = EnsembleMLP(1, task_embedding.out_dim, context_hidden, encoder_dim)
-        self.encoders = EnsembleMLP(num_encoders, obs_dim, encoder_hidden, encoder_dim)
+        # Representations: orthogonal output layers too, so tasks and encoders differ from the start.
+        self.context = EnsembleMLP(1, task_embedding.out_dim, context_hidden, encoder_dim, head_init="orthogonal")
+        self.encoders = EnsembleMLP(num_encoders, obs_dim, encoder_hidden, encoder_dim, head_init="orthogonal")
         self.attention, self.temperature = attention, temperature
-        self.score = EnsembleMLP(1, encoder_dim, [encoder_dim], num_encoders) if attention == "mlp" else None
+        # "mlp": the reference code's form (fb/mtrl's AttentionBasedExperts): an MLP of the
+        # task's context alone to k logits, so the weights do not depend on the state.
+        self.score = (EnsembleMLP(1, encoder_dim, [encoder_dim], num_encoders, head_init="orthogonal")
+                      if attention == "mlp" else None)
         self.num_encoders, self.out_dim = num_encoders, 2 * encoder_dim
 
     def context_vector(self, task: torch.Tensor) -> torch.Tensor:
@@ -88,3 +97,9 @@ class CAREEncoder(nn.Module):
     def attention_weights(self, obs: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """(B, k) mixture weights, for introspection."""
         return self.encode(obs, task)[1]
+
+    def context_cosine(self) -> torch.Tensor:
+        """(T, T) cosine similarity between the context vectors of all tasks: near 1
+        everywhere means the context does not tell tasks apart."""
+        z = F.normalize(self.context_vector(torch.arange(self.task_embedding.table.shape[0], device=self.task_embedding.table.device)), dim=-1)
+        return z @ z.T

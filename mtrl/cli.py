@@ -50,6 +50,16 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> None:
     console.print(f"wrote {path}")
 
 
+def cmd_report(args: argparse.Namespace, console: Console) -> None:
+    from mtrl.report import summary_table, write_report
+
+    report = write_report(args.run_dirs, args.out, reps=args.reps, seed=args.seed)
+    for warning in report.warnings:
+        print(f"mtrl: warning: {warning}", file=sys.stderr)
+    console.print(summary_table(report))
+    console.print(f"wrote {', '.join(p.name for p in report.files)} to {report.out_dir}")
+
+
 def cmd_list(args: argparse.Namespace, console: Console) -> None:
     from mtrl import registry
     from mtrl.config import available_configs
@@ -89,9 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="evaluate a run's latest checkpoint, write RUN_DIR/eval.json")
     p.add_argument("run_dir")
-    p.add_argument("--episodes", type=int, default=None, help="episodes per task (default: the run's train.eval_episodes)")
+    p.add_argument("--episodes", type=int, default=None, help="episodes per task (default: the run's train.final_eval_episodes)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("report", help="compare runs: IQM and mean with bootstrap CIs, plots (needs the report extra)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run directory, or a folder holding runs (two levels deep)")
+    p.add_argument("--out", default="report", help="output folder (default: ./report); other files in it are kept")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap replications (default: 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("embed-tasks", help="embed a suite's task descriptions (needs the embed extra)")
     p.add_argument("suite", help="a registered suite name")
     p.add_argument("options", nargs="*", help="suite options key=value, e.g. num_tasks=8")

@@ -38,13 +38,17 @@ class SACConfig:
     """Soft actor-critic hyper-parameters (Meta-World+ MT-SAC defaults)."""
 
     gamma: float = 0.99
-    tau: float = 0.005
+    tau: float = 0.005  # target networks' Polyak rate
+    encoder_tau: float | None = None  # the target encoder's rate; None: tau
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
     initial_alpha: float = 1.0
     target_entropy: float | None = None  # None: -|A|
     max_grad_norm: float | None = 1.0  # None: no clipping
+    # Meta-World+'s use_task_weights: each task's critic and actor losses weighted by
+    # softmax(-log alpha) * T, so tasks whose policy has become confident weigh more.
+    task_weights: bool = False
     # bfloat16: hidden-layer matmuls of the update under autocast (updates 2.5x faster on a
     # CPU with AVX512-BF16, see docs/PERFORMANCE.md); output layers, losses and Adam stay float32.
     precision: str = "float32"  # float32 | bfloat16
@@ -66,7 +70,8 @@ class TrainConfig:
     updates_per_step: int = 1  # gradient updates per vector step
     buffer_per_task: int = 1_000_000
     eval_every: int = 100_000
-    eval_episodes: int = 50
+    eval_episodes: int = 50  # per task, at each evaluation during training (goals rotate between them)
+    final_eval_episodes: int = 50  # per task, at the end: Meta-World's protocol, one per each of its 50 goals
     eval_stop_on_success: bool = True  # Meta-World+: an episode's outcome is fixed once it succeeds
     log_every: int = 10_000
     checkpoint_every: int = 100_000

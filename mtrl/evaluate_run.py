@@ -10,6 +10,7 @@ import yaml
 from mtrl.checkpoint import latest_checkpoint, load_checkpoint
 from mtrl.config import ConfigError, from_dict
 from mtrl.evaluation import EvalResult, evaluate
+from mtrl.seeding import run_seeds
 from mtrl.trainer import make_agent, make_policy, make_spec, make_suite, resolve_device
 
 
@@ -25,10 +26,10 @@ def evaluate_run(run_dir: Path, episodes: int | None = None, device: str = "auto
         raise ConfigError(f"--episodes must be at least 1, got {episodes}")
     with open(config_path) as f:
         cfg = from_dict(yaml.safe_load(f))
-    num_episodes = episodes or cfg.train.eval_episodes
+    num_episodes = episodes or cfg.train.final_eval_episodes
     torch_device = resolve_device(device)
     suite = make_suite(cfg)
-    env = suite.make_eval_env(num_episodes, seed=cfg.seed + 2)
+    env = suite.make_eval_env(num_episodes, seed=run_seeds(cfg.seed).evaluation)
     spec = make_spec(suite, env)
     agent = make_agent(cfg, spec, torch_device)
     state = load_checkpoint(checkpoint, torch_device)

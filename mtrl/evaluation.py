@@ -1,10 +1,15 @@
 """Evaluation with the Meta-World protocol: a deterministic policy, exactly N episodes per
-task, and an episode counts as a success if ``success`` was true at any of its steps."""
+task, and an episode counts as a success if ``success`` was true at any of its steps.
+
+Episode j of a task runs the task's variant ``first_episode + j`` (Meta-World: its goal
+number, modulo its 50 goals), so 50 episodes visit each goal once, and evaluations with
+fewer episodes rotate through the goals when the caller advances ``first_episode``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -44,8 +49,10 @@ class EvalResult:
         }
 
 
-def evaluate(policy: Policy, env: MultiTaskVecEnv, task_names: list[str], num_episodes: int, stop_on_success: bool = True) -> EvalResult:
-    """Run exactly ``num_episodes`` episodes of every task; slot s runs task ``s % num_tasks``.
+def evaluate(policy: Policy, env: MultiTaskVecEnv, task_names: list[str], num_episodes: int, stop_on_success: bool = True,
+             first_episode: int = 0) -> EvalResult:
+    """Run exactly ``num_episodes`` episodes of every task; slot s runs task ``s % num_tasks``;
+    a task's j-th episode runs its variant ``first_episode + j``.
 
     ``stop_on_success`` ends an episode at its first successful step (Meta-World+'s
     evaluation does the same): its success is then decided, and the return is the return
@@ -64,14 +71,16 @@ def evaluate(policy: Policy, env: MultiTaskVecEnv, task_names: list[str], num_ep
     ep_success = np.zeros(n, bool)
 
     def start(candidates: np.ndarray) -> None:
-        slots = []
+        slots, variants = [], []
         for s in candidates:  # a slot starts only while its task still owes episodes
-            if to_start[slot_task[s]] > 0:
-                to_start[slot_task[s]] -= 1
+            t = slot_task[s]
+            if to_start[t] > 0:
+                variants.append(first_episode + num_episodes - to_start[t])
+                to_start[t] -= 1
                 slots.append(s)
         if slots:
             idx = np.array(slots, np.int64)
-            obs[idx] = env.reset_slots(idx, slot_task[idx])
+            obs[idx] = env.reset_slots(idx, slot_task[idx], np.array(variants, np.int64))
             active[idx], ep_return[idx], ep_success[idx] = True, 0.0, False
 
     start(np.arange(n))
@@ -93,3 +102,32 @@ def evaluate(policy: Policy, env: MultiTaskVecEnv, task_names: list[str], num_ep
         returns=np.array([np.mean(r) for r in returns]),
         episodes=np.array([len(s) for s in successes]),
     )
+
+
+class EvaluationSchedule:
+    """When a training run evaluates, on what, and how many episodes: every ``eval_every``
+    env steps before the end with ``eval_episodes`` per task, evaluation number e running
+    goals ``e*n .. e*n+n-1`` (so they rotate through each task's goals), and once at the end
+    with ``final_eval_episodes`` from goal 0 (all 50: Meta-World's protocol). Every
+    evaluation restarts the eval env's RNG, so a given goal always starts the same way.
+    The trainer and ``benchmarks/sb3_peer.py`` share it; ``evaluations`` is checkpointed."""
+
+    def __init__(self, env: MultiTaskVecEnv, task_names: list[str], train_cfg: Any, log: Callable[[int, dict], None]):
+        self.env, self.task_names, self.cfg, self.log = env, list(task_names), train_cfg, log
+        self.rng_start = env.get_rng_state()
+        self.evaluations = 0  # mid-run evaluations done
+
+    def due(self, step: int, width: int) -> bool:
+        """Did the last vector step (``width`` env steps, ending at ``step``) cross a mid-run
+        evaluation point? The end of training is the final evaluation's, not one of these."""
+        every = self.cfg.eval_every
+        return every > 0 and step // every > (step - width) // every and step < self.cfg.total_steps
+
+    def run(self, policy: Policy, step: int, final: bool = False) -> EvalResult:
+        tc = self.cfg
+        episodes, first = (tc.final_eval_episodes, 0) if final else (tc.eval_episodes, self.evaluations * tc.eval_episodes)
+        self.env.set_rng_state(self.rng_start)
+        result = evaluate(policy, self.env, self.task_names, episodes, tc.eval_stop_on_success, first)
+        self.evaluations += 0 if final else 1
+        self.log(step, {**result.metrics(), "eval/episodes_per_task": episodes})
+        return result

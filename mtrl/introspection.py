@@ -1,6 +1,9 @@
-"""What an agent's representation does per task, for logs: CARE's attention weights."""
+"""What an agent's representation does per task, for logs: CARE's attention weights, their
+entropy, and how far apart the tasks' context vectors are."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -15,7 +18,33 @@ def attention_by_task(agent: Agent, batch: Batch, num_tasks: int) -> torch.Tenso
     weights_fn = getattr(agent.encoder, "attention_weights", None)
     if weights_fn is None:
         return None
-    weights = weights_fn(batch.obs, batch.task)
-    sums = torch.zeros(num_tasks, weights.shape[1], device=weights.device).index_add_(0, batch.task, weights)
-    counts = torch.bincount(batch.task, minlength=num_tasks).clamp(min=1).unsqueeze(1)
-    return sums / counts
+    return _per_task_mean(weights_fn(batch.obs, batch.task), batch.task, num_tasks)
+
+
+def _per_task_mean(values: torch.Tensor, task: torch.Tensor, num_tasks: int) -> torch.Tensor:
+    sums = torch.zeros(num_tasks, *values.shape[1:], device=values.device).index_add_(0, task, values)
+    counts = torch.bincount(task, minlength=num_tasks).clamp(min=1)
+    return sums / counts.view(-1, *[1] * (values.dim() - 1))
+
+
+@torch.no_grad()
+def representation_metrics(agent: Agent, batch: Batch, task_names: list[str]) -> dict[str, float]:
+    """For each CARE encoder of the agent (``critic``, and ``actor`` when it has its own):
+    ``care/<part>/attention_entropy/<task>`` -- the mean entropy of a sample's mixture
+    weights, divided by log k (1 = uniform, 0 = one encoder) -- and
+    ``care/<part>/context_cosine_mean``, the mean cosine between different tasks' context
+    vectors (near 1: the context does not tell the tasks apart)."""
+    out: dict[str, float] = {}
+    num_tasks = len(task_names)
+    for part, encoder in (("critic", agent.encoder), ("actor", agent.actor_encoder)):
+        if encoder is None or not hasattr(encoder, "attention_weights"):
+            continue
+        w = encoder.attention_weights(batch.obs, batch.task)
+        entropy = -(w * w.clamp(min=1e-12).log()).sum(-1) / math.log(max(w.shape[1], 2))
+        per_task = _per_task_mean(entropy, batch.task, num_tasks)
+        out.update({f"care/{part}/attention_entropy/{n}": float(per_task[i]) for i, n in enumerate(task_names)})
+        if num_tasks > 1:
+            cos = encoder.context_cosine()
+            off_diagonal = ~torch.eye(num_tasks, dtype=torch.bool, device=cos.device)
+            out[f"care/{part}/context_cosine_mean"] = float(cos[off_diagonal].mean())
+    return out

@@ -13,19 +13,42 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+# The log-std is squashed into [LOG_STD_MIN, LOG_STD_MAX] by tanh (pytorch_sac's
+# parameterisation, which fb/mtrl's CARE builds on). Why -5 and not the -20 or -10 of
+# clamping implementations (SB3, Meta-World+): with a tanh squash an output of 0 -- the
+# start, given the small output layer -- maps to the middle of the range; a -20 floor
+# puts that middle at -9 (std 1e-4, a nearly deterministic initial policy), -5 at -1.5.
+# exp(-5) = 0.007 is still far below any useful action noise on [-1, 1] actions.
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
-class EnsembleLinear(nn.Module):
-    """``members`` independent linear layers applied to a (members, batch, in) tensor."""
+# Initialisation as in the reference SAC/CARE code (pytorch_sac, facebookresearch/mtrl):
+# orthogonal weights and zero biases for hidden layers; output layers start small so that
+# Q values start near 0 and the policy near the middle of its mean/log-std range.
+# PyTorch's default (uniform weights *and* biases of scale 1/sqrt(in)) made CARE's context
+# vectors of different tasks nearly parallel at the start (pairwise cosine ~0.99): the
+# random biases dominate the small differences between task embeddings.
+OUTPUT_INIT_SCALE = 1e-3
 
-    def __init__(self, members: int, in_dim: int, out_dim: int):
+
+class EnsembleLinear(nn.Module):
+    """``members`` independent linear layers applied to a (members, batch, in) tensor.
+
+    ``init="orthogonal"``: each member's (in, out) weight is orthogonal (gain 1), bias 0.
+    ``init="small"``: weights uniform in +-OUTPUT_INIT_SCALE, bias 0 (output layers).
+    """
+
+    def __init__(self, members: int, in_dim: int, out_dim: int, init: str = "orthogonal"):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))
-        self.bias = nn.Parameter(torch.empty(members, 1, out_dim))
-        bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default init, member by member
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
+        self.bias = nn.Parameter(torch.zeros(members, 1, out_dim))
+        if init == "orthogonal":
+            for w in self.weight.data:  # member by member, as separate nn.Linear layers would be
+                nn.init.orthogonal_(w)
+        elif init == "small":
+            nn.init.uniform_(self.weight, -OUTPUT_INIT_SCALE, OUTPUT_INIT_SCALE)
+        else:
+            raise ValueError(f"unknown init '{init}', expected 'orthogonal' or 'small'")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias, x, self.weight)
@@ -37,15 +60,17 @@ class EnsembleMLP(nn.Module):
     With ``num_heads > 1`` the last layer has one output head per task and each sample
     reads the head of its task (multi-head SAC); all heads are computed in one matmul.
     Input is (batch, in) shared by all members or (members, batch, in); output is
-    (members, batch, out).
+    (members, batch, out). ``head_init``: "small" for policy/value outputs, "orthogonal"
+    for representations (CARE's encoders and context), whose outputs must differ from the start.
     """
 
-    def __init__(self, members: int, in_dim: int, hidden: list[int], out_dim: int, num_heads: int = 1):
+    def __init__(self, members: int, in_dim: int, hidden: list[int], out_dim: int, num_heads: int = 1,
+                 head_init: str = "small"):
         super().__init__()
         self.members, self.out_dim, self.num_heads = members, out_dim, num_heads
         sizes = [in_dim, *hidden]
         self.hidden = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.head = EnsembleLinear(members, sizes[-1], out_dim * num_heads)
+        self.head = EnsembleLinear(members, sizes[-1], out_dim * num_heads, init=head_init)
 
     def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() == 2:

@@ -30,7 +30,11 @@ def critic_target(reward: torch.Tensor, terminated: torch.Tensor, next_q: torch.
 
 def critic_loss(q: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Sum over the critics of the mean squared TD error; q is (critics, batch).
-    ``reduction="none"`` gives the per-sample terms whose mean is the loss."""
+    ``reduction="none"`` gives the per-sample terms whose mean is the loss.
+
+    Summed, as pytorch_sac and fb/mtrl do (SB3 halves it): the two critics have disjoint
+    parameters, so the sum gives each its own MSE gradient, and Adam is invariant to the
+    constant factor; with gradient clipping the clip threshold sees twice SB3's norm."""
     per_sample = ((q - target.unsqueeze(0)) ** 2).sum(0)
     return per_sample.mean() if reduction == "mean" else per_sample
 
@@ -39,6 +43,12 @@ def actor_loss(q_pi: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor, 
     """E[alpha log pi(a|s) - min_i Q_i(s, a)], a ~ pi (per sample with ``reduction="none"``)."""
     per_sample = alpha * log_prob - q_pi.min(0).values
     return per_sample.mean() if reduction == "mean" else per_sample
+
+
+def task_loss_weights(log_alpha: torch.Tensor) -> torch.Tensor:
+    """Meta-World+'s MT-SAC task weights: softmax(-log alpha) * T (mean 1). Tasks whose
+    temperature is low -- their policy has become confident -- weigh more."""
+    return torch.softmax(-log_alpha.detach(), 0) * log_alpha.shape[0]
 
 
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
@@ -61,19 +71,18 @@ class SAC:
         self.target.requires_grad_(False)
         self.log_alpha = torch.full((num_tasks,), math.log(cfg.initial_alpha), device=device, requires_grad=True)
         self.target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
-        encoder_params = list(agent.encoder.parameters())
-        actor_params = list(agent.actor.parameters())
-        if not agent.detach_actor_features:
-            actor_params += encoder_params
-        self.critic_params = list(agent.critic.parameters()) + encoder_params
-        self.actor_params = actor_params
+        self.critic_params = list(agent.critic.parameters()) + list(agent.encoder.parameters())
+        self.actor_params = agent.actor_parameters()
+        # Adam with PyTorch's eps (1e-8), as SB3, pytorch_sac and fb/mtrl use it; optax's default
+        # (Meta-World+) is the same value.
         self.critic_opt = torch.optim.Adam(self.critic_params, lr=cfg.critic_lr)
         self.actor_opt = torch.optim.Adam(self.actor_params, lr=cfg.actor_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
         self.device_type = device.type
         if cfg.compile:  # in place, so state_dict keys (checkpoints) do not change
-            for module in (agent.encoder, agent.actor, agent.critic, *self.target.values()):
-                module.compile()
+            for module in (agent.encoder, agent.actor, agent.critic, agent.actor_encoder, *self.target.values()):
+                if module is not None:
+                    module.compile()
 
     def autocast(self) -> torch.autocast:
         """Forward passes of the update: hidden layers in bfloat16 with ``sac.precision=bfloat16``
@@ -101,7 +110,7 @@ class SAC:
     def _critic_target(self, batch: Batch, alpha: torch.Tensor) -> torch.Tensor:
         """Soft Bellman target from the target encoder + critics."""
         agent, task = self.agent, batch.task
-        next_action, next_log_prob = agent.actor.sample(agent.encoder(batch.next_obs, task), task)
+        next_action, next_log_prob = agent.actor.sample(agent.actor_features(batch.next_obs, task), task)
         next_q = self.target["critic"](self.target["encoder"](batch.next_obs, task), next_action, task)
         return critic_target(batch.reward, batch.terminated, next_q, next_log_prob, alpha, self.cfg.gamma)
 
@@ -111,19 +120,22 @@ class SAC:
         return critic_loss(q, self._critic_target(batch, alpha), reduction="none"), q
 
     def actor_terms(self, obs: torch.Tensor, task: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample actor loss and log pi of the sampled actions. The actor reads detached
-        features unless ``agent.detach_actor_features`` is off."""
+        """Per-sample actor loss and log pi of the sampled actions. The actor reads its own
+        encoder's features (or the critic encoder's, see ``Agent``); the critics judge the
+        action on their own encoder's features, which the actor loss does not train unless
+        ``agent.actor_encoder=critic``."""
         agent = self.agent
-        if agent.detach_actor_features:
-            with torch.no_grad():
-                features = agent.encoder(obs, task)
+        actor_features = agent.actor_features(obs, task)
+        action, log_prob = agent.actor.sample(actor_features, task)
+        if agent.actor_encoder is None:
+            critic_features = actor_features
         else:
-            features = agent.encoder(obs, task)
-        action, log_prob = agent.actor.sample(features, task)
+            with torch.no_grad():
+                critic_features = agent.encoder(obs, task)
         # The critic is a fixed function here: recording it without parameter gradients
         # skips the critic weight-gradient matmuls that the actor step would throw away.
         agent.critic.requires_grad_(False)
-        q_pi = agent.critic(features, action, task)
+        q_pi = agent.critic(critic_features, action, task)
         agent.critic.requires_grad_(True)
         return actor_loss(q_pi, log_prob, alpha, reduction="none"), log_prob
 
@@ -131,16 +143,22 @@ class SAC:
         """One gradient step on critics, actor and temperatures. Returns detached metrics."""
         task = batch.task
         alpha = self.log_alpha.detach().exp()[task]
+        # sac.task_weights: each sample's critic and actor terms weighted by its task's weight.
+        weight = task_loss_weights(self.log_alpha)[task] if self.cfg.task_weights else None
 
-        # Critic (and encoder): regress both critics on the soft Bellman target.
+        # Critic (and its encoder): regress both critics on the soft Bellman target.
         with self.autocast():
             critic_per_sample, q = self.critic_terms(batch, alpha)
+        if weight is not None:
+            critic_per_sample = critic_per_sample * weight
         loss_critic = critic_per_sample.mean()
         self._step(self.critic_opt, self.critic_params, loss_critic, critic_per_sample, task, self.shared["critic"])
 
-        # Actor: reads features of the freshly updated encoder.
+        # Actor (and its encoder), judged by the freshly updated critics.
         with self.autocast():
             actor_per_sample, log_prob = self.actor_terms(batch.obs, task, alpha)
+        if weight is not None:
+            actor_per_sample = actor_per_sample * weight
         loss_actor = actor_per_sample.mean()
         self._step(self.actor_opt, self.actor_params, loss_actor, actor_per_sample, task, self.shared["actor"])
 
@@ -170,10 +188,12 @@ class SAC:
 
     @torch.no_grad()
     def soft_update(self) -> None:
-        """target <- tau * online + (1 - tau) * target."""
-        online = nn.ModuleDict({"encoder": self.agent.encoder, "critic": self.agent.critic})
-        for t, o in zip(self.target.parameters(), online.parameters()):
-            t.lerp_(o, self.cfg.tau)
+        """target <- tau * online + (1 - tau) * target; the encoder with ``sac.encoder_tau``
+        (default: tau, as Meta-World+; fb/mtrl, after SAC-AE, uses 0.05 for its encoder)."""
+        encoder_tau = self.cfg.tau if self.cfg.encoder_tau is None else self.cfg.encoder_tau
+        for name, tau in (("encoder", encoder_tau), ("critic", self.cfg.tau)):
+            for t, o in zip(self.target[name].parameters(), getattr(self.agent, name).parameters()):
+                t.lerp_(o, tau)
 
     def state_dict(self) -> dict:
         return {

@@ -38,8 +38,12 @@ class MultiTaskVecEnv(abc.ABC):
     max_episode_steps: int
 
     @abc.abstractmethod
-    def reset_slots(self, slots: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-        """Start a new episode of ``tasks[i]`` in ``slots[i]``; returns their first observations."""
+    def reset_slots(self, slots: np.ndarray, tasks: np.ndarray, variants: np.ndarray | None = None) -> np.ndarray:
+        """Start a new episode of ``tasks[i]`` in ``slots[i]``; returns their first observations.
+
+        ``variants[i]``, when given (evaluation), picks which variation of the task the
+        episode runs (Meta-World: goal ``variants[i] % 50``); otherwise the env draws one.
+        Suites without task variations ignore it."""
 
     @abc.abstractmethod
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> StepResult:

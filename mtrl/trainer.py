@@ -23,13 +23,14 @@ from mtrl.checkpoint import (
     set_global_rng_state,
 )
 from mtrl.config import Config, ConfigError, save_config
-from mtrl.evaluation import EvalResult, evaluate
-from mtrl.introspection import attention_by_task
+from mtrl.evaluation import EvalResult, EvaluationSchedule
+from mtrl.introspection import attention_by_task, representation_metrics
 from mtrl.logger import Logger
 from mtrl.progress import TrainingProgress, status
 from mtrl.replay import MultiTaskReplay
-from mtrl.sac import SAC
+from mtrl.sac import SAC, task_loss_weights
 from mtrl.scheduler import Scheduler
+from mtrl.seeding import run_seeds
 from mtrl.suite import MultiTaskVecEnv, Suite
 
 
@@ -95,26 +96,26 @@ def train(cfg: Config) -> TrainResult:
     tc = cfg.train
     device = resolve_device(cfg.device)
     run_dir = run_directory(cfg)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    seeds = run_seeds(cfg.seed)  # independent streams: actions, env goals, scheduler, evaluation
+    random.seed(seeds.torch)
+    np.random.seed(seeds.torch % 2**32)
+    torch.manual_seed(seeds.torch)
+    rng = np.random.default_rng(seeds.actions)
 
     suite = make_suite(cfg)
     num_tasks = suite.num_tasks
     num_slots = tc.num_slots or num_tasks
     with status(f"building {num_slots} environment slots of {cfg.env.suite} ({num_tasks} tasks)...", tc.progress):
-        env = suite.make_env(num_slots, seed=cfg.seed)
+        env = suite.make_env(num_slots, seed=seeds.env)
     spec = make_spec(suite, env)
     agent = make_agent(cfg, spec, device)
     sac = SAC(agent, num_tasks, spec.act_dim, cfg.sac, cfg.conflict)
     replay = MultiTaskReplay(num_tasks, tc.buffer_per_task, spec.obs_dim, spec.act_dim, device)
     sched_entry = registry.get("scheduler", cfg.scheduler.name)
-    scheduler: Scheduler = sched_entry.target(cfg.scheduler, num_tasks, num_slots, seed=cfg.seed + 1)
-    eval_env = suite.make_eval_env(tc.eval_episodes, seed=cfg.seed + 2)
-    eval_rng_start = eval_env.get_rng_state()  # every evaluation sees the same goals and starts
+    scheduler: Scheduler = sched_entry.target(cfg.scheduler, num_tasks, num_slots, seed=seeds.scheduler)
+    eval_env = suite.make_eval_env(max(tc.eval_episodes, tc.final_eval_episodes), seed=seeds.evaluation)
 
-    env_steps = updates = 0
+    env_steps = updates = evaluations = 0
     if cfg.resume:
         state = load_checkpoint(latest_checkpoint(run_dir), device)
         try:
@@ -127,24 +128,24 @@ def train(cfg: Config) -> TrainResult:
         env.set_rng_state(state["env_rng"])
         rng.bit_generator.state = state["rng"]
         set_global_rng_state(state["global_rng"])
-        env_steps, updates = state["env_steps"], state["updates"]
+        env_steps, updates, evaluations = state["env_steps"], state["updates"], state.get("evaluations", 0)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     logger = Logger(run_dir)
+    schedule = EvaluationSchedule(eval_env, list(spec.task_names), tc, logger.log)
+    schedule.evaluations = evaluations
 
-    def evaluate_now() -> EvalResult:
-        eval_env.set_rng_state(eval_rng_start)
+    def evaluate_now(final: bool = False) -> EvalResult:
         agent.eval()
-        result = evaluate(make_policy(agent), eval_env, list(spec.task_names), tc.eval_episodes, tc.eval_stop_on_success)
+        result = schedule.run(make_policy(agent), env_steps, final)
         agent.train()
-        logger.log(env_steps, result.metrics())
         return result
 
     def checkpoint() -> None:
         state: dict[str, Any] = {
             "sac": sac.state_dict(), "scheduler": scheduler.state_dict(), "env_rng": env.get_rng_state(),
             "rng": rng.bit_generator.state, "global_rng": global_rng_state(),
-            "env_steps": env_steps, "updates": updates, "task_names": list(spec.task_names),
+            "env_steps": env_steps, "updates": updates, "evaluations": schedule.evaluations, "task_names": list(spec.task_names),
         }
         if tc.save_replay:
             state["replay"] = replay.state_dict()
@@ -174,7 +175,7 @@ def train(cfg: Config) -> TrainResult:
     # A resumed run without its replay refills one batch's worth per task before updating again.
     refill = tc.batch_per_task * num_tasks if env_steps and not len(replay) else 0
     learn_from = max(tc.warmup_steps, env_steps + refill)
-    final_eval: EvalResult | None = None
+    task_weighting = cfg.sac.task_weights
     progress = TrainingProgress(tc.total_steps, env_steps, enabled=tc.progress)
     t_log, steps_at_log = time.perf_counter(), env_steps
 
@@ -195,8 +196,13 @@ def train(cfg: Config) -> TrainResult:
                 record[f"train/episode_success/{name}"] = ep_sums["success"][i] / ep_sums["count"][i]
                 record[f"train/episode_return/{name}"] = ep_sums["return"][i] / ep_sums["count"][i]
         ep_sums = {k: np.zeros(num_tasks) for k in ep_sums}
-        attention = attention_by_task(agent, replay.sample(tc.batch_per_task), num_tasks) if len(replay) else None
+        if task_weighting:
+            weights = task_loss_weights(sac.log_alpha).cpu().numpy()
+            record.update({f"task_weight/{name}": weights[i] for i, name in enumerate(spec.task_names)})
+        probe = replay.sample(tc.batch_per_task) if len(replay) else None
+        attention = attention_by_task(agent, probe, num_tasks) if probe is not None else None
         if attention is not None:
+            record.update(representation_metrics(agent, probe, list(spec.task_names)))
             for i, name in enumerate(spec.task_names):
                 record.update({f"attention/{name}/{j}": float(w) for j, w in enumerate(attention[i])})
             logger.log_heatmap("attention/tasks_x_encoders", attention.cpu().numpy(), env_steps)
@@ -243,15 +249,13 @@ def train(cfg: Config) -> TrainResult:
             # 5. Bookkeeping.
             if crossed(env_steps, num_slots, tc.log_every):
                 log_training()
-            if crossed(env_steps, num_slots, tc.eval_every):
-                final_eval = evaluate_now()
-                progress.set_eval(final_eval.success_mean)
+            if schedule.due(env_steps, num_slots):
+                progress.set_eval(evaluate_now().success_mean)
             if crossed(env_steps, num_slots, tc.checkpoint_every):
                 checkpoint()
             progress.advance(env_steps)
 
-    if final_eval is None or not crossed(env_steps, num_slots, tc.eval_every):
-        final_eval = evaluate_now()
+    final_eval = evaluate_now(final=True)
     checkpoint()
     logger.close()
     env.close()

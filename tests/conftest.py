@@ -47,7 +47,7 @@ class CountdownEnv(MultiTaskVecEnv):
     def _obs(self, slots):
         return np.stack([self.t[slots], self.task[slots]], 1).astype(np.float32)
 
-    def reset_slots(self, slots, tasks):
+    def reset_slots(self, slots, tasks, variants=None):
         self.t[slots], self.task[slots] = 0, tasks
         return self._obs(slots)
 

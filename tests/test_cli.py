@@ -21,7 +21,7 @@ def test_unknown_config_key_exits_2_with_one_line_and_writes_nothing(tmp_path):
 def test_train_then_eval_writes_eval_json(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["train", "toy-mtsac", f"run.dir={run_dir}", "train.total_steps=600", "train.warmup_steps=200",
-                 "train.progress=false", "train.eval_episodes=3"]) == 0
+                 "train.progress=false", "train.eval_episodes=3", "train.final_eval_episodes=3"]) == 0
     assert "reach-east" in capsys.readouterr().out
     assert {"config.yaml", "metrics.jsonl", "checkpoints"} <= {p.name for p in run_dir.iterdir()}
     assert any(p.name.startswith("events.out.tfevents") for p in run_dir.iterdir())

@@ -116,7 +116,7 @@ def test_training_on_envpool_evaluates_on_python_envs(tmp_path):
                  "max_episode_steps": 50},
          "agent": {"name": "mtsac", "hidden_sizes": [32, 32]}},
         train={"total_steps": 400, "warmup_steps": 200, "batch_per_task": 8, "buffer_per_task": 1000,
-               "eval_every": 400, "eval_episodes": 1, "log_every": 200, "progress": False},
+               "eval_every": 400, "eval_episodes": 1, "final_eval_episodes": 1, "log_every": 200, "progress": False},
         run={"dir": str(tmp_path / "run")},
     )
     suite = MetaWorldSuite(cfg.env, seed=0)

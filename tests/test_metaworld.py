@@ -72,7 +72,7 @@ def _goal_positions(env):
 def test_cli_trains_mt10_briefly_and_evaluates_one_episode_per_task(tmp_path, capsys):
     run_dir = tmp_path / "mt10"
     code = main(["train", "mt10-mtsac", f"run.dir={run_dir}", "train.total_steps=300", "train.warmup_steps=100",
-                 "train.batch_per_task=8", "train.buffer_per_task=1000", "train.eval_episodes=1",
+                 "train.batch_per_task=8", "train.buffer_per_task=1000", "train.eval_episodes=1", "train.final_eval_episodes=1",
                  "train.log_every=100", "agent.hidden_sizes=[32,32]", "train.progress=false", "device=cpu"])
     assert code == 0
     out = capsys.readouterr().out

@@ -83,3 +83,14 @@ def test_config_yaml_is_fully_resolved(run_dir):
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["sac"]["gamma"] == 0.99 and saved["env"]["terminate_at"] == 3
     assert saved["agent"]["hidden_sizes"] == [8] and saved["scheduler"]["name"] == "round_robin"
+
+
+def test_random_streams_are_independent_and_reproducible():
+    from mtrl.seeding import STREAMS, run_seeds
+
+    a, b = run_seeds(0), run_seeds(1)
+    assert a == run_seeds(0)
+    values = [getattr(a, s) for s in STREAMS]
+    assert len(set(values)) == len(values)  # no two consumers share a seed
+    assert not set(values) & {getattr(b, s) for s in STREAMS}
+
