@@ -9,7 +9,7 @@ import torch
 
 from mtrl.agent import ACTOR_ENCODERS, Agent, EnvSpec
 from mtrl.care import ATTENTION_KINDS, EMBEDDING_KINDS, CAREEncoder, TaskEmbedding
-from mtrl.config import ConfigError
+from mtrl.errors import ConfigError
 from mtrl.embeddings import load_task_embeddings
 from mtrl.networks import TanhGaussianActor, TwinQ
 from mtrl.registry import register

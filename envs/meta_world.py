@@ -21,9 +21,9 @@ import numpy as np
 
 from envs.env_lending import EnvLender
 from envs.meta_world_descriptions import DESCRIPTIONS
-from mtrl.config import ConfigError, did_you_mean
+from mtrl.errors import ConfigError, did_you_mean
 from mtrl.registry import register
-from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
+from mtrl.suite import MultiTaskVecEnv, StepResult, Suite, time_limited_step
 
 BENCHMARKS = ("MT1", "MT10", "MT25", "MT50")
 BACKENDS = ("python", "envpool")
@@ -78,11 +78,6 @@ def task_goals(cfg: MetaWorldConfig, seed: int) -> tuple[list[str], dict[str, ty
         tasks = [t for b in benches for t in b.train_tasks]
     goals = {n: [t for t in tasks if t.env_name == n] for n in names}
     return names, classes, goals
-
-
-def time_limited_step(obs: np.ndarray, reward: np.ndarray, success: np.ndarray, elapsed: np.ndarray, limit: int) -> StepResult:
-    """Meta-World MT never terminates (success is reported instead); episodes end by truncation."""
-    return StepResult(obs, reward, np.zeros(len(obs), bool), elapsed >= limit, success)
 
 
 class MetaWorldVecEnv(MultiTaskVecEnv):

@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 
 from envs.env_lending import EnvLender
-from envs.meta_world import MetaWorldVecEnv, time_limited_step
-from mtrl.config import ConfigError
-from mtrl.suite import MultiTaskVecEnv, StepResult
+from mtrl.errors import ConfigError
+from mtrl.suite import MultiTaskVecEnv, StepResult, time_limited_step
 
 # Tasks whose EnvPool 1.2.5 version is not Meta-World's, with what was measured:
 # ``python -m envs.envpool_fidelity --tasks MT50`` (100 expert and 100 random episodes per
@@ -93,7 +92,7 @@ class EnvPoolVecEnv(MultiTaskVecEnv):
         seed: int,
         max_episode_steps: int,
         python_tasks: list[str] = (),
-        python_env: MetaWorldVecEnv | None = None,
+        python_env: MultiTaskVecEnv | None = None,
     ):
         self.envpool = require_envpool()
         self.names = list(names)

@@ -14,6 +14,7 @@ import numpy as np
 
 from pathlib import Path
 
+from mtrl.errors import ConfigError
 from mtrl.registry import register
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
 
@@ -92,8 +93,6 @@ class ToySuite(Suite):
 
     def __init__(self, cfg: ToyConfig, seed: int = 0):
         if cfg.goal_angles is not None and len(cfg.goal_angles) != cfg.num_tasks:
-            from mtrl.config import ConfigError
-
             raise ConfigError(f"env.goal_angles lists {len(cfg.goal_angles)} angles for env.num_tasks={cfg.num_tasks}")
         super().__init__(cfg, seed)
 

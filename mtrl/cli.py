@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mtrl.config import ConfigError
+from mtrl.errors import ConfigError
 
 
 def _success_table(result, title: str):

@@ -18,11 +18,8 @@ from typing import Any
 import yaml
 
 from mtrl import registry
-from mtrl.conflict import METHODS, ConflictConfig
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration mistake; its message is one line saying what and how to fix."""
+from mtrl.conflict import METHODS, ConflictConfig, require
+from mtrl.errors import ConfigError, did_you_mean  # noqa: F401  (ConfigError: re-exported)
 
 
 @dataclass
@@ -195,6 +192,7 @@ def from_dict(data: dict[str, Any]) -> Config:
     ):
         if value not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}, got '{value}'")
+    require(cfg.conflict.method)  # a method from an optional package: say which extra, now
     if cfg.train.num_slots is not None and cfg.train.num_slots < 1:
         raise ConfigError(f"train.num_slots must be at least 1 (or null: one per task), got {cfg.train.num_slots}")
     return cfg
@@ -211,12 +209,6 @@ def save_config(cfg: Config, path: Path) -> None:
 
 
 # --- validation -------------------------------------------------------------------------
-
-
-def did_you_mean(word: str, options: list[str], cutoff: float = 0.5) -> str:
-    """`` (did you mean 'a' or 'b'?)`` for the closest options, or an empty string."""
-    close = difflib.get_close_matches(word, options, n=3, cutoff=cutoff)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def build_dataclass(cls: type, data: Any, prefix: str) -> Any:

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mtrl.errors import ConfigError
+
 METHODS = ("none", "pcgrad", "cagrad", "upgrad", "nash_mtl", "imtl_g", "aligned_mtl")
 
 # Methods delegated to torchjd: the modules each one imports, and the torchjd extra providing them.
@@ -121,8 +123,6 @@ def require(method: str) -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        from mtrl.config import ConfigError  # mtrl.config imports this module
-
         raise ConfigError(f"conflict.method={method} needs {', '.join(missing)} (from {provider}): "
                           f"pip install 'mtrl[conflict]'")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtrl.config import ConfigError
+from mtrl.errors import ConfigError
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 

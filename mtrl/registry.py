@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
+from mtrl.errors import ConfigError, did_you_mean
+
 KINDS = ("suite", "agent", "scheduler")
 ENTRY_POINT_GROUP = "mtrl.envs"
 
@@ -61,8 +63,6 @@ def _load_builtin_and_plugins() -> None:
 
 def get(kind: str, name: str, key: str | None = None) -> Entry:
     """Look a component up; unknown names fail with the closest registered ones."""
-    from mtrl.config import ConfigError, did_you_mean
-
     _load_builtin_and_plugins()
     table = _REGISTRY[kind]
     if name not in table:

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from mtrl.config import ConfigError
+from mtrl.errors import ConfigError
 
 NON_METHOD_KEYS = ("seed", "run", "resume", "device", "train.progress")
 NEEDS_EXTRA = 'mtrl report needs the report extra: pip install -e ".[report]"'

@@ -23,7 +23,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from mtrl import registry
 from mtrl.care import CAREEncoder, TaskEmbedding
-from mtrl.config import ConfigError
+from mtrl.errors import ConfigError
 from mtrl.embeddings import read_embedding_file
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mtrl.errors import ConfigError
 from mtrl.registry import register
 
 
@@ -158,8 +159,6 @@ class LearningProgress(Scheduler):
         elif not 0 <= cfg.epsilon <= 1:
             problem = f"0 <= epsilon <= 1, got {cfg.epsilon}"
         if problem:
-            from mtrl.config import ConfigError  # lazily: mtrl.config imports the registry, which imports us
-
             raise ConfigError(f"scheduler needs {problem}")
         self.fast = np.zeros(num_tasks)  # bias-corrected fast success average
         self.slow = np.zeros(num_tasks)  # bias-corrected slow success average

@@ -29,6 +29,12 @@ class StepResult:
     success: np.ndarray  # (E,) bool: success at this step (Meta-World's info["success"])
 
 
+def time_limited_step(obs: np.ndarray, reward: np.ndarray, success: np.ndarray, elapsed: np.ndarray, limit: int) -> StepResult:
+    """A step of a suite that never terminates (Meta-World MT reports success instead):
+    episodes end by truncation at ``limit`` steps."""
+    return StepResult(obs, reward, np.zeros(len(obs), bool), elapsed >= limit, success)
+
+
 class MultiTaskVecEnv(abc.ABC):
     """E slots stepping together; each slot's task is chosen when its episode starts."""
 

@@ -9,7 +9,7 @@ import torch
 from envs.meta_world import MetaWorldConfig, MetaWorldSuite, all_task_names
 from envs.toy import ToyConfig, ToySuite
 from mtrl.care import CAREEncoder, TaskEmbedding
-from mtrl.config import ConfigError
+from mtrl.errors import ConfigError
 from mtrl.introspection import attention_by_task
 from mtrl.logger import read_metrics
 from mtrl.replay import Batch

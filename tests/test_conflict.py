@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mtrl.checkpoint import latest_checkpoint, load_checkpoint
-from mtrl.config import ConfigError
+from mtrl.errors import ConfigError
 from mtrl.conflict import (METHODS, TORCHJD_METHODS, aggregate, cagrad, cagrad_dual, conflict_stats, nash_mtl_alpha,
                            pcgrad, per_task_gradients)
 from mtrl.logger import read_metrics

@@ -10,7 +10,7 @@ import pytest
 
 from envs.meta_world import MetaWorldConfig, MetaWorldSuite, MetaWorldVecEnv, all_task_names
 from envs.meta_world_envpool import MISMATCHED_TASKS, EnvPoolVecEnv, envpool_id
-from mtrl.config import ConfigError
+from mtrl.errors import ConfigError
 from mtrl.logger import read_metrics
 from mtrl.trainer import train
 from conftest import make_config

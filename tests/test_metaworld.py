@@ -9,7 +9,7 @@ import pytest
 from envs.meta_world import MetaWorldConfig, MetaWorldSuite, all_task_names
 from envs.meta_world_descriptions import DESCRIPTIONS
 from mtrl.cli import main
-from mtrl.config import ConfigError
+from mtrl.errors import ConfigError
 from mtrl.logger import read_metrics
 
 MT10 = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3", "drawer-close-v3",

@@ -102,3 +102,47 @@ def test_temperatures_of_different_tasks_move_independently():
     temperature_loss(log_alpha[task], log_prob, target_entropy=-1.0).backward()
     assert log_alpha.grad[0] < 0 < log_alpha.grad[1]  # gradient descent raises alpha_0, lowers alpha_1
 
+
+
+def test_task_weights_follow_meta_world_plus_and_weight_the_critic_loss():
+    from mtrl.sac import task_loss_weights
+
+    log_alpha = torch.log(torch.tensor([0.3, 0.7]))
+    w = task_loss_weights(log_alpha)
+    # Meta-World+ MT-SAC: softmax(-log alpha) * T, i.e. proportional to 1/alpha, mean 1
+    expected = (1 / torch.tensor([0.3, 0.7])) / (1 / torch.tensor([0.3, 0.7])).sum() * 2
+    assert torch.allclose(w, expected) and w.mean().item() == pytest.approx(1.0)
+    batch = tiny_batch([0, 0, 1, 1])
+    losses = {}
+    for weighted in (False, True):
+        agent = tiny_agent()
+        torch.manual_seed(0)
+        agent.load_state_dict(tiny_agent().state_dict())  # same start for both
+        sac = SAC(agent, 2, 1, SACConfig(max_grad_norm=None, task_weights=weighted))
+        with torch.no_grad():
+            sac.log_alpha.copy_(log_alpha)
+        torch.manual_seed(5)
+        critic_terms = sac.critic_terms(batch, log_alpha.exp()[batch.task])[0].detach()
+        torch.manual_seed(5)
+        losses[weighted] = sac.update(batch)["loss/critic"].item()
+    assert losses[False] == pytest.approx(critic_terms.mean().item(), rel=1e-5)
+    assert losses[True] == pytest.approx((critic_terms * w[batch.task]).mean().item(), rel=1e-5)
+
+
+def test_encoder_tau_moves_the_target_encoder_at_its_own_rate():
+    from agents.care import CAREConfig, make_care
+    from envs.toy import ToyConfig, ToySuite
+    from mtrl.agent import EnvSpec
+
+    suite = ToySuite(ToyConfig())
+    spec = EnvSpec(2, 2, tuple(suite.task_names), tuple(suite.descriptions.values()), "toy", str(suite.embedding_file))
+    agent = make_care(CAREConfig(hidden_sizes=[8], num_encoders=2), spec)
+    sac = SAC(agent, 4, 2, SACConfig(tau=0.01, encoder_tau=0.05))
+    with torch.no_grad():
+        for p in agent.parameters():
+            p.add_(1.0)
+    before = {k: [p.clone() for p in sac.target[k].parameters()] for k in ("encoder", "critic")}
+    sac.soft_update()
+    for key, tau in (("encoder", 0.05), ("critic", 0.01)):
+        moved = [(p - b).abs().max().item() for p, b in zip(sac.target[key].parameters(), before[key])]
+        assert all(m == pytest.approx(tau, rel=1e-3) for m in moved), key

@@ -10,7 +10,7 @@ import copy
 import numpy as np
 import pytest
 
-from mtrl.config import ConfigError
+from mtrl.errors import ConfigError
 from mtrl.scheduler import LearningProgress, LearningProgressConfig, ema_difference_variance
 
 SEEDS = range(5)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mtrl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from mtrl.config import ConfigError
+from mtrl.errors import ConfigError
 from mtrl.logger import read_metrics
 from mtrl.trainer import train
 
