@@ -122,7 +122,7 @@ class EnvPoolVecEnv(MultiTaskVecEnv):
         self.pools.append(self.envpool.make_gymnasium(
             envpool_id(self.names[task]),
             num_envs=self.chunk,
-            seed=self.seed * 1_000_003 + self.lender.made,
+            seed=(self.seed * 1_000_003 + self.lender.made) % 2**31,  # EnvPool takes int32 seeds
             partially_observable=False,  # goal-visible observations, as in Meta-World's MT setting
             max_episode_steps=self.max_episode_steps,
             num_threads=self.threads,
