@@ -35,6 +35,7 @@ from __future__ import annotations
 import importlib
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -257,15 +258,9 @@ def cagrad_dual(gram: np.ndarray, c: float) -> np.ndarray:
                 step = np.linalg.solve(kkt, rhs)[:n]
             except np.linalg.LinAlgError:
                 break
-            decrement = -grad @ step
-            if not decrement > 1e-9:
+            w, moved = _damped_newton_step(w, step, grad, lambda x: barrier(x, t), tol=1e-9)
+            if not moved:
                 break
-            shrinking = step < 0
-            alpha = min(1.0, 0.99 * float(np.min(-w[shrinking] / step[shrinking]))) if shrinking.any() else 1.0
-            current = barrier(w, t)
-            while alpha > 1e-12 and barrier(w + alpha * step, t) > current - 0.25 * alpha * decrement:
-                alpha *= 0.5
-            w = w + alpha * step
         face = np.flatnonzero(w * w * t > 1.0)
         exact = _face_optimum(g, b, c_abs, face)
         if exact is not None:
@@ -276,6 +271,22 @@ def cagrad_dual(gram: np.ndarray, c: float) -> np.ndarray:
         t *= 100.0
     w_all[active] = w
     return w_all
+
+
+def _damped_newton_step(x: np.ndarray, step: np.ndarray, grad: np.ndarray, objective: Callable[[np.ndarray], float],
+                        tol: float) -> tuple[np.ndarray, bool]:
+    """One damped Newton step on a log-barrier objective: at most 99 % of the way to the
+    boundary x > 0, then halved until the Armijo condition (1/4 of the decrement) holds.
+    Returns the new point and False (with x unchanged) once the Newton decrement is below tol."""
+    decrement = -grad @ step
+    if not decrement > tol:
+        return x, False
+    shrinking = step < 0
+    size = min(1.0, 0.99 * float(np.min(-x[shrinking] / step[shrinking]))) if shrinking.any() else 1.0
+    current = objective(x)
+    while size > 1e-12 and objective(x + size * step) > current - 0.25 * size * decrement:
+        size *= 0.5
+    return x + size * step, True
 
 
 def nash_mtl_alpha(gram: np.ndarray, iterations: int = 100) -> np.ndarray:
@@ -305,15 +316,9 @@ def nash_mtl_alpha(gram: np.ndarray, iterations: int = 100) -> np.ndarray:
             step = -np.linalg.solve(hessian, grad)
         except np.linalg.LinAlgError:
             break
-        decrement = -grad @ step
-        if not decrement > 1e-20:
+        alpha, moved = _damped_newton_step(alpha, step, grad, potential, tol=1e-20)
+        if not moved:
             break
-        shrinking = step < 0
-        t = min(1.0, 0.99 * float(np.min(-alpha[shrinking] / step[shrinking]))) if shrinking.any() else 1.0
-        current = potential(alpha)
-        while t > 1e-12 and potential(alpha + t * step) > current - 0.25 * t * decrement:
-            t *= 0.5
-        alpha = alpha + t * step
     alpha_all[active] = alpha
     return alpha_all
 
