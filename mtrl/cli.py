@@ -1,7 +1,8 @@
-"""``mtrl`` command line: train, eval, list.
+"""``mtrl`` command line: train, eval, report, list, embed-tasks.
 
     mtrl train CONFIG [dotted.key=value ...]
     mtrl eval RUN_DIR [--episodes N]
+    mtrl report RUN_DIR... [--out DIR]
     mtrl list
 
 User mistakes (bad config keys, missing run directories, ...) print one line
