@@ -54,7 +54,7 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> None:
 def cmd_report(args: argparse.Namespace, console: Console) -> None:
     from mtrl.report import summary_table, write_report
 
-    report = write_report(args.run_dirs, args.out, reps=args.reps, seed=args.seed)
+    report = write_report(args.run_dirs, args.out, reps=args.reps, seed=args.seed, step=args.step)
     for warning in report.warnings:
         print(f"mtrl: warning: {warning}", file=sys.stderr)
     console.print(summary_table(report))
@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="report", help="output folder (default: ./report); other files in it are kept")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap replications (default: 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    p.add_argument("--step", type=int, default=None,
+                   help="score each run at its last evaluation up to this env step (default: its last one)")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("embed-tasks", help="embed a suite's task descriptions (needs the embed extra)")
     p.add_argument("suite", help="a registered suite name")

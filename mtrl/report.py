@@ -414,13 +414,22 @@ def plot(methods: Sequence[Method], results: dict[str, Any], out_dir: Path) -> l
     return files
 
 
-def write_report(paths: Sequence[str | Path], out_dir: str | Path = "report", reps: int = 2000, seed: int = 0) -> Report:
+def write_report(paths: Sequence[str | Path], out_dir: str | Path = "report", reps: int = 2000, seed: int = 0,
+                 step: int | None = None) -> Report:
     """Find, group and aggregate the runs in ``paths``; write summary.md, summary.csv,
-    per_task.csv, summary.json and the plots to ``out_dir`` (created; other files kept)."""
+    per_task.csv, summary.json and the plots to ``out_dir`` (created; other files kept).
+    ``step``: read every run as it stood at that env step (its evaluations up to it), to
+    compare sample efficiency where the final evaluations are all at the ceiling."""
     _rliable()
     if reps < 1:
         raise ConfigError(f"--reps must be at least 1, got {reps}")
+    if step is not None and step < 0:
+        raise ConfigError(f"--step must be a number of env steps >= 0, got {step}")
     runs, warnings = find_runs(paths), []
+    if step is not None:
+        for run in runs:
+            run.records = [r for r in run.records if r.get("step", 0) <= step]
+            run.evals = [e for e in run.evals if e["step"] <= step]
     for run in runs:
         if not run.evals:
             warnings.append(f"'{run.path}' has no evaluation yet; skipped")
@@ -432,7 +441,8 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path = "report", re
     methods = group_runs(evaluated)
     results = aggregate(methods, reps, seed)
     out = Path(out_dir)
-    options = ["--out", str(out)] + (["--reps", str(reps)] if reps != 2000 else []) + (["--seed", str(seed)] if seed else [])
+    options = (["--out", str(out)] + (["--reps", str(reps)] if reps != 2000 else []) + (["--seed", str(seed)] if seed else [])
+               + (["--step", str(step)] if step is not None else []))
     results["command"] = "mtrl report " + shlex.join([*map(str, paths), *options])
     results["skipped"] = warnings
     out.mkdir(parents=True, exist_ok=True)

@@ -204,3 +204,14 @@ def test_report_of_real_toy_runs(tmp_path):
     (entry,) = report.results["methods"]
     assert entry["final_step"] == [3000, 3000] and entry["curve"]["step"][-1] == 3000
     assert (tmp_path / "report" / "success_curve.png").stat().st_size > 1000
+
+
+def test_step_reads_every_run_as_it_stood_then(runs_root, tmp_path):
+    report = write_report([runs_root], tmp_path / "at1000", reps=REPS, step=1000)
+    for method in report.methods:
+        assert all(r.final_step == 1000 for r in method.runs)
+    halves = np.array([[s / 2 for s in final] for final in FINAL["care"]])
+    care = next(m for m in report.methods if "care" in m.label)
+    assert np.allclose(care.scores("final"), halves)
+    assert "--step 1000" in report.results["command"]
+    assert main(["report", str(runs_root), "--out", str(tmp_path / "bad"), "--step", "-1"]) == 2
