@@ -76,10 +76,6 @@ class Agent(nn.Module):
         self.actor_encoder_kind = actor_encoder
         self.actor_encoder = actor_encoder_net  # None unless "own"
 
-    @property
-    def actor_trains_critic_encoder(self) -> bool:
-        return self.actor_encoder_kind == "critic"
-
     def actor_features(self, obs: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """The actor's input; carries gradient into whichever encoder the actor loss trains."""
         if self.actor_encoder is not None:
@@ -89,14 +85,16 @@ class Agent(nn.Module):
                 return self.encoder(obs, task)
         return self.encoder(obs, task)
 
-    def actor_parameters(self) -> list[nn.Parameter]:
-        """What the actor loss trains: the actor, and its encoder (own, or the critic's)."""
-        params = list(self.actor.parameters())
+    def actor_encoder_parameters(self) -> list[nn.Parameter]:
+        """The encoder parameters the actor loss trains: its own encoder's, the critic
+        encoder's (``"critic"``) or none (``"critic_detached"``)."""
         if self.actor_encoder is not None:
-            params += list(self.actor_encoder.parameters())
-        elif self.actor_trains_critic_encoder:
-            params += list(self.encoder.parameters())
-        return params
+            return list(self.actor_encoder.parameters())
+        return list(self.encoder.parameters()) if self.actor_encoder_kind == "critic" else []
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        """What the actor loss trains: the actor and :meth:`actor_encoder_parameters`."""
+        return list(self.actor.parameters()) + self.actor_encoder_parameters()
 
     def shared_parameters(self, part: str) -> list[nn.Parameter]:
         """Parameters that every task's ``part`` ("critic" or "actor") loss flows through:
@@ -106,11 +104,7 @@ class Agent(nn.Module):
         params = [p for layer in net.hidden for p in layer.parameters()]
         if net.num_heads == 1:
             params += list(net.head.parameters())
-        if part == "critic":
-            encoder_params = list(self.encoder.parameters())
-        else:
-            actor_owned = {id(p) for p in self.actor.parameters()}
-            encoder_params = [p for p in self.actor_parameters() if id(p) not in actor_owned]
+        encoder_params = list(self.encoder.parameters()) if part == "critic" else self.actor_encoder_parameters()
         return encoder_params + params
 
     @torch.no_grad()

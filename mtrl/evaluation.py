@@ -104,6 +104,11 @@ def evaluate(policy: Policy, env: MultiTaskVecEnv, task_names: list[str], num_ep
     )
 
 
+def crossed(step: int, width: int, every: int) -> bool:
+    """Did the last ``width`` steps, ending at ``step``, cross a multiple of ``every``?"""
+    return every > 0 and step // every > (step - width) // every
+
+
 class EvaluationSchedule:
     """When a training run evaluates, on what, and how many episodes: every ``eval_every``
     env steps before the end with ``eval_episodes`` per task, evaluation number e running
@@ -120,8 +125,7 @@ class EvaluationSchedule:
     def due(self, step: int, width: int) -> bool:
         """Did the last vector step (``width`` env steps, ending at ``step``) cross a mid-run
         evaluation point? The end of training is the final evaluation's, not one of these."""
-        every = self.cfg.eval_every
-        return every > 0 and step // every > (step - width) // every and step < self.cfg.total_steps
+        return crossed(step, width, self.cfg.eval_every) and step < self.cfg.total_steps
 
     def run(self, policy: Policy, step: int, final: bool = False) -> EvalResult:
         tc = self.cfg

@@ -23,7 +23,7 @@ from mtrl.checkpoint import (
     set_global_rng_state,
 )
 from mtrl.config import Config, ConfigError, save_config
-from mtrl.evaluation import EvalResult, EvaluationSchedule
+from mtrl.evaluation import EvalResult, EvaluationSchedule, crossed
 from mtrl.introspection import attention_by_task, representation_metrics
 from mtrl.logger import Logger
 from mtrl.progress import TrainingProgress, status
@@ -84,11 +84,6 @@ def run_directory(cfg: Config) -> Path:
     if not cfg.resume and holds_run:
         raise ConfigError(f"run.dir '{run_dir}' already holds a run; pass resume=true to continue it or choose another run.dir")
     return run_dir
-
-
-def crossed(step: int, width: int, every: int) -> bool:
-    """Did the last ``width`` steps, ending at ``step``, cross a multiple of ``every``?"""
-    return every > 0 and step // every > (step - width) // every
 
 
 def train(cfg: Config) -> TrainResult:
@@ -175,7 +170,6 @@ def train(cfg: Config) -> TrainResult:
     # A resumed run without its replay refills one batch's worth per task before updating again.
     refill = tc.batch_per_task * num_tasks if env_steps and not len(replay) else 0
     learn_from = max(tc.warmup_steps, env_steps + refill)
-    task_weighting = cfg.sac.task_weights
     progress = TrainingProgress(tc.total_steps, env_steps, enabled=tc.progress)
     t_log, steps_at_log = time.perf_counter(), env_steps
 
@@ -196,7 +190,7 @@ def train(cfg: Config) -> TrainResult:
                 record[f"train/episode_success/{name}"] = ep_sums["success"][i] / ep_sums["count"][i]
                 record[f"train/episode_return/{name}"] = ep_sums["return"][i] / ep_sums["count"][i]
         ep_sums = {k: np.zeros(num_tasks) for k in ep_sums}
-        if task_weighting:
+        if cfg.sac.task_weights:
             weights = task_loss_weights(sac.log_alpha).cpu().numpy()
             record.update({f"task_weight/{name}": weights[i] for i, name in enumerate(spec.task_names)})
         probe = replay.sample(tc.batch_per_task) if len(replay) else None
