@@ -9,7 +9,7 @@ import torch
 
 from mtrl.agent import ACTOR_ENCODERS, Agent, EnvSpec
 from mtrl.care import ATTENTION_KINDS, EMBEDDING_KINDS, CAREEncoder, TaskEmbedding
-from mtrl.errors import ConfigError
+from mtrl.errors import ConfigError, at_least, check_values, each_at_least_1, layer_sizes, one_of, positive
 from mtrl.embeddings import load_task_embeddings
 from mtrl.networks import TanhGaussianActor, TwinQ
 from mtrl.registry import register
@@ -32,18 +32,24 @@ class CAREConfig:
     # (the original CARE code); critic: it reads and trains the critic's encoder.
     actor_encoder: str = "own"
 
+    def validate(self) -> None:
+        check_values([
+            ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
+            ("agent.num_encoders", self.num_encoders, at_least(1), "at least 1"),
+            ("agent.encoder_hidden", self.encoder_hidden, each_at_least_1, "a list of sizes >= 1"),
+            ("agent.encoder_dim", self.encoder_dim, at_least(1), "at least 1"),
+            ("agent.context_hidden", self.context_hidden, each_at_least_1, "a list of sizes >= 1"),
+            ("agent.attention", self.attention, *one_of(ATTENTION_KINDS)),
+            ("agent.attention_temperature", self.attention_temperature, positive, "positive"),
+            ("agent.task_embedding", self.task_embedding, *one_of(EMBEDDING_KINDS)),
+            ("agent.actor_encoder", self.actor_encoder, *one_of(ACTOR_ENCODERS)),
+        ])
+
 
 @register("agent", "care", CAREConfig)
 def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
     """CARE: mixture of encoders with attention from task-description embeddings."""
-    if cfg.attention not in ATTENTION_KINDS:
-        raise ConfigError(f"agent.attention must be one of {', '.join(ATTENTION_KINDS)}, got '{cfg.attention}'")
-    if cfg.task_embedding not in EMBEDDING_KINDS:
-        raise ConfigError(f"agent.task_embedding must be one of {', '.join(EMBEDDING_KINDS)}, got '{cfg.task_embedding}'")
-    if cfg.actor_encoder not in ACTOR_ENCODERS:
-        raise ConfigError(f"agent.actor_encoder must be one of {', '.join(ACTOR_ENCODERS)}, got '{cfg.actor_encoder}'")
-    if cfg.num_encoders < 1:
-        raise ConfigError(f"agent.num_encoders must be at least 1, got {cfg.num_encoders}")
+    cfg.validate()
     pretrained = None
     if cfg.task_embedding in ("pretrained", "learned"):
         path = cfg.embedding_file or spec.embedding_file

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mtrl.agent import Agent, EnvSpec, OneHotTaskEncoder
+from mtrl.errors import check_values, layer_sizes
 from mtrl.networks import TanhGaussianActor, TwinQ
 from mtrl.registry import register
 
@@ -15,10 +16,14 @@ class MTSACConfig:
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
     task_visible: bool = True  # false: the task one-hot is hidden (single-task SAC on all tasks)
 
+    def validate(self) -> None:
+        check_values([("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1")])
+
 
 @register("agent", "mtsac", MTSACConfig)
 def make_mtsac(cfg: MTSACConfig, spec: EnvSpec) -> Agent:
     """Multi-task SAC with a one-hot task id appended to the observation."""
+    cfg.validate()
     encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.task_visible)
     actor = TanhGaussianActor(encoder.out_dim, spec.act_dim, cfg.hidden_sizes)
     critic = TwinQ(encoder.out_dim, spec.act_dim, cfg.hidden_sizes)

@@ -42,6 +42,35 @@ class MetaWorldConfig:
     backend: str = "python"  # python | envpool (training only; evaluation always runs on python)
     envpool_fallback: bool = True  # tasks EnvPool gets wrong run on python; false refuses them
 
+    def validate(self) -> None:
+        if self.benchmark not in BENCHMARKS:
+            raise ConfigError(f"env.benchmark must be one of {', '.join(BENCHMARKS)}, got '{self.benchmark}'")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"env.backend must be one of {', '.join(BACKENDS)}, got '{self.backend}'")
+        if self.backend == "envpool" and self.reward_function_version != "v2":
+            raise ConfigError("env.backend=envpool implements only the v2 reward; set env.reward_function_version=v2")
+        if self.reward_function_version not in ("v1", "v2"):
+            raise ConfigError(
+                f"env.reward_function_version must be 'v2' (or 'v1'), got '{self.reward_function_version}'"
+            )
+        if not 1 <= self.max_episode_steps <= MAX_EPISODE_STEPS:
+            raise ConfigError(
+                f"env.max_episode_steps must be in 1..{MAX_EPISODE_STEPS} (Meta-World's cap), "
+                f"got {self.max_episode_steps}"
+            )
+        if self.benchmark == "MT1" and (self.tasks is None or len(self.tasks) != 1):
+            raise ConfigError("env.benchmark=MT1 needs exactly one task, e.g. env.tasks=[reach-v3]")
+        if self.tasks is not None:
+            valid = all_task_names()
+            if not self.tasks:
+                raise ConfigError("env.tasks is empty; list Meta-World task names or set it to null")
+            for name in self.tasks:
+                if name not in valid:
+                    hint = did_you_mean(name, valid)
+                    raise ConfigError(f"env.tasks: unknown Meta-World task '{name}'{hint}")
+            if len(set(self.tasks)) != len(self.tasks):
+                raise ConfigError("env.tasks lists a task twice; each task may appear once")
+
 
 def all_task_names() -> list[str]:
     """The 50 v3 task names in Meta-World's (MT50) order."""
@@ -140,7 +169,7 @@ class MetaWorldSuite(Suite):
     embedding_file = Path(__file__).parent / "data" / "metaworld_embeddings.json"
 
     def __init__(self, cfg: MetaWorldConfig, seed: int = 0):
-        _validate(cfg)
+        cfg.validate()
         super().__init__(cfg, seed)
 
     @property
@@ -184,33 +213,3 @@ class MetaWorldSuite(Suite):
     def _python_env(self, num_slots: int, seed: int) -> MetaWorldVecEnv:
         """The reference envs; goals are drawn with the suite's seed, starts with ``seed``."""
         return MetaWorldVecEnv(self.cfg, num_slots, seed, goal_seed=self.seed)
-
-
-def _validate(cfg: MetaWorldConfig) -> None:
-    if cfg.benchmark not in BENCHMARKS:
-        raise ConfigError(f"env.benchmark must be one of {', '.join(BENCHMARKS)}, got '{cfg.benchmark}'")
-    if cfg.backend not in BACKENDS:
-        raise ConfigError(f"env.backend must be one of {', '.join(BACKENDS)}, got '{cfg.backend}'")
-    if cfg.backend == "envpool" and cfg.reward_function_version != "v2":
-        raise ConfigError("env.backend=envpool implements only the v2 reward; set env.reward_function_version=v2")
-    if cfg.reward_function_version not in ("v1", "v2"):
-        raise ConfigError(
-            f"env.reward_function_version must be 'v2' (or 'v1'), got '{cfg.reward_function_version}'"
-        )
-    if not 1 <= cfg.max_episode_steps <= MAX_EPISODE_STEPS:
-        raise ConfigError(
-            f"env.max_episode_steps must be in 1..{MAX_EPISODE_STEPS} (Meta-World's cap), "
-            f"got {cfg.max_episode_steps}"
-        )
-    if cfg.benchmark == "MT1" and (cfg.tasks is None or len(cfg.tasks) != 1):
-        raise ConfigError("env.benchmark=MT1 needs exactly one task, e.g. env.tasks=[reach-v3]")
-    if cfg.tasks is not None:
-        valid = all_task_names()
-        if not cfg.tasks:
-            raise ConfigError("env.tasks is empty; list Meta-World task names or set it to null")
-        for name in cfg.tasks:
-            if name not in valid:
-                hint = did_you_mean(name, valid)
-                raise ConfigError(f"env.tasks: unknown Meta-World task '{name}'{hint}")
-        if len(set(cfg.tasks)) != len(cfg.tasks):
-            raise ConfigError("env.tasks lists a task twice; each task may appear once")

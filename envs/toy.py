@@ -14,7 +14,7 @@ import numpy as np
 
 from pathlib import Path
 
-from mtrl.errors import ConfigError
+from mtrl.errors import ConfigError, at_least, check_values, positive
 from mtrl.registry import register
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
 
@@ -34,6 +34,18 @@ class ToyConfig:
     speed: float = 0.15  # distance moved per step at full action
     start_noise: float = 0.1  # start position uniform in [-start_noise, start_noise]^2
     goal_angles: list[float] | None = None  # degrees, one per task; overrides num_tasks' layout
+
+    def validate(self) -> None:
+        check_values([
+            ("env.num_tasks", self.num_tasks, at_least(1), "at least 1"),
+            ("env.episode_steps", self.episode_steps, at_least(1), "at least 1"),
+            ("env.goal_radius", self.goal_radius, positive, "positive"),
+            ("env.success_radius", self.success_radius, positive, "positive"),
+            ("env.speed", self.speed, positive, "positive"),
+            ("env.start_noise", self.start_noise, at_least(0), "at least 0"),
+        ])
+        if self.goal_angles is not None and len(self.goal_angles) != self.num_tasks:
+            raise ConfigError(f"env.goal_angles lists {len(self.goal_angles)} angles for env.num_tasks={self.num_tasks}")
 
 
 def goal_angles(cfg: ToyConfig) -> np.ndarray:
@@ -92,8 +104,7 @@ class ToySuite(Suite):
     embedding_file = Path(__file__).parent / "data" / "toy_embeddings.json"
 
     def __init__(self, cfg: ToyConfig, seed: int = 0):
-        if cfg.goal_angles is not None and len(cfg.goal_angles) != cfg.num_tasks:
-            raise ConfigError(f"env.goal_angles lists {len(cfg.goal_angles)} angles for env.num_tasks={cfg.num_tasks}")
+        cfg.validate()
         super().__init__(cfg, seed)
 
     def _directions(self) -> list[str]:

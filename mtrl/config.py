@@ -13,13 +13,22 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from mtrl import registry
 from mtrl.conflict import METHODS, ConflictConfig, require
-from mtrl.errors import ConfigError, did_you_mean  # noqa: F401  (ConfigError: re-exported)
+from mtrl.errors import (  # noqa: F401  (ConfigError: re-exported)
+    ConfigError,
+    at_least,
+    check_values,
+    did_you_mean,
+    in_unit_interval,
+    one_of,
+    or_null,
+    positive,
+)
 
 
 @dataclass
@@ -66,12 +75,12 @@ class TrainConfig:
     batch_allocation: str = "equal"  # equal | scheduler (per-task batch shares follow the scheduler)
     updates_per_step: int = 1  # gradient updates per vector step
     buffer_per_task: int = 1_000_000
-    eval_every: int = 100_000
+    eval_every: int = 100_000  # 0: only the final evaluation
     eval_episodes: int = 50  # per task, at each evaluation during training (goals rotate between them)
     final_eval_episodes: int = 50  # per task, at the end: Meta-World's protocol, one per each of its 50 goals
     eval_stop_on_success: bool = True  # Meta-World+: an episode's outcome is fixed once it succeeds
-    log_every: int = 10_000
-    checkpoint_every: int = 100_000
+    log_every: int = 10_000  # 0: no training logs
+    checkpoint_every: int = 100_000  # 0: only the final checkpoint
     keep_checkpoints: int = 2
     save_replay: bool = False  # include the replay buffer in checkpoints (exact resume, large files)
     progress: bool = True
@@ -172,10 +181,7 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config:
     """Read a config file, apply dotted overrides and validate everything."""
     path = find_config(name_or_path)
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config '{path}' must be a YAML mapping at top level")
+    data = read_yaml(path)
     data = merge(data, parse_overrides(overrides or []))
     data.setdefault("run", {}).setdefault("name", path.stem)
     return from_dict(data)
@@ -184,18 +190,74 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config
 def from_dict(data: dict[str, Any]) -> Config:
     """Build a validated :class:`Config` from plain data (e.g. a saved ``config.yaml``)."""
     cfg = build_dataclass(Config, data, "")
-    for key, value, choices in (
-        ("device", cfg.device, DEVICES),
-        ("conflict.method", cfg.conflict.method, METHODS),
-        ("train.batch_allocation", cfg.train.batch_allocation, ALLOCATIONS),
-        ("sac.precision", cfg.sac.precision, PRECISIONS),
-    ):
-        if value not in choices:
-            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got '{value}'")
+    check_values(value_checks(cfg))
     require(cfg.conflict.method)  # a method from an optional package: say which extra, now
-    if cfg.train.num_slots is not None and cfg.train.num_slots < 1:
-        raise ConfigError(f"train.num_slots must be at least 1 (or null: one per task), got {cfg.train.num_slots}")
     return cfg
+
+
+def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str]]:
+    """The core sections' checks: (key, value, predicate, "must be ...") rows. The env, agent
+    and scheduler sections check themselves (their dataclasses' ``validate``)."""
+    t, s, c = cfg.train, cfg.sac, cfg.conflict
+    return [
+        ("seed", cfg.seed, at_least(0), "at least 0"),
+        ("device", cfg.device, *one_of(DEVICES)),
+        ("train.total_steps", t.total_steps, at_least(1), "at least 1"),
+        ("train.num_slots", t.num_slots, or_null(at_least(1)), "at least 1 (or null: one per task)"),
+        ("train.warmup_steps", t.warmup_steps, at_least(0), "at least 0"),
+        ("train.batch_per_task", t.batch_per_task, at_least(1), "at least 1"),
+        ("train.batch_allocation", t.batch_allocation, *one_of(ALLOCATIONS)),
+        ("train.updates_per_step", t.updates_per_step, at_least(1), "at least 1"),
+        ("train.buffer_per_task", t.buffer_per_task, at_least(1), "at least 1"),
+        ("train.eval_every", t.eval_every, at_least(0), "at least 0 (0: only the final evaluation)"),
+        ("train.eval_episodes", t.eval_episodes, at_least(1), "at least 1"),
+        ("train.final_eval_episodes", t.final_eval_episodes, at_least(1), "at least 1"),
+        ("train.log_every", t.log_every, at_least(0), "at least 0 (0: no training logs)"),
+        ("train.checkpoint_every", t.checkpoint_every, at_least(0), "at least 0 (0: only the final checkpoint)"),
+        ("train.keep_checkpoints", t.keep_checkpoints, at_least(1), "at least 1"),
+        ("sac.gamma", s.gamma, in_unit_interval, "in (0, 1]"),
+        ("sac.tau", s.tau, in_unit_interval, "in (0, 1]"),
+        ("sac.encoder_tau", s.encoder_tau, or_null(in_unit_interval), "in (0, 1] (or null: sac.tau)"),
+        ("sac.actor_lr", s.actor_lr, positive, "positive"),
+        ("sac.critic_lr", s.critic_lr, positive, "positive"),
+        ("sac.alpha_lr", s.alpha_lr, positive, "positive"),
+        ("sac.initial_alpha", s.initial_alpha, positive, "positive"),
+        ("sac.max_grad_norm", s.max_grad_norm, or_null(positive), "positive (or null: no clipping)"),
+        ("sac.precision", s.precision, *one_of(PRECISIONS)),
+        ("conflict.method", c.method, *one_of(METHODS)),
+        ("conflict.monitor_every", c.monitor_every, at_least(0), "at least 0 (0: off)"),
+        ("conflict.cagrad_c", c.cagrad_c, at_least(0), "at least 0"),
+    ]
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A config file's mapping (empty file: ``{}``); unreadable or malformed YAML is a
+    :class:`ConfigError` naming the file and the line."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config '{path}' is not valid YAML {_yaml_problem(e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"could not read config '{path}': {getattr(e, 'strerror', None) or e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config '{path}' must be a YAML mapping at top level")
+    return data
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """``at line 4, column 1: <problem> (while parsing ... started at line 3); <fix>``, one line."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is None or problem is None:
+        return f"({' '.join(str(e).split())})"
+    context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    started = ""
+    if context and context_mark is not None and context_mark.line != mark.line:
+        started = f" ({context} started at line {context_mark.line + 1})"
+    fix = "indent with spaces, not tabs" if "\\t" in problem else "fix the syntax there"  # PyYAML shows a tab as '\t'
+    return f"at line {mark.line + 1}, column {mark.column + 1}: {problem}{started}; {fix}"
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -212,7 +274,11 @@ def save_config(cfg: Config, path: Path) -> None:
 
 
 def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
-    """Validate ``data`` against dataclass ``cls``; ``prefix`` names the section in errors."""
+    """Validate ``data`` against dataclass ``cls``; ``prefix`` names the section in errors.
+
+    Keys and types are checked here; values, by the dataclass's ``validate()`` method if it
+    has one (the components' configs do: it raises :class:`ConfigError`), called once built.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -233,7 +299,10 @@ def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
             kwargs[name] = build_dataclass(hints[name], data.get(name), key + ".")
         elif name in data:
             kwargs[name] = _check_type(data[name], hints[name], key)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    if callable(getattr(obj, "validate", None)):
+        obj.validate()
+    return obj
 
 
 def _build_component(meta: dict[str, str], data: Any, key: str) -> Any:

@@ -41,8 +41,38 @@ def write_embeddings(path: Path, suite: str, descriptions: dict[str, str], vecto
 
 
 def read_embedding_file(path: Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    """The file's contents, checked: valid JSON, a "tasks" mapping of task name ->
+    {"description": text, "vector": numbers}, every vector of the same length (the header's
+    "dim" when it has one). Anything else is a :class:`ConfigError` saying how to regenerate it."""
+    path = Path(path)
+
+    def broken(why: str) -> ConfigError:
+        return ConfigError(f"embedding file '{path}' {why}; regenerate it with `mtrl embed-tasks SUITE --out {path}`")
+
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise broken(f"is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except UnicodeDecodeError:
+        raise broken("is not a text (JSON) file") from None
+    except OSError as e:
+        raise ConfigError(f"could not read embedding file '{path}': {e.strerror or e}") from None
+    tasks = data.get("tasks") if isinstance(data, dict) else None
+    if not isinstance(tasks, dict):
+        raise broken('has no "tasks" mapping of task name -> {"description", "vector"}')
+    dim = data.get("dim")
+    for name, entry in tasks.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("description"), str) and isinstance(entry.get("vector"), list)):
+            raise broken(f"has a malformed entry for task '{name}' (it needs \"description\" and \"vector\")")
+        vector = entry["vector"]
+        if not vector or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector):
+            raise broken(f"holds a vector for task '{name}' that is not a non-empty list of numbers")
+        if dim is None:
+            dim = len(vector)
+        if len(vector) != dim:
+            raise broken(f"holds a vector of length {len(vector)} for task '{name}', expected {dim}")
+    return data
 
 
 def load_task_embeddings(path: str | Path, task_names: list[str], descriptions: list[str]) -> np.ndarray:

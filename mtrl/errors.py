@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+from typing import Any, Callable, Iterable
 
 
 class ConfigError(ValueError):
@@ -14,3 +15,49 @@ def did_you_mean(word: str, options: list[str], cutoff: float = 0.5) -> str:
     """`` (did you mean 'a' or 'b'?)`` for the closest options, or an empty string."""
     close = difflib.get_close_matches(word, options, n=3, cutoff=cutoff)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+# --- value checks -----------------------------------------------------------------------
+# A config's range checks are a table of rows (key, value, predicate, "must be ..."), so that
+# every message reads alike: ``train.total_steps must be at least 1, got -5``.
+
+
+def check_values(rows: Iterable[tuple[str, Any, Callable[[Any], bool], str]]) -> None:
+    """Raise a :class:`ConfigError` for the first row whose value fails its predicate."""
+    for key, value, ok, must in rows:
+        if not ok(value):
+            raise ConfigError(f"{key} must be {must}, got {value!r}")
+
+
+def at_least(bound: float) -> Callable[[Any], bool]:
+    return lambda v: v >= bound
+
+
+def positive(v: Any) -> bool:
+    return v > 0
+
+
+def in_unit_interval(v: Any) -> bool:
+    """In (0, 1]."""
+    return 0 < v <= 1
+
+
+def one_of(choices: Iterable[str]) -> tuple[Callable[[Any], bool], str]:
+    """A row's predicate *and* text: ``(key, value, *one_of(NAMES))``."""
+    choices = tuple(choices)
+    return (lambda v: v in choices), f"one of {', '.join(choices)}"
+
+
+def or_null(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """``ok``, or ``None`` (YAML's null)."""
+    return lambda v: v is None or ok(v)
+
+
+def layer_sizes(v: Any) -> bool:
+    """A non-empty list of layer widths, each at least 1."""
+    return len(v) > 0 and all(s >= 1 for s in v)
+
+
+def each_at_least_1(v: Any) -> bool:
+    """Every width at least 1 (an empty list is allowed: no hidden layer)."""
+    return all(s >= 1 for s in v)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mtrl.errors import ConfigError
+from mtrl.errors import ConfigError, at_least, check_values
 from mtrl.registry import register
 
 
@@ -125,6 +125,17 @@ class LearningProgressConfig:
     # eps: share of episodes spread uniformly over all tasks (every task keeps eps / N)
     epsilon: float = 0.2
 
+    def validate(self) -> None:
+        if not 0 < self.slow_rate < self.fast_rate <= 1:
+            raise ConfigError(
+                "scheduler.slow_rate and scheduler.fast_rate must satisfy 0 < slow_rate < fast_rate <= 1, "
+                f"got {self.slow_rate} and {self.fast_rate}"
+            )
+        check_values([
+            ("scheduler.noise_threshold", self.noise_threshold, at_least(0), "at least 0"),
+            ("scheduler.epsilon", self.epsilon, lambda v: 0 <= v <= 1, "in [0, 1]"),
+        ])
+
 
 def ema_difference_variance(fast_rate: float, slow_rate: float, n: np.ndarray | float) -> np.ndarray:
     """Var(fast - slow) / (p (1 - p)) after ``n`` i.i.d. Bernoulli(p) outcomes, for the
@@ -150,16 +161,8 @@ class LearningProgress(Scheduler):
     state_arrays = ("episodes", "fast", "slow", "outcomes")
 
     def __init__(self, cfg: LearningProgressConfig, num_tasks: int, num_slots: int, seed: int):
+        cfg.validate()
         super().__init__(cfg, num_tasks, num_slots, seed)
-        problem = None
-        if not 0 < cfg.slow_rate < cfg.fast_rate <= 1:
-            problem = f"0 < slow_rate < fast_rate <= 1, got {cfg.slow_rate} and {cfg.fast_rate}"
-        elif not cfg.noise_threshold >= 0:
-            problem = f"noise_threshold >= 0, got {cfg.noise_threshold}"
-        elif not 0 <= cfg.epsilon <= 1:
-            problem = f"0 <= epsilon <= 1, got {cfg.epsilon}"
-        if problem:
-            raise ConfigError(f"scheduler needs {problem}")
         self.fast = np.zeros(num_tasks)  # bias-corrected fast success average
         self.slow = np.zeros(num_tasks)  # bias-corrected slow success average
         self.outcomes = np.zeros(num_tasks, np.int64)  # outcomes recorded per task (n)

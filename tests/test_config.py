@@ -60,3 +60,28 @@ def test_parse_overrides_keeps_strings():
 def test_from_dict_defaults():
     cfg = from_dict({})
     assert cfg.env.suite == "toy" and cfg.agent.name == "mtsac" and cfg.scheduler.name == "round_robin"
+
+
+def test_range_checks_apply_to_saved_configs_too():
+    with pytest.raises(ConfigError) as err:
+        from_dict({"train": {"total_steps": -5}})  # what `mtrl eval` does with a run's config.yaml
+    assert str(err.value) == "train.total_steps must be at least 1, got -5"
+    with pytest.raises(ConfigError, match=r"^env.num_tasks must be at least 1, got 0$"):
+        from_dict({"env": {"suite": "toy", "num_tasks": 0}})  # a component's validate(), at load
+
+
+def test_zero_turns_periodic_work_off_and_is_accepted():
+    cfg = load_config("toy-mtsac", ["train.eval_every=0", "train.log_every=0", "train.checkpoint_every=0",
+                                    "train.warmup_steps=0", "conflict.monitor_every=0", "sac.max_grad_norm=null",
+                                    "sac.encoder_tau=null", "sac.gamma=1", "sac.tau=1", "env.start_noise=0"])
+    assert (cfg.train.eval_every, cfg.train.log_every, cfg.train.checkpoint_every) == (0, 0, 0)
+
+
+def test_malformed_yaml_names_the_file_and_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("env:\n  suite: toy\n\tnum_tasks: 4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    message = str(err.value)
+    assert message.startswith(f"config '{path}' is not valid YAML at line 3, column 1:") and "tabs" in message
+    assert "\n" not in message
