@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mtrl.networks import TanhGaussianActor, TwinQ
+from mtrl.care import TaskEmbedding
+from mtrl.networks import EnsembleMLP, TanhGaussianActor, TwinQ
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,30 @@ class OneHotTaskEncoder(nn.Module):
 
     def __init__(self, obs_dim: int, num_tasks: int, task_visible: bool = True):
         super().__init__()
-        self.num_tasks, self.task_visible = num_tasks, task_visible
+        self.obs_dim, self.num_tasks, self.task_visible = obs_dim, num_tasks, task_visible
         self.out_dim = obs_dim + (num_tasks if task_visible else 0)
 
     def forward(self, obs: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         if not self.task_visible:
             return obs
         return torch.cat([obs, F.one_hot(task, self.num_tasks).to(obs.dtype)], -1)
+
+
+@dataclass(frozen=True)
+class TaskBlock:
+    """The task-specific part of one parameter: task t owns ``width`` consecutive indices
+    of dimension ``dim`` starting at ``start + t * width``. ``name`` is the parameter's name
+    in ``Agent.named_parameters()`` (and, for the encoder and critic, in ``SAC.target``)."""
+
+    name: str
+    dim: int
+    start: int
+    width: int
+
+    def view(self, tensor: torch.Tensor, num_tasks: int) -> torch.Tensor:
+        """A view of ``tensor`` (the parameter, or an optimiser moment of its shape) with
+        the tasks' slices on a new axis: dimension ``dim`` becomes (num_tasks, width)."""
+        return tensor.narrow(self.dim, self.start, num_tasks * self.width).unflatten(self.dim, (num_tasks, self.width))
 
 
 ACTOR_ENCODERS = ("own", "critic_detached", "critic")
@@ -107,6 +125,28 @@ class Agent(nn.Module):
         encoder_params = list(self.encoder.parameters()) if part == "critic" else self.actor_encoder_parameters()
         return encoder_params + params
 
+    def task_specific_blocks(self) -> list[TaskBlock]:
+        """The parameters, or parts of them, that belong to one task (PaCo's per-task reset
+        acts on them, see ``SAC.reset_tasks``):
+
+        - with a visible one-hot task input (MT-SAC, MH-SAC), the rows of the actor's and the
+          critics' first layer that read the one-hot columns: features are [obs || one_hot],
+          the critics read cat(features, action), so rows obs_dim .. obs_dim + T of both;
+        - with per-task output heads (MH-SAC), each task's out_dim columns of the head
+          weight and bias;
+        - a learned task-embedding table (CARE with ``task_embedding=learned``): its rows.
+
+        CARE with its default frozen embedding has none."""
+        blocks = []
+        actor_encoder = self.actor_encoder if self.actor_encoder is not None else self.encoder
+        for part, net, encoder in (("actor", self.actor.net, actor_encoder), ("critic", self.critic.net, self.encoder)):
+            blocks += _one_hot_rows(f"{part}.net", net, encoder) + _head_columns(f"{part}.net", net)
+        for prefix, encoder in (("encoder", self.encoder), ("actor_encoder", self.actor_encoder)):
+            for name, module in encoder.named_modules() if encoder is not None else ():
+                if isinstance(module, TaskEmbedding) and isinstance(module.table, nn.Parameter):
+                    blocks.append(TaskBlock(".".join(filter(None, (prefix, name, "table"))), 0, 0, 1))
+        return blocks
+
     @torch.no_grad()
     def act(self, obs: np.ndarray, task: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions for a batch of numpy observations and task ids (collection / evaluation)."""
@@ -119,3 +159,19 @@ class Agent(nn.Module):
         else:
             action = self.actor.sample(features, task_t)[0]
         return action.cpu().numpy()
+
+
+def _one_hot_rows(prefix: str, net: EnsembleMLP, encoder: nn.Module) -> list[TaskBlock]:
+    """The rows of ``net``'s first weight (members, in, out) that read a one-hot task input."""
+    if not (isinstance(encoder, OneHotTaskEncoder) and encoder.task_visible):
+        return []
+    first = "hidden.0" if len(net.hidden) else "head"
+    return [TaskBlock(f"{prefix}.{first}.weight", 1, encoder.obs_dim, 1)]
+
+
+def _head_columns(prefix: str, net: EnsembleMLP) -> list[TaskBlock]:
+    """Each task's out_dim columns of a per-task head's weight (members, in, out * heads)
+    and bias (members, 1, out * heads), as ``EnsembleMLP.forward`` reads them."""
+    if net.num_heads == 1:
+        return []
+    return [TaskBlock(f"{prefix}.head.{p}", 2, 0, net.out_dim) for p in ("weight", "bias")]

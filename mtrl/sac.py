@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -51,15 +52,61 @@ def task_loss_weights(log_alpha: torch.Tensor) -> torch.Tensor:
     return torch.softmax(-log_alpha.detach(), 0) * log_alpha.shape[0]
 
 
-def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """E[-log alpha_task (log pi + target entropy)]; log_alpha holds each sample's task's value."""
-    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
+def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float, reduction: str = "mean") -> torch.Tensor:
+    """E[-log alpha_task (log pi + target entropy)]; log_alpha holds each sample's task's value
+    (per sample with ``reduction="none"``)."""
+    per_sample = -(log_alpha * (log_prob.detach() + target_entropy))
+    return per_sample.mean() if reduction == "mean" else per_sample
+
+
+def exploded_tasks(critic_per_sample: torch.Tensor, task: torch.Tensor, num_tasks: int, threshold: float | None) -> torch.Tensor:
+    """(num_tasks,) bool: tasks whose mean critic loss over their samples in the batch is not
+    finite or above ``threshold`` (PaCo's mask_extreme_task; None: only non-finite ones).
+    Tasks absent from the batch are never masked."""
+    loss = critic_per_sample.detach().float()
+    sums = torch.zeros(num_tasks, dtype=loss.dtype, device=loss.device).index_add_(0, task, loss)
+    counts = torch.bincount(task, minlength=num_tasks)
+    mean = sums / counts.clamp(min=1)
+    bad = ~torch.isfinite(mean)
+    if threshold is not None:
+        bad |= mean > threshold
+    return bad & (counts > 0)
+
+
+def _kept_mean(per_sample: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """The mean over the kept samples (all of them when ``keep`` is None). ``torch.where``,
+    not a 0 weight: a masked sample's term may be NaN, and NaN * 0 is NaN."""
+    if keep is None:
+        return per_sample.mean()
+    return torch.where(keep, per_sample, 0.0).sum() / keep.sum()
+
+
+def _sanitised(batch: Batch, keep: torch.Tensor) -> Batch:
+    """The batch with the masked samples' fields zeroed. Their terms are dropped by
+    ``torch.where``, but a NaN or inf input would still reach the weight gradients through
+    the backward pass (the first layer's x^T delta, or (q - y) * 0); zeros cannot."""
+    def clean(x: torch.Tensor) -> torch.Tensor:
+        return torch.where(keep.view(-1, *([1] * (x.dim() - 1))), x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return Batch(*(clean(x) for x in batch[:-1]), batch.task)
 
 
 class SAC:
     """Owns the agent's target networks, the per-task temperatures and the optimisers.
     With ``conflict.method`` pcgrad/cagrad the shared parameters step along the aggregated
-    per-task gradient instead of the plain mean."""
+    per-task gradient instead of the plain mean.
+
+    Divergence guards (``update`` reports both):
+
+    - an optimiser step whose loss or gradient norm is not finite is skipped (gradients
+      zeroed, ``opt.step()`` not called, so parameters and Adam's state stay as they were)
+      and counted in ``divergence/skipped_steps``;
+    - a task whose mean critic loss in the batch is not finite or above
+      ``sac.task_loss_threshold`` (PaCo's mask_extreme_task, Sun et al. 2022) is left out of
+      this update's critic, actor and temperature losses, then its task-specific parameters
+      and temperature are reset (``reset_tasks``). ``divergence/masked_tasks`` counts them;
+      ``last_masked`` holds the (num_tasks,) bool mask of the last update. If every task in
+      the batch is masked the update is skipped entirely (nothing reset).
+    """
 
     def __init__(self, agent: Agent, num_tasks: int, act_dim: int, cfg: SACConfig, conflict: ConflictConfig | None = None):
         self.agent, self.cfg, self.num_tasks = agent, cfg, num_tasks
@@ -78,6 +125,8 @@ class SAC:
         self.critic_opt = torch.optim.Adam(self.critic_params, lr=cfg.critic_lr)
         self.actor_opt = torch.optim.Adam(self.actor_params, lr=cfg.actor_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.task_blocks = agent.task_specific_blocks()
+        self.last_masked = torch.zeros(num_tasks, dtype=torch.bool, device=device)
         self.device_type = device.type
         if cfg.compile:  # in place, so state_dict keys (checkpoints) do not change
             for module in (agent.encoder, agent.actor, agent.critic, agent.actor_encoder, *self.target.values()):
@@ -90,7 +139,11 @@ class SAC:
         return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bfloat16")
 
     def _step(self, opt: torch.optim.Optimizer, params: list[torch.Tensor], loss: torch.Tensor,
-              per_sample: torch.Tensor | None = None, task: torch.Tensor | None = None, shared: list[torch.Tensor] | None = None) -> None:
+              per_sample: torch.Tensor | None = None, task: torch.Tensor | None = None, shared: list[torch.Tensor] | None = None,
+              clip: bool = True) -> bool:
+        """Backward, conflict aggregation, clipping and the optimiser step on ``params``
+        (``clip=False``: never clipped, the temperatures). Returns True when the step was
+        skipped because the loss or the total gradient norm is not finite."""
         opt.zero_grad(set_to_none=True)
         if self.conflict.method != "none" and shared:
             grads = per_task_gradients(per_sample, task, self.num_tasks, shared)
@@ -102,9 +155,18 @@ class SAC:
                 offset += p.numel()
         else:
             loss.backward()
-        if self.cfg.max_grad_norm is not None and params:
-            nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        if clip and self.cfg.max_grad_norm is not None:
+            norm = nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)  # the norm before clipping
+        else:
+            norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        # One host sync per step: Python decides whether to step. Fine on the CPU; a sync-free
+        # variant (for the GPU) would fold the check into the step, e.g. scaling the gradients
+        # by torch.where(finite, 1, 0) and restoring Adam's state, or a fused masked step.
+        if not bool(torch.isfinite(loss) & torch.isfinite(norm)):
+            opt.zero_grad(set_to_none=True)
+            return True
         opt.step()
+        return False
 
     @torch.no_grad()
     def _critic_target(self, batch: Batch, alpha: torch.Tensor) -> torch.Tensor:
@@ -140,7 +202,9 @@ class SAC:
         return actor_loss(q_pi, log_prob, alpha, reduction="none"), log_prob
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One gradient step on critics, actor and temperatures. Returns detached metrics."""
+        """One gradient step on critics, actor and temperatures. Returns detached metrics,
+        ``divergence/skipped_steps`` (of the three steps) and ``divergence/masked_tasks``
+        among them; ``last_masked`` is this update's (num_tasks,) mask (see the class)."""
         task = batch.task
         alpha = self.log_alpha.detach().exp()[task]
         # sac.task_weights: each sample's critic and actor terms weighted by its task's weight.
@@ -149,31 +213,112 @@ class SAC:
         # Critic (and its encoder): regress both critics on the soft Bellman target.
         with self.autocast():
             critic_per_sample, q = self.critic_terms(batch, alpha)
+        masked = exploded_tasks(critic_per_sample, task, self.num_tasks, self.cfg.task_loss_threshold)
+        self.last_masked = masked
+        keep = None
+        if bool(masked.any()):  # one host sync per update
+            keep = ~masked[task]
+            if not bool(keep.any()):
+                return self._skipped_update(masked)
+            # Recompute on the batch with the masked samples zeroed (see _sanitised): a new
+            # forward pass, only in the (rare) updates that mask a task.
+            batch = _sanitised(batch, keep)
+            with self.autocast():
+                critic_per_sample, q = self.critic_terms(batch, alpha)
+            critic_per_sample = torch.where(keep, critic_per_sample, 0.0)
         if weight is not None:
             critic_per_sample = critic_per_sample * weight
-        loss_critic = critic_per_sample.mean()
-        self._step(self.critic_opt, self.critic_params, loss_critic, critic_per_sample, task, self.shared["critic"])
+        loss_critic = _kept_mean(critic_per_sample, keep)
+        skipped = self._step(self.critic_opt, self.critic_params, loss_critic, critic_per_sample, task, self.shared["critic"])
 
         # Actor (and its encoder), judged by the freshly updated critics.
         with self.autocast():
             actor_per_sample, log_prob = self.actor_terms(batch.obs, task, alpha)
+        if keep is not None:
+            actor_per_sample = torch.where(keep, actor_per_sample, 0.0)
         if weight is not None:
             actor_per_sample = actor_per_sample * weight
-        loss_actor = actor_per_sample.mean()
-        self._step(self.actor_opt, self.actor_params, loss_actor, actor_per_sample, task, self.shared["actor"])
+        loss_actor = _kept_mean(actor_per_sample, keep)
+        skipped += self._step(self.actor_opt, self.actor_params, loss_actor, actor_per_sample, task, self.shared["actor"])
 
         # Temperatures: one per task, driven only by that task's samples.
-        loss_alpha = temperature_loss(self.log_alpha[task], log_prob, self.target_entropy)
-        self._step(self.alpha_opt, [], loss_alpha)
+        if keep is None:
+            loss_alpha = temperature_loss(self.log_alpha[task], log_prob, self.target_entropy)
+        else:
+            loss_alpha = _kept_mean(temperature_loss(self.log_alpha[task], log_prob, self.target_entropy, reduction="none"), keep)
+        skipped += self._step(self.alpha_opt, [self.log_alpha], loss_alpha, clip=False)
 
         self.soft_update()
+        if keep is not None:
+            self.reset_tasks(masked)
         return {
             "loss/critic": loss_critic.detach(),
             "loss/actor": loss_actor.detach(),
             "loss/alpha": loss_alpha.detach(),
-            "train/q_mean": q.detach().mean(),
-            "train/entropy": -log_prob.detach().mean(),
+            "train/q_mean": q.detach().mean() if keep is None else _kept_mean(q.detach().mean(0), keep),
+            "train/entropy": -_kept_mean(log_prob.detach(), keep),
+            "divergence/skipped_steps": torch.tensor(float(skipped)),
+            "divergence/masked_tasks": masked.sum().float(),
         }
+
+    def _skipped_update(self, masked: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every task in the batch masked: no step, no soft update, no reset (there is no
+        healthy task to reset towards). Losses are reported as NaN."""
+        nan = torch.tensor(float("nan"))
+        return {
+            "loss/critic": nan, "loss/actor": nan, "loss/alpha": nan, "train/q_mean": nan, "train/entropy": nan,
+            "divergence/skipped_steps": torch.tensor(3.0),
+            "divergence/masked_tasks": masked.sum().float(),
+        }
+
+    @torch.no_grad()
+    def reset_tasks(self, masked: torch.Tensor) -> None:
+        """PaCo's reset (its ``reset_task_method="interpolate"``) of the tasks in ``masked``
+        ((num_tasks,) bool): each task-specific slice (``Agent.task_specific_blocks``) of a
+        masked task is set to the mean of the unmasked tasks' slices, in the online networks
+        and, with the same values, in the target networks; the Adam moments of those slices
+        are zeroed; log_alpha of a masked task becomes the unmasked tasks' mean log_alpha,
+        its moments zeroed too. Adam's step count is per tensor, so a reset slice's first
+        steps afterwards are not bias-corrected (up to ~3x the usual step size).
+
+        With no unmasked task (a single task, or all masked) there is nothing to interpolate
+        from: the network parameters are left alone and log_alpha of the masked tasks goes
+        back to log(initial_alpha) (its moments zeroed). Vectorised over tasks: one sync here,
+        and this runs only in updates that mask a task."""
+        masked = masked.to(self.log_alpha.device)
+        keep = ~masked
+        n_keep = int(keep.sum())
+        online, target = dict(self.agent.named_parameters()), dict(self.target.named_parameters())
+
+        def on_task_axis(mask: torch.Tensor, view: torch.Tensor, dim: int) -> torch.Tensor:
+            shape = [1] * view.dim()
+            shape[dim] = self.num_tasks
+            return mask.view(shape)
+
+        def reset(param: torch.Tensor, view: Callable[[torch.Tensor], torch.Tensor], dim: int, fallback: float | None = None) -> None:
+            """Masked tasks' slices of ``param`` <- mean of the kept tasks' (or ``fallback``);
+            their Adam moments <- 0."""
+            slices = view(param)
+            m, k = on_task_axis(masked, slices, dim), on_task_axis(keep, slices, dim)
+            if n_keep:
+                value = torch.where(k, slices, 0.0).sum(dim, keepdim=True) / n_keep
+            else:
+                value = torch.full_like(slices, fallback)
+            slices.copy_(torch.where(m, value, slices))
+            for opt in (self.critic_opt, self.actor_opt, self.alpha_opt):
+                for key, moment in opt.state.get(param, {}).items():
+                    if key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+                        moment_slices = view(moment)
+                        moment_slices.copy_(torch.where(m, 0.0, moment_slices))
+
+        for block in self.task_blocks if n_keep else ():
+            def view(x: torch.Tensor, block=block) -> torch.Tensor:
+                return block.view(x, self.num_tasks)
+            reset(online[block.name], view, block.dim)
+            if block.name in target:  # the target's slices take the online values
+                target_slices, online_slices = view(target[block.name]), view(online[block.name])
+                target_slices.copy_(torch.where(on_task_axis(masked, target_slices, block.dim), online_slices, target_slices))
+        reset(self.log_alpha, lambda x: x, 0, fallback=math.log(self.cfg.initial_alpha))
 
     def measure_conflicts(self, batch: Batch) -> dict[str, ConflictStats]:
         """Per-task gradients of the critic and actor losses on the shared parameters of the
