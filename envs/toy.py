@@ -82,6 +82,15 @@ class PointMassVecEnv(MultiTaskVecEnv):
         self.t[slots] = 0
         return self.pos[slots].copy()
 
+    restores_episodes = True  # the slots are a few arrays: a checkpoint holds them whole
+
+    def get_state(self) -> dict:
+        return {"rng": self.get_rng_state(), "pos": self.pos.copy(), "goal": self.goal.copy(), "t": self.t.copy()}
+
+    def set_state(self, state: dict) -> None:
+        self.set_rng_state(state["rng"])
+        self.pos[:], self.goal[:], self.t[:] = state["pos"], state["goal"], state["t"]
+
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> StepResult:
         step = np.clip(actions, -1.0, 1.0) * self.cfg.speed
         np.clip(self.pos + step, -1.0, 1.0, out=self.pos)

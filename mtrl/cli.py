@@ -7,6 +7,8 @@
 
 User mistakes (bad config keys, missing run directories, ...) print one line
 ``mtrl: error: ...`` and exit with code 2; nothing is written before they are caught.
+A run that cannot go on (disk full, diverged, a broken environment) prints one line and
+exits with 1; SIGINT / SIGTERM save a checkpoint and exit with 130 / 143.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mtrl.errors import ConfigError
+from mtrl.errors import ConfigError, RunError, RunStopped
 
 
 def _success_table(result, title: str):
@@ -130,8 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"mtrl: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("mtrl: interrupted; the latest checkpoint is kept, resume with resume=true run.dir=...", file=sys.stderr)
+    except RunStopped as e:
+        print(f"mtrl: {e}", file=sys.stderr)
+        return 143 if "SIGTERM" in str(e) else 130
+    except RunError as e:
+        print(f"mtrl: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training
+        print("mtrl: interrupted; the checkpoints written so far are kept, resume with resume=true run.dir=...", file=sys.stderr)
         return 130
     return 0
 

@@ -61,6 +61,10 @@ class SACConfig:
     # torch.compile the networks' forward passes (and so their backward). Measured slower on
     # the 2-core CPU (0.92x) and not yet on a GPU; off by default.
     compile: bool = False
+    # PaCo's mask_extreme_task: a task whose mean critic loss in a batch exceeds this (or is
+    # not finite) is left out of that update and its task-specific parameters are reset.
+    # None: only non-finite losses mask.
+    task_loss_threshold: float | None = 3e3
 
 
 @dataclass
@@ -81,7 +85,10 @@ class TrainConfig:
     eval_stop_on_success: bool = True  # Meta-World+: an episode's outcome is fixed once it succeeds
     log_every: int = 10_000  # 0: no training logs
     checkpoint_every: int = 100_000  # 0: only the final checkpoint
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # newest checkpoint files kept (at least 1)
+    # Stop the run when this many updates in a row had to skip a non-finite step or mask a
+    # task whose critic loss exploded (sac.task_loss_threshold).
+    divergence_patience: int = 100
     save_replay: bool = False  # include the replay buffer in checkpoints (exact resume, large files)
     progress: bool = True
 
@@ -215,6 +222,7 @@ def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str
         ("train.log_every", t.log_every, at_least(0), "at least 0 (0: no training logs)"),
         ("train.checkpoint_every", t.checkpoint_every, at_least(0), "at least 0 (0: only the final checkpoint)"),
         ("train.keep_checkpoints", t.keep_checkpoints, at_least(1), "at least 1"),
+        ("train.divergence_patience", t.divergence_patience, at_least(1), "at least 1"),
         ("sac.gamma", s.gamma, in_unit_interval, "in (0, 1]"),
         ("sac.tau", s.tau, in_unit_interval, "in (0, 1]"),
         ("sac.encoder_tau", s.encoder_tau, or_null(in_unit_interval), "in (0, 1] (or null: sac.tau)"),
@@ -223,6 +231,7 @@ def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str
         ("sac.alpha_lr", s.alpha_lr, positive, "positive"),
         ("sac.initial_alpha", s.initial_alpha, positive, "positive"),
         ("sac.max_grad_norm", s.max_grad_norm, or_null(positive), "positive (or null: no clipping)"),
+        ("sac.task_loss_threshold", s.task_loss_threshold, or_null(positive), "positive (or null: mask only non-finite losses)"),
         ("sac.precision", s.precision, *one_of(PRECISIONS)),
         ("conflict.method", c.method, *one_of(METHODS)),
         ("conflict.monitor_every", c.monitor_every, at_least(0), "at least 0 (0: off)"),
@@ -265,9 +274,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def save_config(cfg: Config, path: Path) -> None:
-    with open(path, "w") as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+def config_yaml(cfg: Config) -> str:
+    """The text of a run's ``config.yaml``."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
 # --- validation -------------------------------------------------------------------------

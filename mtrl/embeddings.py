@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtrl.atomic_write import atomic_write
 from mtrl.errors import ConfigError
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -36,8 +37,7 @@ def write_embeddings(path: Path, suite: str, descriptions: dict[str, str], vecto
     ]
     # one task per line: small, and a changed description shows up as a one-line diff
     text = json.dumps(header)[:-1] + ', "tasks": {\n' + ",\n".join(rows) + "\n}}\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    atomic_write(path, text)
 
 
 def read_embedding_file(path: Path) -> dict:

@@ -17,6 +17,19 @@ def did_you_mean(word: str, options: list[str], cutoff: float = 0.5) -> str:
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
+class RunError(RuntimeError):
+    """A run cannot go on (a failed write, repeated divergence, a broken environment); the
+    message is one line saying what happened and what was kept."""
+
+
+class WriteError(RunError):
+    """A file could not be written (disk full, no permission); nothing half-written is left."""
+
+
+class RunStopped(RunError):
+    """SIGINT/SIGTERM stopped a run after saving a checkpoint; the message says how to resume."""
+
+
 # --- value checks -----------------------------------------------------------------------
 # A config's range checks are a table of rows (key, value, predicate, "must be ..."), so that
 # every message reads alike: ``train.total_steps must be at least 1, got -5``.

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
+import sys
 from pathlib import Path
-from typing import Any
 
-from mtrl.checkpoint import latest_checkpoint, load_checkpoint
+from mtrl.atomic_write import atomic_write
+from mtrl.checkpoint import CheckpointError, latest_checkpoint, load_latest_good
+from mtrl.errors import WriteError
 from mtrl.config import ConfigError, from_dict, read_yaml
 from mtrl.evaluation import EvalResult, evaluate
 from mtrl.seeding import run_seeds
@@ -33,12 +34,12 @@ def evaluate_run(run_dir: Path, episodes: int | None = None, device: str = "auto
     num_episodes = episodes or cfg.train.final_eval_episodes
     torch_device = resolve_device(device)
     suite = make_suite(cfg)
-    try:
-        state = load_checkpoint(checkpoint, torch_device)
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as e:
-        raise ConfigError(
-            f"checkpoint '{checkpoint}' could not be read ({_first_line(e)}); delete it to evaluate an earlier one"
-        ) from None
+    try:  # the newest checkpoint that passes its checksum; newer broken ones are named
+        checkpoint, state, skipped = load_latest_good(run_dir, torch_device)
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
+    for why in skipped:
+        print(f"mtrl: warning: skipped {why}; evaluating {checkpoint.name}", file=sys.stderr)
     misfit = f"checkpoint '{checkpoint}' does not fit the run's config '{config_path}'"
     if not isinstance(state, dict):
         raise ConfigError(f"{misfit}: it holds no training state; was it copied from elsewhere?")
@@ -63,19 +64,12 @@ def evaluate_run(run_dir: Path, episodes: int | None = None, device: str = "auto
         env.close()
     payload = {"checkpoint": checkpoint.name, "env_steps": state.get("env_steps"), "episodes_per_task": num_episodes, **result.to_json()}
     try:
-        write_eval_json(out, payload)
-    except OSError as e:
+        atomic_write(out, json.dumps(payload, indent=2))
+    except WriteError as e:
         raise ConfigError(
-            f"could not write '{out}': {e.strerror or e}; the evaluation (mean success {result.success_mean:.0%}, "
-            f"{num_episodes} episodes per task) was not saved"
+            f"{e}; the evaluation (mean success {result.success_mean:.0%}, {num_episodes} episodes per task) was not saved"
         ) from None
     return result, out
-
-
-def write_eval_json(path: Path, payload: dict[str, Any]) -> None:
-    """The one place ``eval.json`` is written."""
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2)
 
 
 def _why_unwritable(path: Path) -> str | None:

@@ -10,24 +10,43 @@ from typing import Any
 
 import numpy as np
 
+from mtrl.atomic_write import describe
+from mtrl.errors import WriteError
+
 
 class Logger:
-    """Appends ``{"step": ..., key: value, ...}`` records; images go to TensorBoard only."""
+    """Appends ``{"step": ..., key: value, ...}`` records; images go to TensorBoard only.
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
+    Resuming (``resume_from=(offset, step)``, both from the checkpoint): ``metrics.jsonl`` is
+    cut back to the ``offset`` bytes it had when the checkpoint was taken, so records written
+    after it (by the run that was stopped) are not duplicated, and TensorBoard is told to
+    drop the stopped run's events after ``step`` (its ``purge_step``)."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, resume_from: tuple[int, int] | None = None):
         self.path = Path(run_dir) / "metrics.jsonl"
+        if resume_from is not None and self.path.exists():
+            with open(self.path, "r+b") as f:
+                f.truncate(resume_from[0])
         self._file = open(self.path, "a")
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(run_dir))
+            purge_step = resume_from[1] + 1 if resume_from is not None else None
+            self._writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+
+    def offset(self) -> int:
+        """Bytes of ``metrics.jsonl`` written so far (a checkpoint stores it)."""
+        return self._file.tell()
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         values = {k: float(v) for k, v in metrics.items()}
         record = {"step": int(step), **{k: (v if math.isfinite(v) else None) for k, v in values.items()}}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as e:
+            raise WriteError(f"could not write '{self.path}': {describe(e)}") from None
         if self._writer is not None:
             for key, value in values.items():
                 self._writer.add_scalar(key, value, step)

@@ -13,6 +13,7 @@ confidence intervals and the probability of improvement between methods.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shlex
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
+from mtrl.atomic_write import atomic_write
 from mtrl.errors import ConfigError
 
 NON_METHOD_KEYS = ("seed", "run", "resume", "device", "train.progress")
@@ -369,7 +371,7 @@ def _heatmaps(path: Path, panels: list[tuple[str, np.ndarray, list[str], list[st
         ax.set_xticklabels(cols, fontsize=7, rotation=90 if len(max(cols, key=len)) > 2 else 0)
         fig.colorbar(image, ax=ax, shrink=0.8)
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
+    _savefig(fig, path)
     return path
 
 
@@ -386,7 +388,7 @@ def plot(methods: Sequence[Method], results: dict[str, Any], out_dir: Path) -> l
         ax.fill_between(c["step"], c["lo"], c["hi"], alpha=0.2)
     ax.set(xlabel="environment steps", ylabel="success rate, IQM over runs x tasks", ylim=(-0.02, 1.02), title="success (95 % CI)")
     ax.legend(fontsize=8)
-    fig.savefig(out_dir / "success_curve.png", dpi=110)
+    _savefig(fig, out_dir / "success_curve.png")
     files.append(out_dir / "success_curve.png")
     tasks = list(dict.fromkeys(t for m in ms for t in m["tasks"]))
     cols = min(5, len(tasks))
@@ -402,7 +404,7 @@ def plot(methods: Sequence[Method], results: dict[str, Any], out_dir: Path) -> l
     for ax in axes[len(tasks):]:
         ax.set_visible(False)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(4, len(ms)), fontsize=8)
-    fig.savefig(out_dir / "per_task_curves.png", dpi=110)
+    _savefig(fig, out_dir / "per_task_curves.png")
     files.append(out_dir / "per_task_curves.png")
     first = lambda values: next((v for v in values if v is not None), None)  # noqa: E731  (the first run that logged it)
     attention = [(m.label, *a) for m in methods if (a := first(r.attention() for r in m.runs))]
@@ -447,18 +449,26 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path = "report", re
     results["skipped"] = warnings
     out.mkdir(parents=True, exist_ok=True)
     report = Report(out, methods, results, warnings=warnings)
-    (out / "summary.md").write_text(_markdown(results))
-    (out / "summary.json").write_text(json.dumps(results, indent=2) + "\n")
-    with open(out / "summary.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "runs", "final_step_min", "final_step_max"] + [f"{a}_{s}{e}" for a in ("final", "best")
-                   for s in ("iqm", "mean") for e in ("", "_lo", "_hi")])
-        for m in results["methods"]:
-            w.writerow([m["label"], len(m["runs"]), *m["final_step"]] + [x for a in ("final", "best")
-                       for s in ("iqm", "mean") for x in (m[a][s], *m[a][s + "_ci"])])
-    with open(out / "per_task.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "task", "mean", "std", "n"])
-        w.writerows([m["label"], t, d["mean"], d["std"], d["n"]] for m in results["methods"] for t, d in m["per_task"].items())
+    atomic_write(out / "summary.md", _markdown(results))
+    atomic_write(out / "summary.json", json.dumps(results, indent=2) + "\n")
+    atomic_write(out / "summary.csv", _csv(
+        [["method", "runs", "final_step_min", "final_step_max"] + [f"{a}_{s}{e}" for a in ("final", "best")
+         for s in ("iqm", "mean") for e in ("", "_lo", "_hi")]]
+        + [[m["label"], len(m["runs"]), *m["final_step"]] + [x for a in ("final", "best")
+           for s in ("iqm", "mean") for x in (m[a][s], *m[a][s + "_ci"])] for m in results["methods"]]))
+    atomic_write(out / "per_task.csv", _csv(
+        [["method", "task", "mean", "std", "n"]]
+        + [[m["label"], t, d["mean"], d["std"], d["n"]] for m in results["methods"] for t, d in m["per_task"].items()]))
     report.files = [out / n for n in ("summary.md", "summary.csv", "per_task.csv", "summary.json")] + plot(methods, results, out)
     return report
+
+
+def _csv(rows: list[list[Any]]) -> str:
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    return text.getvalue()
+
+
+def _savefig(fig: Any, path: Path) -> None:
+    """A matplotlib figure as a PNG, written atomically."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))

@@ -69,6 +69,17 @@ class MultiTaskVecEnv(abc.ABC):
         if self.rng is not None and state is not None:
             self.rng.bit_generator.state = state
 
+    # The whole env for a checkpoint. By default only the RNG: a resumed run then starts
+    # fresh episodes in every slot. Envs that can snapshot their slots mid-episode (the toy
+    # suite) override both and set ``restores_episodes``, which makes a resume exact.
+    restores_episodes: bool = False
+
+    def get_state(self) -> Any:
+        return {"rng": self.get_rng_state()}
+
+    def set_state(self, state: Any) -> None:
+        self.set_rng_state(state["rng"])
+
 
 class Suite(abc.ABC):
     """A named set of tasks. Subclasses set ``Config`` (a dataclass) and are registered with

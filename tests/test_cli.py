@@ -78,6 +78,8 @@ def one_error_line(capsys) -> str:
         ("train.eval_every=-1", "train.eval_every"),
         ("train.checkpoint_every=-1", "train.checkpoint_every"),
         ("train.keep_checkpoints=0", "train.keep_checkpoints"),
+        ("train.divergence_patience=0", "train.divergence_patience"),
+        ("sac.task_loss_threshold=-1", "sac.task_loss_threshold"),
         ("train.num_slots=0", "train.num_slots"),
         ("sac.gamma=0", "sac.gamma"),
         ("sac.gamma=1.5", "sac.gamma"),
@@ -241,13 +243,14 @@ def test_eval_refuses_an_unwritable_eval_json_before_evaluating(trained_run, tmp
 
 
 def test_eval_whose_eval_json_write_fails_exits_2_with_the_result(trained_run, tmp_path, capsys, monkeypatch):
-    import mtrl.evaluate_run
+    import mtrl.atomic_write
 
-    def disk_full(path, payload):
+    def disk_full(fd):
         raise OSError(28, "No space left on device")
 
     run_dir = copy_of(trained_run, tmp_path)
-    monkeypatch.setattr(mtrl.evaluate_run, "write_eval_json", disk_full)
+    monkeypatch.setattr(mtrl.atomic_write.os, "fsync", disk_full)
     assert main(["eval", str(run_dir), "--device", "cpu", "--episodes", "1"]) == 2
     line = one_error_line(capsys)
-    assert f"could not write '{run_dir / 'eval.json'}': No space left on device" in line and "mean success" in line
+    assert f"could not write '{run_dir / 'eval.json'}': the disk is full" in line and "mean success" in line
+    assert not (run_dir / "eval.json").exists() and not list(run_dir.glob(".*.tmp"))  # nothing half-written

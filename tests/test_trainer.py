@@ -57,7 +57,7 @@ def test_resume_continues_from_the_latest_checkpoint(run_dir):
                                 train={"total_steps": 4000, "checkpoint_every": 800, "eval_every": 1200}))
     assert resumed.env_steps == 4000
     second = load_checkpoint(latest_checkpoint(run_dir))
-    assert second["updates"] > first["updates"]
+    assert second["loop"]["updates"] > first["loop"]["updates"]
     steps = [r["step"] for r in read_metrics(run_dir)]
     assert steps == sorted(steps) and steps[0] <= 2400 < steps[-1] == 4000  # appended, not restarted
 
@@ -70,8 +70,8 @@ def test_a_run_directory_is_never_overwritten(run_dir):
     assert (run_dir / "metrics.jsonl").read_bytes() == before
 
 
-def test_resume_without_a_checkpoint_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="no checkpoint"):
+def test_resume_of_a_folder_without_a_run_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="holds no run to resume"):
         train(make_config(COUNTDOWN, run={"dir": str(tmp_path / "empty")}, resume=True))
     assert not (tmp_path / "empty").exists()
 
