@@ -90,16 +90,17 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_metrics(tm
     assert killed == comparable(tmp_path / "reference")
 
 
-def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig, code):
     run_dir = tmp_path / "run"
     proc = cli([*TINY, "train.total_steps=200000", "train.checkpoint_every=100000", f"run.dir={run_dir}"])
     while not (run_dir / "metrics.jsonl").exists() or not (run_dir / "metrics.jsonl").stat().st_size:
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 143
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == code
     lines = proc.stderr.read().strip().splitlines()
-    assert len(lines) == 1 and "stopped by SIGTERM at step" in lines[0] and "resume=true" in lines[0], lines
+    assert len(lines) == 1 and f"stopped by {sig.name} at step" in lines[0] and "resume=true" in lines[0], lines
     (checkpoint,) = list_checkpoints(run_dir)
     step = load_checkpoint(checkpoint)["env_steps"]
     assert 0 < step < 100000 and f"{step:,}" in lines[0]
