@@ -64,6 +64,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> None:
+    from rich.markup import escape
+
     from mtrl import registry
     from mtrl.config import available_configs
 
@@ -72,7 +74,8 @@ def cmd_list(args: argparse.Namespace, console: Console) -> None:
         table.add_column("name")
         table.add_column("what it is")
         for entry in registry.names(kind):
-            table.add_row(entry.name, entry.summary)
+            missing = registry.unmet_requirement(entry)  # e.g. franka_kitchen without the kitchen extra
+            table.add_row(entry.name, entry.summary + (f" ({escape(missing)})" if missing else ""))
         console.print(table)
     console.print("configs: " + ", ".join(available_configs()))
 

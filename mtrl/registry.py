@@ -9,6 +9,7 @@ import, or a :class:`mtrl.suite.Suite` subclass registered under the entry point
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable
@@ -62,16 +63,33 @@ def _load_builtin_and_plugins() -> None:
 
 
 def get(kind: str, name: str, key: str | None = None) -> Entry:
-    """Look a component up; unknown names fail with the closest registered ones."""
+    """Look a component up; unknown names fail with the closest registered ones, and a
+    component whose optional dependency is missing with how to install it."""
     _load_builtin_and_plugins()
     table = _REGISTRY[kind]
+    where = f"'{key}': " if key else ""
     if name not in table:
         hint = did_you_mean(name, list(table), cutoff=0.4)
-        where = f"'{key}': " if key else ""
         raise ConfigError(
             f"{where}unknown {kind} '{name}'{hint}; registered: {', '.join(sorted(table))}"
         )
+    missing = unmet_requirement(table[name])
+    if missing:
+        raise ConfigError(f"{where}{kind} '{name}' {missing}")
     return table[name]
+
+
+def unmet_requirement(entry: Entry) -> str | None:
+    """How to install what a component needs, if it is missing: its target's ``requires =
+    (module, extra)`` names a top-level module (looked for, not imported) and the mtrl extra
+    that installs it. None when it has no such attribute or the module is there."""
+    requires = getattr(entry.target, "requires", None)
+    if not requires:
+        return None
+    module, extra = requires
+    if importlib.util.find_spec(module) is not None:
+        return None
+    return f"needs the {extra} extra: pip install -e '.[{extra}]'"
 
 
 def names(kind: str) -> list[Entry]:
