@@ -155,7 +155,20 @@ class MetaWorldVecEnv(MultiTaskVecEnv):
             self._t[s] += 1
         return time_limited_step(obs, reward, success, self._t, self.max_episode_steps)
 
+    render_size = 240  # pixels of a square video frame (a multiple of 16, as video codecs want)
+    _frames = None  # envs.mujoco_render.MujocoFrames, made on the first render_slots
+
+    def render_slots(self, slots: np.ndarray) -> list[np.ndarray]:
+        """Each slot's scene from Meta-World's "corner" camera (``mtrl eval --video``)."""
+        if self._frames is None:
+            from envs.mujoco_render import MujocoFrames
+
+            self._frames = MujocoFrames(self.render_size, camera="corner", flip=True)
+        return [self._frames.render(self._current[s]) for s in np.asarray(slots).tolist()]
+
     def close(self) -> None:
+        if self._frames is not None:
+            self._frames.close()
         for env in self._envs:
             env.close()
         self._envs.clear()

@@ -91,6 +91,22 @@ class PointMassVecEnv(MultiTaskVecEnv):
         self.set_rng_state(state["rng"])
         self.pos[:], self.goal[:], self.t[:] = state["pos"], state["goal"], state["t"]
 
+    render_size = 128  # pixels of a square frame
+
+    def render_slots(self, slots: np.ndarray) -> list[np.ndarray]:
+        """A top view of each slot's arena [-1, 1]^2: the goal's success disc (green) and
+        the point (blue), drawn with numpy."""
+        n = self.render_size
+        centres = (np.arange(n) + 0.5) / n * 2 - 1
+        x, y = np.meshgrid(centres, -centres)  # image row 0 is the top: y = +1
+        frames = []
+        for s in np.asarray(slots).tolist():
+            frame = np.full((n, n, 3), 245, np.uint8)
+            frame[np.hypot(x - self.goal[s, 0], y - self.goal[s, 1]) < self.cfg.success_radius] = (150, 215, 150)
+            frame[np.hypot(x - self.pos[s, 0], y - self.pos[s, 1]) < 0.05] = (40, 70, 200)
+            frames.append(frame)
+        return frames
+
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> StepResult:
         step = np.clip(actions, -1.0, 1.0) * self.cfg.speed
         np.clip(self.pos + step, -1.0, 1.0, out=self.pos)

@@ -1,7 +1,7 @@
 """``mtrl`` command line: train, eval, report, list, embed-tasks.
 
     mtrl train CONFIG [dotted.key=value ...]
-    mtrl eval RUN_DIR [--episodes N]
+    mtrl eval RUN_DIR [--episodes N] [--video [--tasks NAME ...]]
     mtrl report RUN_DIR... [--out DIR]
     mtrl list
 
@@ -46,11 +46,16 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_eval(args: argparse.Namespace, console: Console) -> None:
-    from mtrl.evaluate_run import evaluate_run
+    from mtrl.evaluate_run import evaluate_and_film
 
-    result, path = evaluate_run(Path(args.run_dir), args.episodes, args.device)
+    run = evaluate_and_film(Path(args.run_dir), args.episodes, args.device, args.video, args.tasks)
+    result = run.result
     console.print(_success_table(result, f"{args.run_dir}: {int(result.episodes[0])} episodes per task"))
-    console.print(f"wrote {path}")
+    console.print(f"wrote {run.eval_json}")
+    for v in run.videos:
+        outcome = f"success at step {v.first_success}" if v.success else "no success"
+        console.print(f"wrote {v.path} ({v.frames} frames, {v.steps} steps, {outcome})", markup=False, highlight=False,
+                      soft_wrap=True)
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> None:
@@ -107,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--episodes", type=int, default=None, help="episodes per task (default: the run's train.final_eval_episodes)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--video", action="store_true", help="film one episode per task: RUN_DIR/videos/<task>.mp4 (video extra)")
+    p.add_argument("--tasks", nargs="+", metavar="NAME", default=None, help="with --video: only these tasks")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("report", help="compare runs: IQM and mean with bootstrap CIs, plots (needs the report extra)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run directory, or a folder holding runs (two levels deep)")

@@ -30,6 +30,11 @@ class RunStopped(RunError):
     """SIGINT/SIGTERM stopped a run after saving a checkpoint; the message says how to resume."""
 
 
+class RenderUnavailable(RuntimeError):
+    """An env that can render cannot here (no OpenGL backend for MuJoCo): the message is one
+    line saying what to install. ``mtrl eval --video`` says it and still evaluates."""
+
+
 # --- value checks -----------------------------------------------------------------------
 # A config's range checks are a table of rows (key, value, predicate, "must be ..."), so that
 # every message reads alike: ``train.total_steps must be at least 1, got -5``.

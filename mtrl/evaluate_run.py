@@ -5,19 +5,43 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtrl.atomic_write import atomic_write
-from mtrl.checkpoint import CheckpointError, latest_checkpoint, load_latest_good
-from mtrl.errors import WriteError
-from mtrl.config import ConfigError, from_dict, read_yaml
+from mtrl.checkpoint import latest_checkpoint
+from mtrl.errors import RenderUnavailable, WriteError, did_you_mean
+from mtrl.config import ConfigError
 from mtrl.evaluation import EvalResult, evaluate
+from mtrl.policy import policy_from_checkpoint, read_checkpoint, read_run
 from mtrl.seeding import run_seeds
-from mtrl.trainer import make_agent, make_policy, make_spec, make_suite, resolve_device
+from mtrl.trainer import make_suite, resolve_device
+from mtrl.video import Video, film, require_video_extra
+
+
+@dataclass
+class EvalRun:
+    """What ``mtrl eval`` did: the evaluation, where it was saved, the videos (``--video``)
+    and, when videos could not be made, why (one line)."""
+
+    result: EvalResult
+    eval_json: Path
+    videos: list[Video] = field(default_factory=list)
+    video_problem: str | None = None
 
 
 def evaluate_run(run_dir: Path, episodes: int | None = None, device: str = "auto") -> tuple[EvalResult, Path]:
     """Load the run's config and latest checkpoint, evaluate, write ``RUN_DIR/eval.json``."""
+    run = evaluate_and_film(run_dir, episodes, device)
+    return run.result, run.eval_json
+
+
+def evaluate_and_film(run_dir: Path, episodes: int | None = None, device: str = "auto", video: bool = False,
+                      tasks: list[str] | None = None) -> EvalRun:
+    """:func:`evaluate_run`, and with ``video`` one filmed episode of each of ``tasks`` (default:
+    all) in ``RUN_DIR/videos/<task>.mp4``. Where the suite cannot render here (no OpenGL),
+    one line says why and what to install (on stderr and in ``video_problem``) and the
+    evaluation goes on."""
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"'{run_dir}' is not a run directory (no config.yaml); pass the folder `mtrl train` printed")
@@ -26,40 +50,41 @@ def evaluate_run(run_dir: Path, episodes: int | None = None, device: str = "auto
         raise ConfigError(f"'{run_dir}' has no checkpoint yet; train longer or lower train.checkpoint_every")
     if episodes is not None and episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {episodes}")
+    if tasks and not video:
+        raise ConfigError("--tasks picks the tasks to film; add --video (the evaluation always covers every task)")
+    if video:
+        require_video_extra()
     out = run_dir / "eval.json"
     unwritable = _why_unwritable(out)
     if unwritable:  # before an evaluation that can take minutes
         raise ConfigError(f"cannot write '{out}': {unwritable}; fix that and run `mtrl eval` again")
-    cfg = from_dict(read_yaml(config_path))
+    cfg = read_run(run_dir)
     num_episodes = episodes or cfg.train.final_eval_episodes
     torch_device = resolve_device(device)
     suite = make_suite(cfg)
-    try:  # the newest checkpoint that passes its checksum; newer broken ones are named
-        checkpoint, state, skipped = load_latest_good(run_dir, torch_device)
-    except CheckpointError as e:
-        raise ConfigError(str(e)) from None
+    to_film = _tasks_to_film(tasks, list(suite.task_names)) if video else []
+    # the newest checkpoint that passes its checksum; newer broken ones are named
+    checkpoint, state, skipped = read_checkpoint(run_dir, None, torch_device)
     for why in skipped:
         print(f"mtrl: warning: skipped {why}; evaluating {checkpoint.name}", file=sys.stderr)
-    misfit = f"checkpoint '{checkpoint}' does not fit the run's config '{config_path}'"
-    if not isinstance(state, dict):
-        raise ConfigError(f"{misfit}: it holds no training state; was it copied from elsewhere?")
-    saved_tasks = state.get("task_names")
-    if saved_tasks is not None and list(saved_tasks) != list(suite.task_names):
-        raise ConfigError(
-            f"{misfit}: it was trained on {len(saved_tasks)} tasks ({_names(saved_tasks)}), the config's suite "
-            f"has {suite.num_tasks} ({_names(suite.task_names)}); was it copied from another run?"
-        )
+    policy = policy_from_checkpoint(cfg, suite, checkpoint, state, config_path, torch_device)
+    videos, problem = [], None
+    if to_film:  # on an env of its own, so that eval.json is the same with or without videos
+        film_env = suite.make_eval_env(1, seed=run_seeds(cfg.seed).evaluation)
+        try:
+            videos = film(policy, film_env, list(policy.task_names), to_film, run_dir / "videos")
+        except RenderUnavailable as e:
+            problem = f"no videos: {e}"
+            print(f"mtrl: warning: {problem}", file=sys.stderr, flush=True)
+        finally:
+            film_env.close()
     env = suite.make_eval_env(num_episodes, seed=run_seeds(cfg.seed).evaluation)
     try:
-        spec = make_spec(suite, env)
-        agent = make_agent(cfg, spec, torch_device)
-        try:
-            agent.load_state_dict(state["sac"]["agent"])
-        except (RuntimeError, KeyError, TypeError) as e:
-            why = f"it has no {e} entry" if isinstance(e, KeyError) else _first_line(e)
-            raise ConfigError(f"{misfit} ({why}); was it copied from another run?") from None
-        agent.eval()
-        result = evaluate(make_policy(agent), env, list(spec.task_names), num_episodes, cfg.train.eval_stop_on_success)
+        if env.obs_dim != policy.obs_dim or env.act_dim != policy.act_dim:
+            raise ConfigError(f"checkpoint '{checkpoint}' does not fit the run's config '{config_path}': its agent takes "
+                              f"{policy.obs_dim}-d observations and {policy.act_dim}-d actions, the suite's env has "
+                              f"{env.obs_dim} and {env.act_dim}")
+        result = evaluate(policy, env, list(policy.task_names), num_episodes, cfg.train.eval_stop_on_success)
     finally:
         env.close()
     payload = {"checkpoint": checkpoint.name, "env_steps": state.get("env_steps"), "episodes_per_task": num_episodes, **result.to_json()}
@@ -69,7 +94,16 @@ def evaluate_run(run_dir: Path, episodes: int | None = None, device: str = "auto
         raise ConfigError(
             f"{e}; the evaluation (mean success {result.success_mean:.0%}, {num_episodes} episodes per task) was not saved"
         ) from None
-    return result, out
+    return EvalRun(result, out, videos, problem)
+
+
+def _tasks_to_film(tasks: list[str] | None, names: list[str]) -> list[str]:
+    """``--tasks`` checked against the run's tasks (all of them when not given)."""
+    for name in tasks or []:
+        if name not in names:
+            raise ConfigError(f"--tasks: unknown task '{name}'{did_you_mean(name, names)}; the run's tasks are: "
+                              f"{', '.join(names)}")
+    return list(dict.fromkeys(tasks)) if tasks else names
 
 
 def _why_unwritable(path: Path) -> str | None:
@@ -79,16 +113,3 @@ def _why_unwritable(path: Path) -> str | None:
     if not os.access(path.parent, os.W_OK):
         return "the run directory is not writable"
     return None
-
-
-def _names(names: list[str], shown: int = 4) -> str:
-    names = list(names)
-    return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")
-
-
-def _first_line(e: BaseException, limit: int = 200) -> str:
-    """The gist of an exception in one line: torch's ``Error(s) in loading state_dict for
-    Agent:`` header is skipped for the first problem under it."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
-    line = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
-    return line if len(line) <= limit else line[: limit - 3] + "..."

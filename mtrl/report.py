@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,7 +334,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
 
 
-def _markdown(results: dict[str, Any]) -> str:
+def _markdown(results: dict[str, Any], out: Path | None = None) -> str:
     ms = results["methods"]
     lines = ["# mtrl report", "", f"`{results['command']}`", "",
              f"{sum(len(m['runs']) for m in ms)} runs of {len(ms)} method(s). Success rate over (runs x tasks) at each run's last "
@@ -355,6 +356,12 @@ def _markdown(results: dict[str, Any]) -> str:
     lines += _md_table(["method", "run", "final step", "final success", "best step", "best success"],
                        [[m["label"], r["dir"], f"{r['final_step']:,}", f"{r['final_success_mean']:.3f}", f"{r['best_step']:,}",
                          f"{r['best_success_mean']:.3f}"] for m in ms for r in m["runs"]])
+    videos = [(r["dir"], sorted((Path(r["dir"]) / "videos").glob("*.mp4"))) for m in ms for r in m["runs"]]
+    if any(files for _, files in videos):  # links relative to the report, written by `mtrl eval RUN_DIR --video`
+        link = lambda v: Path(os.path.relpath(v.resolve(), Path(out or ".").resolve())).as_posix()  # noqa: E731
+        lines += ["", "## Videos", "", "One deterministic episode per task (`mtrl eval RUN_DIR --video`); the bar "
+                  "along the bottom turns from red to green at the first success.", ""]
+        lines += [f"- {run}: " + ", ".join(f"[{v.stem}](<{link(v)}>)" for v in files) for run, files in videos if files]
     if results["skipped"]:
         lines += ["", "Skipped: " + "; ".join(results["skipped"])]
     return "\n".join(lines) + "\n"
@@ -449,7 +456,7 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path = "report", re
     results["skipped"] = warnings
     out.mkdir(parents=True, exist_ok=True)
     report = Report(out, methods, results, warnings=warnings)
-    atomic_write(out / "summary.md", _markdown(results))
+    atomic_write(out / "summary.md", _markdown(results, out))
     atomic_write(out / "summary.json", json.dumps(results, indent=2) + "\n")
     atomic_write(out / "summary.csv", _csv(
         [["method", "runs", "final_step_min", "final_step_max"] + [f"{a}_{s}{e}" for a in ("final", "best")

@@ -80,6 +80,12 @@ class MultiTaskVecEnv(abc.ABC):
     def set_state(self, state: Any) -> None:
         self.set_rng_state(state["rng"])
 
+    # Frames for ``mtrl eval --video``. None (the default): this env cannot render.
+    def render_slots(self, slots: np.ndarray) -> list[np.ndarray] | None:
+        """RGB frames, (H, W, 3) uint8 with H and W multiples of 16, of ``slots``' current
+        states; may raise :class:`mtrl.errors.RenderUnavailable` (e.g. no OpenGL here)."""
+        return None
+
 
 class Suite(abc.ABC):
     """A named set of tasks. Subclasses set ``Config`` (a dataclass) and are registered with

@@ -156,7 +156,8 @@ def train(cfg: Config) -> TrainResult:
         scheduler: Scheduler = sched_entry.target(cfg.scheduler, num_tasks, num_slots, seed=seeds.scheduler)
         eval_env = suite.make_eval_env(max(tc.eval_episodes, tc.final_eval_episodes), seed=seeds.evaluation)
         state = TrainingState(sac, scheduler, env, replay, np.random.default_rng(seeds.actions),
-                              scheduler.initial_tasks(), tuple(spec.task_names))
+                              scheduler.initial_tasks(), tuple(spec.task_names),
+                              spec={"obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "descriptions": list(spec.descriptions)})
         if resume is not None:
             restore(state, *resume, tc)
         else:

@@ -51,6 +51,7 @@ class TrainingState:
     bad_updates_in_a_row: int = 0  # updates with a skipped step or a masked task (divergence)
     faults: dict[str, np.ndarray | int] = field(default_factory=dict)  # divergence / env fault counters
     log_offset: int = 0  # bytes of metrics.jsonl written up to this state
+    spec: dict[str, Any] = field(default_factory=dict)  # obs_dim, act_dim, descriptions: mtrl.load needs no env
 
     def __post_init__(self) -> None:
         num_slots, num_tasks = len(self.tasks), self.sac.num_tasks
@@ -81,6 +82,7 @@ class TrainingState:
             # read by `mtrl eval` and tools without building a TrainingState
             "env_steps": self.env_steps,
             "task_names": list(self.task_names),
+            "spec": dict(self.spec),
         }
         if with_replay:
             state["replay"] = self.replay.state_dict()
