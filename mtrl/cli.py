@@ -1,8 +1,9 @@
-"""``mtrl`` command line: train, eval, report, list, embed-tasks.
+"""``mtrl`` command line: train, eval, report, sweep, list, embed-tasks.
 
     mtrl train CONFIG [dotted.key=value ...]
     mtrl eval RUN_DIR [--episodes N] [--video [--tasks NAME ...]]
     mtrl report RUN_DIR... [--out DIR]
+    mtrl sweep CONFIG --seeds N [key=v1,v2 ...] [--address HEAD:6379] [--out DIR]
     mtrl list
 
 User mistakes (bad config keys, missing run directories, ...) print one line
@@ -68,6 +69,36 @@ def cmd_report(args: argparse.Namespace, console: Console) -> None:
     console.print(f"wrote {', '.join(p.name for p in report.files)} to {report.out_dir}")
 
 
+def cmd_sweep(args: argparse.Namespace, console: Console) -> None:
+    from rich.markup import escape
+
+    from mtrl.report import summary_table
+    from mtrl.sweep import MANIFEST, plural, run_sweep
+
+    result = run_sweep(args.config, args.grid, args.seeds, args.out, args.address, args.cpus_per_trial,
+                       args.gpus_per_trial, echo=lambda line: console.print(line, markup=False, highlight=False))
+    table = Table(title=f"sweep: {plural(len(result.trials), 'trial')} in {result.sweep_dir}")
+    table.add_column("trial", overflow="fold")
+    for column in ("seed", "state", "final success", "steps", "time"):
+        table.add_column(column, justify="left" if column == "state" else "right")
+    for t in result.trials:
+        table.add_row(escape(t.name), str(t.seed), t.state, "" if t.final_success_mean is None else f"{t.final_success_mean:.0%}",
+                      "" if t.env_steps is None else f"{t.env_steps:,}", "" if t.seconds is None else f"{t.seconds:.0f} s")
+    console.print(table)
+    for t in result.failed:
+        console.print(f"failed: {t.label}: {t.error}", markup=False, highlight=False)
+    if result.report is not None:
+        for warning in result.report.warnings:
+            print(f"mtrl: warning: {warning}", file=sys.stderr)
+        console.print(summary_table(result.report))
+        console.print(f"wrote the report to {result.report.out_dir}")
+    else:
+        console.print(f"mtrl: {result.report_note}", markup=False, highlight=False)
+    if result.failed:
+        raise RunError(f"{len(result.failed)} of {plural(len(result.trials), 'trial')} failed (errors in {result.sweep_dir / MANIFEST}, "
+                       "tracebacks in the .log beside each run directory); rerun the same command to retry them")
+
+
 def cmd_list(args: argparse.Namespace, console: Console) -> None:
     from rich.markup import escape
 
@@ -123,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=None,
                    help="score each run at its last evaluation up to this env step (default: its last one)")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("sweep", help="a grid of overrides x seeds as Ray tasks, resumable (needs the ray extra)")
+    p.add_argument("config", help="a YAML path or a name from configs/ (see `mtrl list`)")
+    p.add_argument("grid", nargs="*", metavar="key=v1,v2", help="dotted.key=value[,value...]: the grid is their cartesian product")
+    p.add_argument("--seeds", type=int, required=True, help="seeds 0..N-1 for every grid point")
+    p.add_argument("--out", default=None, help="the sweep directory (default: sweeps/<config>-<time>); rerun with it to resume")
+    p.add_argument("--address", default=None, help="an existing Ray cluster, e.g. HEAD:6379 (default: local Ray on this machine)")
+    p.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) per trial (default: 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default: 0)")
+    p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("embed-tasks", help="embed a suite's task descriptions (needs the embed extra)")
     p.add_argument("suite", help="a registered suite name")
     p.add_argument("options", nargs="*", help="suite options key=value, e.g. num_tasks=8")
@@ -135,7 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "func", None) is cmd_sweep:  # key=v1,v2 after --seeds N: argparse leaves them over
+        args.grid += [a for a in extra if not a.startswith("-")]
+        extra = [a for a in extra if a.startswith("-")]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     console = Console()
     try:
         args.func(args, console)

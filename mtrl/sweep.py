@@ -1,0 +1,491 @@
+"""``mtrl sweep``: a grid of config overrides x seeds, each trial an ordinary mtrl run
+trained as a Ray task, on local Ray or on a cluster (``address``).
+
+    result = run_sweep("toy-mtsac", ["sac.actor_lr=3e-4,1e-3"], seeds=3, out="sweeps/lr")
+
+The sweep directory holds one run directory per trial, ``<grid point>/seed<s>/``, the
+trial's log beside it (``<grid point>/seed<s>.log``: the trainer's messages, a failure's
+traceback) and ``sweep.json``, the manifest: the command, the grid, the resolved base
+config and every trial's overrides, seed, run directory and state (pending, running, done,
+failed with its one-line error). Running the same sweep again on the same directory
+resumes it: done trials are kept, every other one continues from its run's newest good
+checkpoint (``resume=true``), or starts if it never wrote one. A different grid, seeds or
+config on an existing sweep directory is refused. Every grid point's config is validated
+before Ray starts or anything is written. Ray is imported only here, inside functions, so
+``import mtrl`` never needs it; a Ray session already initialised in the process (a
+notebook, the tests) is used as is and left running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import itertools
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import tempfile
+import time
+import traceback
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from mtrl.atomic_write import atomic_write
+from mtrl.errors import ConfigError, RunError, RunStopped
+
+MANIFEST = "sweep.json"
+LOCK = ".sweep.lock"
+STATES = ("pending", "running", "done", "failed")
+NEEDS_RAY = "mtrl sweep needs the ray extra: pip install -e '.[ray]'"
+SET_BY_SWEEP = ("seed", "run.dir", "resume", "train.progress")  # per-trial keys the sweep owns
+STOP_GRACE_S = 120  # after Ctrl-C / SIGTERM: how long running trials get to save a checkpoint
+
+
+@dataclass
+class Trial:
+    """One grid point x seed; ``run_dir`` is relative to the sweep directory."""
+
+    name: str
+    overrides: list[str]
+    seed: int
+    run_dir: str
+    state: str = "pending"
+    error: str | None = None
+    attempts: int = 0
+    seconds: float | None = None  # the last attempt's wall time
+    env_steps: int | None = None
+    final_success_mean: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} seed {self.seed}"
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    trials: list[Trial]
+    report: Any = None  # mtrl.report.Report, when the report extra is installed
+    report_note: str | None = None  # why there is no report
+
+    @property
+    def failed(self) -> list[Trial]:
+        return [t for t in self.trials if t.state == "failed"]
+
+
+# --- the grid -----------------------------------------------------------------------------
+
+
+def split_values(raw: str) -> list[str]:
+    """``"1e-3,[16,16],'a,b'"`` -> ``["1e-3", "[16,16]", "'a,b'"]``: commas inside brackets
+    or quotes belong to the value."""
+    values, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(raw):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            values.append(raw[start:i])
+            start = i + 1
+    values.append(raw[start:])
+    return values
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """``["sac.actor_lr=1e-3,3e-4", "train.total_steps=400"]`` -> ``{key: [value, ...]}``
+    (one value: a plain override every trial gets)."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
+            raise ConfigError(f"sweep argument '{item}' is not of the form dotted.key=value[,value...]")
+        if key in SET_BY_SWEEP:
+            raise ConfigError(f"'{key}' is set by mtrl sweep for every trial (seeds 0..N-1 by --seeds N, run "
+                              "directories under --out DIR); leave it out of the grid")
+        if key in grid:
+            raise ConfigError(f"sweep argument '{item}': '{key}' is given twice; list all its values in one key=v1,v2")
+        values = split_values(raw)
+        if len(values) > 1 and any(v.strip() == "" for v in values):
+            raise ConfigError(f"sweep argument '{item}' has an empty value; write key=v1,v2 without empty entries")
+        if len(set(values)) < len(values):
+            raise ConfigError(f"sweep argument '{item}' repeats a value")
+        grid[key] = values
+    return grid
+
+
+def point_name(point: dict[str, str], grid: dict[str, list[str]]) -> str:
+    """A folder name from the keys that vary: ``sac.actor_lr=0.001,agent.hidden_sizes=16-16``."""
+    def safe(value: str) -> str:
+        value = re.sub(r"[\[\]{}()'\" ]", "", value).strip("/")
+        return re.sub(r"[^A-Za-z0-9._+=-]+", "-", value) or "empty"
+
+    parts = [f"{k}={safe(v)}" for k, v in point.items() if len(grid[k]) > 1]
+    return ",".join(parts)[:120] or "base"
+
+
+def make_trials(grid: dict[str, list[str]], seeds: int) -> list[Trial]:
+    """The cartesian product of the grid's values, times seeds 0..seeds-1."""
+    trials, names = [], set()
+    for values in itertools.product(*grid.values()):
+        point = dict(zip(grid, values))
+        name = point_name(point, grid)
+        if name in names:  # two values that read alike once made folder-safe
+            name = f"{name}-{len(names)}"
+        names.add(name)
+        for seed in range(seeds):
+            trials.append(Trial(name, [f"{k}={v}" for k, v in point.items()], seed, f"{name}/seed{seed}"))
+    return trials
+
+
+def trial_config(config: str, trial: Trial, sweep_dir: Path):
+    from mtrl.config import load_config
+
+    return load_config(config, trial.overrides + [f"seed={trial.seed}", f"run.dir={sweep_dir / trial.run_dir}",
+                                                  "train.progress=false"])
+
+
+def flat_config(cfg: Any) -> dict[str, Any]:
+    """A resolved config as ``{dotted.key: value}`` in plain JSON types, without the keys
+    every trial sets itself."""
+    from mtrl.config import to_dict
+
+    def flatten(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    flat = json.loads(json.dumps(flatten(to_dict(cfg)), default=str))
+    return {k: v for k, v in flat.items() if k not in SET_BY_SWEEP}
+
+
+# --- the manifest -------------------------------------------------------------------------
+
+
+def read_manifest(sweep_dir: Path) -> dict | None:
+    path = sweep_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        data["trials"] = [Trial(**t) for t in data["trials"]]
+        missing = [k for k in ("grid", "seeds", "base_config") if k not in data["sweep"]]
+        if missing:
+            raise KeyError(missing[0])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"'{path}' is not an mtrl sweep manifest ({type(e).__name__}: {e}); choose another --out") from None
+    return data
+
+
+def same_sweep(old: dict, sweep: dict, sweep_dir: Path) -> None:
+    """Refuse, in one line, to resume a sweep directory with another grid, seeds or config."""
+    again = f"rerun its own command to resume it ({old.get('command', '?')}) or choose another --out"
+    if list(old["sweep"]["grid"].items()) != list(sweep["grid"].items()) or old["sweep"]["seeds"] != sweep["seeds"]:
+        raise ConfigError(f"--out '{sweep_dir}' holds a sweep with another grid or --seeds; {again}")
+    was, now = old["sweep"]["base_config"], sweep["base_config"]
+    changed = sorted(k for k in set(was) | set(now) if was.get(k, "<unset>") != now.get(k, "<unset>"))
+    if changed:
+        k = changed[0]
+        more = f" and {len(changed) - 1} more key(s)" if len(changed) > 1 else ""
+        raise ConfigError(f"--out '{sweep_dir}' holds a sweep of another config ({k}: {was.get(k, '<unset>')!r} -> "
+                          f"{now.get(k, '<unset>')!r}{more}); {again}")
+
+
+def write_manifest(sweep_dir: Path, command: str, sweep: dict, trials: list[Trial]) -> None:
+    data = {"version": 1, "command": command, "updated": datetime.now().isoformat(timespec="seconds"),
+            "sweep": sweep, "trials": [dataclasses.asdict(t) for t in trials]}
+    atomic_write(sweep_dir / MANIFEST, json.dumps(data, indent=1) + "\n")
+
+
+def lock(sweep_dir: Path):
+    """Hold the sweep directory for this process (released when it exits, even by SIGKILL)."""
+    handle = open(sweep_dir / LOCK, "a")  # noqa: SIM115 (held open until the sweep ends)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ConfigError(f"another mtrl sweep is running on '{sweep_dir}'; wait for it or stop it first") from None
+    return handle
+
+
+# --- one trial, inside a Ray worker ---------------------------------------------------------
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def one_line(error: BaseException) -> str:
+    if isinstance(error, (ConfigError, RunError)):
+        return str(error)
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def finished_run(run_dir: Path, total_steps: int) -> dict | None:
+    """The final evaluation's record of a run that finished training (a checkpoint at the
+    last step and the final evaluation logged): a sweep killed before it could mark the
+    trial done. Resuming such a run would evaluate it once more."""
+    from mtrl.checkpoint import checkpoint_step, list_checkpoints
+
+    checkpoints = list_checkpoints(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if not checkpoints or checkpoint_step(checkpoints[-1]) < total_steps or not metrics.is_file():
+        return None
+    final = None
+    for line in metrics.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if "eval/success_mean" in record and record.get("step", 0) >= total_steps:  # mid-run evaluations come before
+            final = record
+    return final
+
+
+def run_trial(cfg: Any, log_path: str, threads: int, cwd: str) -> dict:
+    """Train one trial (the Ray task's body): resume its run directory if it holds a run,
+    else start it. Never raises for a failed run: returns its state and one-line error;
+    the trainer's messages and any traceback go to ``log_path``."""
+    import torch
+
+    from mtrl.checkpoint import list_checkpoints
+    from mtrl.trainer import train
+
+    if os.path.isdir(cwd):  # relative paths in the config mean what they meant to the driver
+        os.chdir(cwd)
+    torch.set_num_threads(threads)
+    run_dir = Path(cfg.run.dir)
+    resume = (run_dir / "config.yaml").is_file() or bool(list_checkpoints(run_dir))
+    cfg = dataclasses.replace(cfg, resume=resume)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    final = finished_run(run_dir, cfg.train.total_steps) if resume else None
+    if final is not None:
+        with open(log_path, "a") as log:
+            log.write(f"--- {datetime.now().isoformat(timespec='seconds')} already finished: final evaluation at "
+                      f"step {final['step']:,}; marked done\n")
+        return {"state": "done", "env_steps": final["step"], "final_success_mean": final["eval/success_mean"]}
+    with open(log_path, "a", buffering=1) as log, redirect_stdout(log), redirect_stderr(log):
+        print(f"--- {datetime.now().isoformat(timespec='seconds')} {'resuming' if resume else 'starting'} "
+              f"on {os.uname().nodename} pid {os.getpid()}", flush=True)
+        out: dict[str, Any] = {"state": "failed", "error": None}
+        try:
+            result = train(cfg)
+            out = {"state": "done", "env_steps": result.env_steps,
+                   "final_success_mean": float(result.final_eval.success_mean) if result.final_eval else None}
+        except RunStopped as e:
+            out = {"state": "pending", "error": None, "stopped": str(e)}
+        except Exception as e:  # noqa: BLE001 (a trial's failure is data for the manifest, not the sweep's end)
+            traceback.print_exc()
+            out = {"state": "failed", "error": one_line(e)}
+        print(f"--- {out['state']}: {out.get('error') or out.get('stopped') or ''}".rstrip(": "), flush=True)
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    return out
+
+
+# --- the sweep ------------------------------------------------------------------------------
+
+
+def machine_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(NEEDS_RAY) from None
+    return ray
+
+
+def start_ray(ray, address: str | None) -> tuple[bool, str | None]:
+    """Connect to ``address``, or start local Ray on this machine's CPUs; quiet, with its own
+    temporary folder. Returns (we started it, the folder to remove after shutdown)."""
+    if ray.is_initialized():
+        return False, None
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    if address:
+        try:
+            ray.init(address=address, **quiet)
+        except Exception as e:  # noqa: BLE001 (Ray raises several kinds for an unreachable cluster)
+            raise ConfigError(f"could not connect to the Ray cluster at '{address}' ({one_line(e)}); "
+                              "start it with `ray start --head --port=6379` on the head node") from None
+        return True, None
+    temp = tempfile.mkdtemp(prefix="mtrl-ray-")  # short: Ray's socket paths must fit in 107 bytes
+    ray.init(num_cpus=machine_cpus(), include_dashboard=False, _temp_dir=temp, **quiet)
+    return True, temp
+
+
+def capacity(ray, cpus: int, gpus: float) -> int:
+    """How many trials the cluster can run at once now (it may grow)."""
+    total = ray.cluster_resources()
+    fits = int(total.get("CPU", 0) // cpus)
+    if gpus:
+        fits = min(fits, int(total.get("GPU", 0) // gpus))
+    return fits
+
+
+def run_sweep(config: str, grid_args: list[str], seeds: int, out: str | Path | None = None,
+              address: str | None = None, cpus_per_trial: int = 1, gpus_per_trial: float = 0.0,
+              echo: Callable[[str], None] = print) -> SweepResult:
+    """Run (or resume) the sweep; see the module docstring. Bad input raises
+    :class:`ConfigError` before Ray starts or anything is written."""
+    from mtrl.config import load_config
+
+    # 1. Validate everything: the grid, every trial's config, the sweep directory.
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    if cpus_per_trial < 1:
+        raise ConfigError(f"--cpus-per-trial must be at least 1, got {cpus_per_trial}")
+    if gpus_per_trial < 0:
+        raise ConfigError(f"--gpus-per-trial must be at least 0, got {gpus_per_trial}")
+    grid = parse_grid(grid_args)
+    base = load_config(config)
+    if out is None:
+        out = Path("sweeps") / f"{base.run.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    sweep_dir = Path(out).absolute()
+    trials = make_trials(grid, seeds)
+    configs = {(t.name, t.seed): trial_config(config, t, sweep_dir) for t in trials}
+    if not gpus_per_trial and any(c.device == "cuda" for c in configs.values()):
+        raise ConfigError("device=cuda needs GPUs for the trials: pass --gpus-per-trial G (e.g. 1, or 0.5 to share one)")
+    sweep = {"config": config, "grid": grid, "seeds": seeds, "base_config": flat_config(base)}
+    command = shlex.join(["mtrl", "sweep", config, "--seeds", str(seeds), *grid_args, "--out", str(out)])
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise ConfigError(f"--out '{out}' is a file; choose a folder")
+    old = read_manifest(sweep_dir)
+    if old is not None:
+        same_sweep(old, sweep, sweep_dir)
+        done = {(t.name, t.seed): t for t in old["trials"]}
+        trials = [dataclasses.replace(done.get((t.name, t.seed), t), overrides=t.overrides, run_dir=t.run_dir) for t in trials]
+    elif sweep_dir.is_dir() and any(sweep_dir.iterdir()):
+        raise ConfigError(f"--out '{out}' already holds files but no {MANIFEST}; choose a new or empty folder")
+    ray = import_ray()
+    todo = [t for t in trials if t.state != "done"]
+    if not todo:
+        echo(f"all {plural(len(trials), 'trial')} of {sweep_dir} are done")
+        return SweepResult(sweep_dir, trials, *make_report(sweep_dir, trials))
+
+    # 2. Start Ray, check the trials fit, then write.
+    started, temp = start_ray(ray, address)
+    handle = None
+    try:
+        total = ray.cluster_resources()
+        if capacity(ray, cpus_per_trial, gpus_per_trial) < 1:
+            raise ConfigError(f"a trial asks for {cpus_per_trial} CPU(s) and {gpus_per_trial:g} GPU(s), but the Ray cluster "
+                              f"has {total.get('CPU', 0):g} CPU(s) and {total.get('GPU', 0):g} GPU(s); "
+                              "lower --cpus-per-trial / --gpus-per-trial")
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        handle = lock(sweep_dir)
+        if old is not None:
+            counts = {s: sum(t.state == s for t in trials) for s in STATES}
+            echo(f"resuming {sweep_dir}: {counts['done']} done; {len(todo)} to run "
+                 f"({counts['running']} interrupted, {counts['failed']} failed before)")
+        else:
+            echo(f"sweep of {plural(len(trials), 'trial')} in {sweep_dir} (rerun the same command with --out {out} to resume it)")
+
+        def save() -> None:
+            write_manifest(sweep_dir, command, sweep, trials)
+
+        save()
+        run_all(ray, todo, configs, sweep_dir, cpus_per_trial, gpus_per_trial, save, echo)
+    finally:
+        if handle is not None:
+            handle.close()
+        if started:
+            ray.shutdown()
+        if temp:
+            shutil.rmtree(temp, ignore_errors=True)
+    return SweepResult(sweep_dir, trials, *make_report(sweep_dir, trials))
+
+
+def run_all(ray, todo: list[Trial], configs: dict, sweep_dir: Path, cpus: int, gpus: float,
+            save: Callable[[], None], echo: Callable[[str], None]) -> None:
+    """Hand trials to Ray as capacity allows, record each result as it comes. SIGINT/SIGTERM:
+    the running trials save a checkpoint and stop, the manifest says where they were."""
+    from mtrl.stop_signals import StopSignals
+
+    task = ray.remote(run_trial)
+    env_vars = {"OMP_NUM_THREADS": str(cpus), "MKL_NUM_THREADS": str(cpus)}
+    if not gpus:  # Ray (>= 2.48) leaves CUDA_VISIBLE_DEVICES alone for a task without GPUs
+        env_vars["CUDA_VISIBLE_DEVICES"] = ""
+    options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 0, "runtime_env": {"env_vars": env_vars}}
+    queue, running, finished = list(todo), {}, 0
+
+    def record(ref, trial: Trial) -> None:
+        nonlocal finished
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            result = {"state": "pending", "error": None}
+        except Exception as e:  # noqa: BLE001 (a crashed worker, a lost node)
+            result = {"state": "failed", "error": one_line(e)}
+        for key in ("state", "error", "seconds", "env_steps", "final_success_mean"):
+            if key in result:
+                setattr(trial, key, result[key])
+        save()
+        finished += 1
+        if trial.state == "done":
+            success = f", final success {trial.final_success_mean:.0%}" if trial.final_success_mean is not None else ""
+            took = f" in {trial.seconds:.0f} s" if "seconds" in result else " (it had finished before)"
+            echo(f"[{finished}/{len(todo)}] {trial.label}: done{took}{success}")
+        elif trial.state == "failed":
+            echo(f"[{finished}/{len(todo)}] {trial.label}: FAILED: {trial.error}")
+
+    with StopSignals() as stop:
+        try:
+            while queue or running:
+                while queue and len(running) < max(1, capacity(ray, cpus, gpus)):
+                    trial = queue.pop(0)
+                    trial.state, trial.error, trial.attempts = "running", None, trial.attempts + 1
+                    save()
+                    log = sweep_dir / trial.name / f"seed{trial.seed}.log"
+                    ref = task.options(name=f"mtrl {trial.label}", **options).remote(
+                        configs[(trial.name, trial.seed)], str(log), cpus, os.getcwd())
+                    running[ref] = trial
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+                for ref in ready:
+                    record(ref, running.pop(ref))
+                if stop.received:
+                    for ref in running:
+                        ray.cancel(ref)  # a SIGINT in the worker: the trainer checkpoints and stops
+                    if running:
+                        for ref in ray.wait(list(running), num_returns=len(running), timeout=STOP_GRACE_S)[0]:
+                            record(ref, running.pop(ref))
+                    raise RunStopped(f"sweep stopped by {stop.received}; running trials saved a checkpoint; "
+                                     f"rerun the same command to resume ({sweep_dir / MANIFEST})")
+        except KeyboardInterrupt:  # a second Ctrl-C: Ray's shutdown ends the trials at their last checkpoint
+            raise RunStopped(f"sweep interrupted; rerun the same command to resume the trials from their last "
+                             f"checkpoints ({sweep_dir / MANIFEST})") from None
+
+
+def make_report(sweep_dir: Path, trials: list[Trial]) -> tuple[Any, str | None]:
+    """``mtrl report`` over the sweep directory (to ``sweep_dir/report``), when the report
+    extra is installed; otherwise, or with no evaluated run, why not."""
+    from mtrl.report import NEEDS_EXTRA, _rliable, write_report
+
+    try:
+        _rliable()
+    except ConfigError:
+        return None, f"{NEEDS_EXTRA}, then: mtrl report {sweep_dir} --out {sweep_dir / 'report'}"
+    if not any(t.state == "done" for t in trials):
+        return None, "no trial finished; no report"
+    try:
+        return write_report([sweep_dir], out_dir=sweep_dir / "report"), None
+    except ConfigError as e:
+        return None, f"no report: {e}"

@@ -1,0 +1,176 @@
+"""`mtrl sweep`: tiny toy sweeps on local Ray. One Ray session is shared by the in-process
+tests (starting Ray takes ~7 s here); the interrupted sweep runs in a subprocess of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from mtrl.cli import main
+
+ray = pytest.importorskip("ray")
+
+from mtrl import sweep
+
+TINY = ["train.total_steps=400", "train.warmup_steps=100", "train.eval_every=200", "train.eval_episodes=1",
+        "train.final_eval_episodes=1", "train.log_every=200", "train.checkpoint_every=200",
+        "agent.hidden_sizes=[16]", "device=cpu"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module; run_sweep uses an initialised session as it is."""
+    temp = tempfile.mkdtemp(prefix="mtrl-ray-")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR", _temp_dir=temp)
+    yield
+    ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def manifest(sweep_dir: Path) -> dict:
+    return json.loads((sweep_dir / "sweep.json").read_text())
+
+
+def final_eval(run_dir: Path) -> dict:
+    evals = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "eval/success_mean" in r]
+    return evals[-1]
+
+
+def test_two_seed_sweep_finishes_with_manifest_and_report(tmp_path, local_ray, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", "toy-mtsac", "--seeds", "2", *TINY, "--out", str(out)]) == 0
+    data = manifest(out)
+    assert [(t["name"], t["seed"], t["state"], t["run_dir"]) for t in data["trials"]] == [
+        ("base", 0, "done", "base/seed0"), ("base", 1, "done", "base/seed1")]
+    for t in data["trials"]:
+        record = final_eval(out / t["run_dir"])
+        assert record["step"] == 400 and record["eval/episodes_per_task"] == 1
+        assert t["final_success_mean"] == record["eval/success_mean"] and t["attempts"] == 1
+    assert (out / "report" / "summary.md").is_file()
+    printed = capsys.readouterr().out
+    assert "2 runs, success rate" in printed and "done" in printed
+    # The same --out with another grid is refused in one line, and nothing changes.
+    before = (out / "sweep.json").read_bytes()
+    assert main(["sweep", "toy-mtsac", "--seeds", "2", *TINY, "sac.actor_lr=1e-3,3e-4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"mtrl: error: --out '{out}' holds a sweep with another grid")
+    assert (out / "sweep.json").read_bytes() == before
+
+
+def test_a_failing_trial_is_reported_and_the_others_finish(tmp_path, local_ray, capsys):
+    # Passes config validation (the path is only read when the agent is built), fails in train().
+    out = tmp_path / "sweep"
+    code = main(["sweep", "toy-care", "--seeds", "1", *TINY, "agent.num_encoders=2",
+                 "agent.embedding_file=null,/nonexistent/emb.json", "--out", str(out)])
+    assert code == 1
+    trials = {t["name"]: t for t in manifest(out)["trials"]}
+    good, bad = trials["agent.embedding_file=null"], trials["agent.embedding_file=nonexistent-emb.json"]
+    assert good["state"] == "done" and final_eval(out / good["run_dir"])["step"] == 400
+    assert bad["state"] == "failed" and bad["error"].startswith("embedding file '/nonexistent/emb.json' does not exist")
+    assert "Traceback" in (out / "agent.embedding_file=nonexistent-emb.json" / "seed0.log").read_text()
+    captured = capsys.readouterr()
+    assert "FAILED" in captured.out and "1 of 2 trials failed" in captured.err
+
+
+def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path, local_ray):
+    out = tmp_path / "sweep"
+    cpus = len(os.sched_getaffinity(0))
+    # At most two trials at once, so the third is still to run when the first is done.
+    args = ["sweep", "toy-mtsac", "--seeds", "3", *TINY, "--cpus-per-trial", str(-(-cpus // 2)), "--out", str(out)]
+    ray_tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths are limited to 107 bytes
+    proc = subprocess.Popen([sys.executable, "-m", "mtrl.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, "TMPDIR": ray_tmp})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "sweep.json").is_file() and any(t["state"] == "done" for t in manifest(out)["trials"]):
+                break
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray (trial workers die with their raylet)
+        proc.wait()
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    states = {t["seed"]: t["state"] for t in manifest(out)["trials"]}
+    finished = [s for s, state in states.items() if state == "done"]
+    assert finished and len(finished) < 3, states
+    for log in out.glob("base/seed*.log"):  # wait for the killed trials' workers to be gone
+        for pid in map(int, re.findall(r" pid (\d+)", log.read_text())):
+            while (Path(f"/proc/{pid}").exists() and time.monotonic() < deadline + 30
+                   and "ray::" in Path(f"/proc/{pid}/cmdline").read_text(errors="ignore")):
+                time.sleep(0.2)
+    kept = {s: (out / f"base/seed{s}/metrics.jsonl").read_bytes() for s in finished}
+
+    assert main(args) == 0  # the same command again (on the shared Ray session)
+    trials = manifest(out)["trials"]
+    assert [t["state"] for t in trials] == ["done"] * 3
+    for s in finished:
+        assert (out / f"base/seed{s}/metrics.jsonl").read_bytes() == kept[s]
+        assert trials[s]["attempts"] == 1
+    for t in trials:  # one final evaluation each, also for a run killed before the manifest said done
+        evals = [r for r in map(json.loads, (out / t["run_dir"] / "metrics.jsonl").read_text().splitlines())
+                 if "eval/success_mean" in r]
+        assert [r["step"] for r in evals] == [200, 400]
+
+
+def test_a_trial_that_finished_before_the_manifest_said_so_is_not_trained_again(tmp_path):
+    import torch
+
+    trial = sweep.Trial("base", TINY, 0, "base/seed0")
+    cfg, log = sweep.trial_config("toy-mtsac", trial, tmp_path), tmp_path / "base" / "seed0.log"
+    threads = torch.get_num_threads()  # run_trial sets it; keep this process's
+    first = sweep.run_trial(cfg, str(log), threads, os.getcwd())  # in-process, as a Ray worker runs it
+    assert first["state"] == "done" and first["env_steps"] == 400
+    metrics = (tmp_path / "base" / "seed0" / "metrics.jsonl").read_bytes()
+    again = sweep.run_trial(cfg, str(log), threads, os.getcwd())
+    assert again == {"state": "done", "env_steps": 400, "final_success_mean": first["final_success_mean"]}
+    assert (tmp_path / "base" / "seed0" / "metrics.jsonl").read_bytes() == metrics
+    assert "already finished: final evaluation at step 400" in log.read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "2", "train.total_step=400"], "unknown config key 'train.total_step'"),
+    (["--seeds", "0"], "--seeds must be at least 1, got 0"),
+    (["--seeds", "1", "sac.actor_lr"], "sweep argument 'sac.actor_lr' is not of the form dotted.key=value[,value...]"),
+    (["--seeds", "1", "sac.actor_lr=1e-3,,3e-4"], "has an empty value"),
+    (["--seeds", "1", "train.total_steps=400,-5"], "train.total_steps must be at least 1, got -5"),
+    (["--seeds", "1", "seed=1,2"], "'seed' is set by mtrl sweep"),
+    (["--seeds", "1", "device=cuda"], "device=cuda needs GPUs for the trials: pass --gpus-per-trial"),
+])
+def test_bad_input_is_one_line_exit_2_before_ray_or_any_write(tmp_path, monkeypatch, capsys, args, message):
+    def no_ray(*a, **k):
+        raise AssertionError("Ray started on bad input")
+
+    monkeypatch.setattr(sweep, "start_ray", no_ray)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "toy-mtsac", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mtrl: error: ") and message in err[0], err
+    assert not out.exists()
+
+
+def test_grid_values_split_on_top_level_commas_only():
+    assert sweep.split_values("[16,16],[32],'a,b'") == ["[16,16]", "[32]", "'a,b'"]
+    trials = sweep.make_trials(sweep.parse_grid(["agent.hidden_sizes=[16,16],[32]", "sac.tau=0.01"]), 2)
+    assert [(t.name, t.seed, t.overrides) for t in trials] == [
+        ("agent.hidden_sizes=16-16", 0, ["agent.hidden_sizes=[16,16]", "sac.tau=0.01"]),
+        ("agent.hidden_sizes=16-16", 1, ["agent.hidden_sizes=[16,16]", "sac.tau=0.01"]),
+        ("agent.hidden_sizes=32", 0, ["agent.hidden_sizes=[32]", "sac.tau=0.01"]),
+        ("agent.hidden_sizes=32", 1, ["agent.hidden_sizes=[32]", "sac.tau=0.01"]),
+    ]
+
+
+def test_without_ray_says_which_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    assert main(["sweep", "toy-mtsac", "--seeds", "1", *TINY, "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.strip() == "mtrl: error: mtrl sweep needs the ray extra: pip install -e '.[ray]'"
+    assert not (tmp_path / "s").exists()
