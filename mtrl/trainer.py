@@ -335,6 +335,7 @@ def train(cfg: Config) -> TrainResult:
                 progress.advance(state.env_steps)
 
         final_eval = evaluate_now(final=True)
+        state.finished = True
         checkpoint()
     finally:
         logger.close()
@@ -353,6 +354,10 @@ def restore(state: TrainingState, path: Path, saved: dict, tc) -> None:
         raise ConfigError(f"the checkpoint {path} was written by an older mtrl and cannot be resumed; "
                           "evaluate it with `mtrl eval`, or start a new run")
     state.load_state_dict(saved)
+    if state.finished and state.env_steps >= tc.total_steps:
+        raise ConfigError(f"the run in '{path.parent.parent}' already finished at step {state.env_steps:,} with its final "
+                          "evaluation; raise train.total_steps to train it further, or use `mtrl eval`")
+    state.finished = False
     if not state.env.restores_episodes:
         state.start_episodes(np.arange(len(state.tasks)))  # the env cannot continue its episodes
     if not len(state.replay):  # without its replay, refill one batch's worth per task first

@@ -51,6 +51,7 @@ class TrainingState:
     bad_updates_in_a_row: int = 0  # updates with a skipped step or a masked task (divergence)
     faults: dict[str, np.ndarray | int] = field(default_factory=dict)  # divergence / env fault counters
     log_offset: int = 0  # bytes of metrics.jsonl written up to this state
+    finished: bool = False  # the final evaluation of train.total_steps is done
     spec: dict[str, Any] = field(default_factory=dict)  # obs_dim, act_dim, descriptions: mtrl.load needs no env
 
     def __post_init__(self) -> None:
@@ -69,7 +70,8 @@ class TrainingState:
         self.ep_return[slots], self.ep_success[slots] = 0.0, False
 
     _LOOP_FIELDS = ("tasks", "obs", "env_steps", "updates", "evaluations", "learn_from", "ep_return", "ep_success",
-                    "ep_sums", "update_sums", "update_count", "bad_updates_in_a_row", "faults", "log_offset")
+                    "ep_sums", "update_sums", "update_count", "bad_updates_in_a_row", "faults", "log_offset",
+                    "finished")
 
     def state_dict(self, with_replay: bool) -> dict[str, Any]:
         state = {
@@ -97,5 +99,6 @@ class TrainingState:
         set_global_rng_state(state["global_rng"])
         if "replay" in state:
             self.replay.load_state_dict(state["replay"])
+        self.finished = False  # absent from checkpoints written before it existed
         for name, value in state["loop"].items():
             setattr(self, name, value)

@@ -250,3 +250,16 @@ def test_persistent_divergence_stops_the_run_with_one_line(tmp_path):
     with pytest.raises(RunError, match="training diverged: 5 updates in a row"):
         train(make_config(FLAKY, env={"nan_reward_task": 1}, train={"divergence_patience": 5},
                           run={"dir": str(tmp_path / "run")}))
+
+
+def test_resuming_a_finished_run_is_refused_and_changes_nothing(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["train", *TINY, "train.total_steps=400", f"run.dir={run_dir}"]
+    assert main(args) == 0
+    before = (run_dir / "metrics.jsonl").read_bytes()
+    assert main([*args, "resume=true"]) == 2
+    assert "already finished at step 400" in capsys.readouterr().err
+    assert (run_dir / "metrics.jsonl").read_bytes() == before  # no second final evaluation
+    assert main([*args[:-2], "train.total_steps=800", f"run.dir={run_dir}", "resume=true"]) == 0  # training further
+    finals = [r for r in read_metrics(run_dir) if r.get("eval/episodes_per_task") == 2 and "eval/success_mean" in r]
+    assert [r["step"] for r in finals][-2:] == [400, 800]
