@@ -84,3 +84,18 @@ class CountdownSuite(Suite):
 @pytest.fixture
 def run_dir(tmp_path):
     return tmp_path / "run"
+
+
+# A toy run of a few seconds, trained once per test module that asks for it (policy, video).
+TINY_TOY = ["train.total_steps=400", "train.warmup_steps=100", "train.eval_every=0", "train.eval_episodes=1",
+            "train.final_eval_episodes=1", "train.log_every=200", "train.checkpoint_every=200", "agent.hidden_sizes=[16]",
+            "device=cpu", "train.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    from mtrl.cli import main
+
+    run_dir = tmp_path_factory.mktemp("toy") / "run"
+    assert main(["train", "toy-mtsac", *TINY_TOY, f"run.dir={run_dir}"]) == 0
+    return run_dir

@@ -17,17 +17,7 @@ from mtrl.evaluation import evaluate
 from mtrl.seeding import run_seeds
 from mtrl.trainer import make_agent, make_policy, make_spec, make_suite
 
-TINY_TOY = ["train.total_steps=400", "train.warmup_steps=100", "train.eval_every=0", "train.eval_episodes=1",
-            "train.final_eval_episodes=1", "train.log_every=200", "train.checkpoint_every=200", "agent.hidden_sizes=[16]",
-            "device=cpu", "train.progress=false"]
-
-
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("policy") / "run"
-    assert main(["train", "toy-mtsac", *TINY_TOY, f"run.dir={run_dir}"]) == 0
-    return run_dir
-
+from conftest import TINY_TOY
 
 def rebuilt_agent(run_dir: Path, checkpoint: Path | None = None):
     """The agent as `mtrl eval` built it before `mtrl.load` existed: suite, env, spec, agent, weights."""

@@ -18,18 +18,6 @@ from mtrl.video import NOT_YET, SUCCESS, film
 iio = pytest.importorskip("imageio.v3")
 pytest.importorskip("imageio_ffmpeg")
 
-TINY_TOY = ["train.total_steps=400", "train.warmup_steps=100", "train.eval_every=0", "train.eval_episodes=1",
-            "train.final_eval_episodes=1", "train.log_every=200", "train.checkpoint_every=200", "agent.hidden_sizes=[16]",
-            "device=cpu", "train.progress=false"]
-
-
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("video") / "run"
-    assert main(["train", "toy-mtsac", *TINY_TOY, f"run.dir={run_dir}"]) == 0
-    return run_dir
-
-
 def fresh_copy(run_dir: Path, tmp_path: Path) -> Path:
     import shutil
 
