@@ -11,7 +11,7 @@ from mtrl.agent import ACTOR_ENCODERS, Agent, EnvSpec
 from mtrl.care import ATTENTION_KINDS, EMBEDDING_KINDS, CAREEncoder, TaskEmbedding
 from mtrl.errors import ConfigError, at_least, check_values, each_at_least_1, layer_sizes, one_of, positive
 from mtrl.embeddings import load_task_embeddings
-from mtrl.networks import TanhGaussianActor, TwinQ
+from mtrl.networks import INITS, TanhGaussianActor, TwinQ
 from mtrl.registry import register
 
 
@@ -19,6 +19,7 @@ from mtrl.registry import register
 class CAREConfig:
     name: str = "care"
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])  # actor and critics
+    init: str = "pytorch"  # actor and critic networks: pytorch | reference (see mtrl/networks.py)
     num_encoders: int = 6  # k
     encoder_hidden: list[int] = field(default_factory=lambda: [50])
     encoder_dim: int = 50  # each encoder's output and the context vector's size
@@ -35,6 +36,7 @@ class CAREConfig:
     def validate(self) -> None:
         check_values([
             ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
+            ("agent.init", self.init, *one_of(INITS)),
             ("agent.num_encoders", self.num_encoders, at_least(1), "at least 1"),
             ("agent.encoder_hidden", self.encoder_hidden, each_at_least_1, "a list of sizes >= 1"),
             ("agent.encoder_dim", self.encoder_dim, at_least(1), "at least 1"),
@@ -67,6 +69,6 @@ def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
 
     encoder = care_encoder()
     actor_encoder = care_encoder() if cfg.actor_encoder == "own" else None
-    actor = TanhGaussianActor(encoder.out_dim, spec.act_dim, cfg.hidden_sizes)
-    critic = TwinQ(encoder.out_dim, spec.act_dim, cfg.hidden_sizes)
+    actor = TanhGaussianActor(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
+    critic = TwinQ(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
     return Agent(encoder, actor, critic, actor_encoder=cfg.actor_encoder, actor_encoder_net=actor_encoder)

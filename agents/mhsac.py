@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mtrl.agent import Agent, EnvSpec, OneHotTaskEncoder
-from mtrl.errors import check_values, layer_sizes
-from mtrl.networks import TanhGaussianActor, TwinQ
+from mtrl.errors import check_values, layer_sizes, one_of
+from mtrl.networks import INITS, TanhGaussianActor, TwinQ
 from mtrl.registry import register
 
 
@@ -14,10 +14,14 @@ from mtrl.registry import register
 class MHSACConfig:
     name: str = "mhsac"
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
+    init: str = "pytorch"  # actor and critic networks: pytorch | reference (see mtrl/networks.py)
     task_visible: bool = True  # also append the one-hot to the trunk's input (Meta-World+ MH-SAC)
 
     def validate(self) -> None:
-        check_values([("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1")])
+        check_values([
+            ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
+            ("agent.init", self.init, *one_of(INITS)),
+        ])
 
 
 @register("agent", "mhsac", MHSACConfig)
@@ -25,6 +29,6 @@ def make_mhsac(cfg: MHSACConfig, spec: EnvSpec) -> Agent:
     """Multi-head SAC: shared hidden layers, one output head per task."""
     cfg.validate()
     encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.task_visible)
-    actor = TanhGaussianActor(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, num_heads=spec.num_tasks)
-    critic = TwinQ(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, num_heads=spec.num_tasks)
+    actor = TanhGaussianActor(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, num_heads=spec.num_tasks, init=cfg.init)
+    critic = TwinQ(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, num_heads=spec.num_tasks, init=cfg.init)
     return Agent(encoder, actor, critic)

@@ -5,6 +5,10 @@ the run and records itself as ``ablation: <name>`` in the run's config.yaml, so 
 
     python benchmarks/sac_ablation.py CONFIG VARIANT [dotted.key=value ...]
 
+The pytorch-* variants replace the reference init (orthogonal / small layers): give
+``agent.init=reference``, as docs/RESULTS.md's commands do, for them to change anything in
+the actor and critics (``agent.init=pytorch``, today's default, already is PyTorch's init).
+
 VARIANT:
   pytorch-init   PyTorch's default init in every layer (uniform weights and biases of
                  scale 1/sqrt(fan_in)), as SB3 has, instead of orthogonal / zero / small

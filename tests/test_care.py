@@ -136,7 +136,7 @@ def test_hidden_layers_are_orthogonal_with_zero_bias_and_outputs_start_small():
     from mtrl.networks import OUTPUT_INIT_SCALE, TwinQ
 
     torch.manual_seed(0)
-    q = TwinQ(10, 2, [32, 32])
+    q = TwinQ(10, 2, [32, 32], init="reference")
     for layer in q.net.hidden:
         assert not layer.bias.any()
         for w in layer.weight:  # (in, out) per member: columns (or rows) orthonormal
@@ -144,6 +144,24 @@ def test_hidden_layers_are_orthogonal_with_zero_bias_and_outputs_start_small():
             gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
             assert torch.allclose(gram, torch.eye(small), atol=1e-5)
     assert q.net.head.weight.abs().max() <= OUTPUT_INIT_SCALE and not q.net.head.bias.any()
+
+
+def test_pytorch_init_matches_nn_linear_default_in_every_layer():
+    """agent.init=pytorch (the default for actor and critics) is nn.Linear's own init: weights
+    and biases uniform in +-1/sqrt(fan_in), compared with a real nn.Linear's statistics."""
+    from mtrl.networks import TwinQ
+
+    torch.manual_seed(0)
+    q = TwinQ(300, 100, [400, 400])  # default init
+    reference = torch.nn.Linear(400, 400)
+    for layer in [*q.net.hidden, q.net.head]:
+        fan_in = layer.weight.shape[1]
+        bound = 1 / fan_in**0.5
+        for tensor in (layer.weight, layer.bias):
+            assert tensor.abs().max() <= bound
+            assert tensor.numel() < 100 or tensor.abs().max() > 0.95 * bound  # uniform up to the bound
+        assert abs(layer.weight.std() * fan_in**0.5 - reference.weight.std() * 400**0.5) < 0.02
+        assert layer.bias.any()  # unlike the reference init's zero biases
 
 
 def test_mlp_attention_depends_on_the_task_only():
