@@ -60,12 +60,13 @@ def comparable(run_dir: Path) -> list[dict]:
 
 
 def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_metrics(tmp_path):
-    reference = cli([*TINY, f"run.dir={tmp_path / 'reference'}"])
+    longer = [*TINY, "train.total_steps=4800"]  # 12 checkpoint intervals: room for 3 kills before the end
+    reference = cli([*longer, f"run.dir={tmp_path / 'reference'}"])
     assert reference.wait(timeout=600) == 0, reference.stderr.read()
     run_dir = tmp_path / "killed"
     chooser = random.Random(0)  # random kill moments, the same ones on every test run
     kills, resumed_lines = 0, []
-    args = [*TINY, f"run.dir={run_dir}"]
+    args = [*longer, f"run.dir={run_dir}"]
     for attempt in range(8):
         before = list_checkpoints(run_dir)
         proc = cli(args if attempt == 0 else [*args, "resume=true"])
@@ -74,8 +75,10 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_metrics(tm
         deadline = time.time() + 300
         while list_checkpoints(run_dir) == before and proc.poll() is None and time.time() < deadline:
             time.sleep(0.02)
-        time.sleep(chooser.uniform(0.0, 1.0))
-        if proc.poll() is None and kills < 3:
+        time.sleep(chooser.uniform(0.0, 0.5))
+        newest = list_checkpoints(run_dir)[-1:]
+        finished = bool(newest) and newest[0].name == "step_4800.pt"  # the final one: nothing left to resume
+        if proc.poll() is None and kills < 3 and not finished:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait(timeout=600)
