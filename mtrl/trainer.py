@@ -171,7 +171,8 @@ def train(cfg: Config) -> TrainResult:
     logger = Logger(run_dir, resume_from=(state.log_offset, state.env_steps) if cfg.resume else None)
     schedule = EvaluationSchedule(eval_env, list(spec.task_names), tc, logger.log)
     schedule.evaluations = state.evaluations
-    resume_hint = f"resume with: mtrl train {cfg.run.name} resume=true run.dir={run_dir}"
+    # the run's own config.yaml is the fully resolved config: resuming from it needs nothing else
+    resume_hint = f"resume with: mtrl train {run_dir / 'config.yaml'} resume=true"
 
     def evaluate_now(final: bool = False) -> EvalResult:
         agent.eval()

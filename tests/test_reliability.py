@@ -107,6 +107,9 @@ def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig, 
     (checkpoint,) = list_checkpoints(run_dir)
     step = load_checkpoint(checkpoint)["env_steps"]
     assert 0 < step < 100000 and f"{step:,}" in lines[0]
+    hinted = lines[0].split("resume with: mtrl ")[1].split()  # the command the line gives, run for a few more steps
+    assert main([*hinted, f"train.total_steps={step + 100}"]) == 0
+    assert read_metrics(run_dir)[-1]["step"] == step + 100
 
 
 def test_corrupt_latest_checkpoint_is_skipped_with_the_reason(tmp_path, capsys):
