@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtrl.atomic_write import atomic_write
-from mtrl.checkpoint import latest_checkpoint
 from mtrl.errors import RenderUnavailable, WriteError, did_you_mean
 from mtrl.config import ConfigError
 from mtrl.evaluation import EvalResult, evaluate
@@ -42,29 +41,25 @@ def evaluate_and_film(run_dir: Path, episodes: int | None = None, device: str = 
     all) in ``RUN_DIR/videos/<task>.mp4``. Where the suite cannot render here (no OpenGL),
     one line says why and what to install (on stderr and in ``video_problem``) and the
     evaluation goes on."""
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise ConfigError(f"'{run_dir}' is not a run directory (no config.yaml); pass the folder `mtrl train` printed")
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise ConfigError(f"'{run_dir}' has no checkpoint yet; train longer or lower train.checkpoint_every")
     if episodes is not None and episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {episodes}")
     if tasks and not video:
         raise ConfigError("--tasks picks the tasks to film; add --video (the evaluation always covers every task)")
     if video:
         require_video_extra()
+    cfg = read_run(run_dir)  # one-line errors: not a run directory, a bad config
+    config_path = run_dir / "config.yaml"
     out = run_dir / "eval.json"
     unwritable = _why_unwritable(out)
     if unwritable:  # before an evaluation that can take minutes
         raise ConfigError(f"cannot write '{out}': {unwritable}; fix that and run `mtrl eval` again")
-    cfg = read_run(run_dir)
     num_episodes = episodes or cfg.train.final_eval_episodes
     torch_device = resolve_device(device)
+    # the newest checkpoint that passes its checksum (newer broken ones are named), or a
+    # one-line error when there is none; before the suite is built (seconds for Meta-World)
+    checkpoint, state, skipped = read_checkpoint(run_dir, None, torch_device)
     suite = make_suite(cfg)
     to_film = _tasks_to_film(tasks, list(suite.task_names)) if video else []
-    # the newest checkpoint that passes its checksum; newer broken ones are named
-    checkpoint, state, skipped = read_checkpoint(run_dir, None, torch_device)
     for why in skipped:
         print(f"mtrl: warning: skipped {why}; evaluating {checkpoint.name}", file=sys.stderr)
     policy = policy_from_checkpoint(cfg, suite, checkpoint, state, config_path, torch_device)
