@@ -69,6 +69,6 @@ def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
 
     encoder = care_encoder()
     actor_encoder = care_encoder() if cfg.actor_encoder == "own" else None
-    actor = TanhGaussianActor(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
-    critic = TwinQ(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
+    actor = TanhGaussianActor.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
+    critic = TwinQ.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
     return Agent(encoder, actor, critic, actor_encoder=cfg.actor_encoder, actor_encoder_net=actor_encoder)

@@ -29,6 +29,6 @@ def make_mhsac(cfg: MHSACConfig, spec: EnvSpec) -> Agent:
     """Multi-head SAC: shared hidden layers, one output head per task."""
     cfg.validate()
     encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.task_visible)
-    actor = TanhGaussianActor(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, num_heads=spec.num_tasks, init=cfg.init)
-    critic = TwinQ(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, num_heads=spec.num_tasks, init=cfg.init)
+    actor = TanhGaussianActor.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, num_heads=spec.num_tasks, init=cfg.init)
+    critic = TwinQ.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, num_heads=spec.num_tasks, init=cfg.init)
     return Agent(encoder, actor, critic)

@@ -29,6 +29,6 @@ def make_mtsac(cfg: MTSACConfig, spec: EnvSpec) -> Agent:
     """Multi-task SAC with a one-hot task id appended to the observation."""
     cfg.validate()
     encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.task_visible)
-    actor = TanhGaussianActor(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
-    critic = TwinQ(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
+    actor = TanhGaussianActor.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
+    critic = TwinQ.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
     return Agent(encoder, actor, critic)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mtrl.care import TaskEmbedding
-from mtrl.networks import EnsembleMLP, TanhGaussianActor, TwinQ
+from mtrl.networks import EnsembleMLP, TanhGaussianActor, TaskBlock, TwinQ
 
 
 @dataclass(frozen=True)
@@ -52,23 +52,6 @@ class OneHotTaskEncoder(nn.Module):
         if not self.task_visible:
             return obs
         return torch.cat([obs, F.one_hot(task, self.num_tasks).to(obs.dtype)], -1)
-
-
-@dataclass(frozen=True)
-class TaskBlock:
-    """The task-specific part of one parameter: task t owns ``width`` consecutive indices
-    of dimension ``dim`` starting at ``start + t * width``. ``name`` is the parameter's name
-    in ``Agent.named_parameters()`` (and, for the encoder and critic, in ``SAC.target``)."""
-
-    name: str
-    dim: int
-    start: int
-    width: int
-
-    def view(self, tensor: torch.Tensor, num_tasks: int) -> torch.Tensor:
-        """A view of ``tensor`` (the parameter, or an optimiser moment of its shape) with
-        the tasks' slices on a new axis: dimension ``dim`` becomes (num_tasks, width)."""
-        return tensor.narrow(self.dim, self.start, num_tasks * self.width).unflatten(self.dim, (num_tasks, self.width))
 
 
 ACTOR_ENCODERS = ("own", "critic_detached", "critic")
@@ -118,10 +101,7 @@ class Agent(nn.Module):
         """Parameters that every task's ``part`` ("critic" or "actor") loss flows through:
         the hidden layers, the output layer unless it has one head per task, and the
         encoder that loss trains. Conflict monitoring and PCGrad/CAGrad act here."""
-        net = (self.critic if part == "critic" else self.actor).net
-        params = [p for layer in net.hidden for p in layer.parameters()]
-        if net.num_heads == 1:
-            params += list(net.head.parameters())
+        params = (self.critic if part == "critic" else self.actor).net.shared_parameters()
         encoder_params = list(self.encoder.parameters()) if part == "critic" else self.actor_encoder_parameters()
         return encoder_params + params
 
@@ -140,7 +120,7 @@ class Agent(nn.Module):
         blocks = []
         actor_encoder = self.actor_encoder if self.actor_encoder is not None else self.encoder
         for part, net, encoder in (("actor", self.actor.net, actor_encoder), ("critic", self.critic.net, self.encoder)):
-            blocks += _one_hot_rows(f"{part}.net", net, encoder) + _head_columns(f"{part}.net", net)
+            blocks += _one_hot_rows(f"{part}.net", net, encoder) + [b.prefixed(f"{part}.net") for b in net.task_blocks()]
         for prefix, encoder in (("encoder", self.encoder), ("actor_encoder", self.actor_encoder)):
             for name, module in encoder.named_modules() if encoder is not None else ():
                 if isinstance(module, TaskEmbedding) and isinstance(module.table, nn.Parameter):
@@ -163,15 +143,8 @@ class Agent(nn.Module):
 
 def _one_hot_rows(prefix: str, net: EnsembleMLP, encoder: nn.Module) -> list[TaskBlock]:
     """The rows of ``net``'s first weight (members, in, out) that read a one-hot task input."""
-    if not (isinstance(encoder, OneHotTaskEncoder) and encoder.task_visible):
+    if not (isinstance(encoder, OneHotTaskEncoder) and encoder.task_visible and isinstance(net, EnsembleMLP)):
         return []
     first = "hidden.0" if len(net.hidden) else "head"
     return [TaskBlock(f"{prefix}.{first}.weight", 1, encoder.obs_dim, 1)]
 
-
-def _head_columns(prefix: str, net: EnsembleMLP) -> list[TaskBlock]:
-    """Each task's out_dim columns of a per-task head's weight (members, in, out * heads)
-    and bias (members, 1, out * heads), as ``EnsembleMLP.forward`` reads them."""
-    if net.num_heads == 1:
-        return []
-    return [TaskBlock(f"{prefix}.head.{p}", 2, 0, net.out_dim) for p in ("weight", "bias")]

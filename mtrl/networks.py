@@ -8,6 +8,7 @@ forward pass is a handful of ``baddbmm`` calls, never a Python loop over members
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -69,6 +70,12 @@ class EnsembleLinear(nn.Module):
 class EnsembleMLP(nn.Module):
     """``members`` ReLU MLPs with identical shapes, evaluated together.
 
+    The interface every task-conditioned network of an actor or critic has (the other
+    architectures, e.g. ``mtrl/paco.py``, follow it): ``forward(x, task)`` with x (batch, in)
+    -> (members, batch, out); ``members``, ``out_dim``; ``shared_parameters()`` (what every
+    task's output depends on: conflict monitoring acts there) and ``task_blocks()`` (the
+    per-task slices PaCo's reset acts on).
+
     With ``num_heads > 1`` the last layer has one output head per task and each sample
     reads the head of its task (multi-head SAC); all heads are computed in one matmul.
     Input is (batch, in) shared by all members or (members, batch, in); output is
@@ -100,17 +107,70 @@ class EnsembleMLP(nn.Module):
             out = self.head(x.float())
         if self.num_heads == 1:
             return out
-        out = out.view(self.members, out.shape[1], self.num_heads, self.out_dim)
-        index = task.view(1, -1, 1, 1).expand(self.members, -1, 1, self.out_dim)
-        return out.gather(2, index).squeeze(2)
+        return select_heads(out, task, self.num_heads)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every task's output depends on: all but per-task heads."""
+        params = [p for layer in self.hidden for p in layer.parameters()]
+        return params + (list(self.head.parameters()) if self.num_heads == 1 else [])
+
+    def task_blocks(self) -> list["TaskBlock"]:
+        """Each task's out_dim columns of a per-task head's weight (members, in, out * heads)
+        and bias (members, 1, out * heads), as ``forward`` reads them."""
+        return head_columns("head", self.num_heads, self.out_dim)
+
+
+def select_heads(out: torch.Tensor, task: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(members, batch, out * heads) -> (members, batch, out): each sample's task's head."""
+    if num_heads == 1:
+        return out
+    members, batch = out.shape[:2]
+    out = out.view(members, batch, num_heads, -1)
+    index = task.view(1, -1, 1, 1).expand(members, -1, 1, out.shape[-1])
+    return out.gather(2, index).squeeze(2)
+
+
+def head_columns(name: str, num_heads: int, out_dim: int) -> list["TaskBlock"]:
+    """The per-task columns of an ``EnsembleLinear`` named ``name`` with one head per task."""
+    if num_heads == 1:
+        return []
+    return [TaskBlock(f"{name}.{p}", 2, 0, out_dim) for p in ("weight", "bias")]
+
+
+@dataclass(frozen=True)
+class TaskBlock:
+    """The task-specific part of one parameter: task t owns ``width`` consecutive indices
+    of dimension ``dim`` starting at ``start + t * width``. ``name`` is the parameter's name
+    relative to the module that reports it (``Agent.task_specific_blocks`` prefixes it to
+    a name in ``Agent.named_parameters()`` and, for the encoder and critic, ``SAC.target``)."""
+
+    name: str
+    dim: int
+    start: int
+    width: int
+
+    def prefixed(self, prefix: str) -> "TaskBlock":
+        return TaskBlock(f"{prefix}.{self.name}", self.dim, self.start, self.width)
+
+    def view(self, tensor: torch.Tensor, num_tasks: int) -> torch.Tensor:
+        """A view of ``tensor`` (the parameter, or an optimiser moment of its shape) with
+        the tasks' slices on a new axis: dimension ``dim`` becomes (num_tasks, width)."""
+        return tensor.narrow(self.dim, self.start, num_tasks * self.width).unflatten(self.dim, (num_tasks, self.width))
 
 
 class TanhGaussianActor(nn.Module):
-    """pi(a|s) = tanh(N(mu(s), sigma(s))); log-std squashed into [LOG_STD_MIN, LOG_STD_MAX]."""
+    """pi(a|s) = tanh(N(mu(s), sigma(s))); log-std squashed into [LOG_STD_MIN, LOG_STD_MAX].
 
-    def __init__(self, in_dim: int, act_dim: int, hidden: list[int], num_heads: int = 1, init: str = "pytorch"):
+    ``net`` is any task-conditioned network (see ``EnsembleMLP``'s interface) with one
+    member and 2 * act_dim outputs; :meth:`mlp` builds the plain MLP one."""
+
+    def __init__(self, net: nn.Module):
         super().__init__()
-        self.net = EnsembleMLP(1, in_dim, hidden, 2 * act_dim, num_heads, init=init)
+        self.net = net
+
+    @classmethod
+    def mlp(cls, in_dim: int, act_dim: int, hidden: list[int], num_heads: int = 1, init: str = "pytorch") -> "TanhGaussianActor":
+        return cls(EnsembleMLP(1, in_dim, hidden, 2 * act_dim, num_heads, init=init))
 
     def forward(self, features: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.net(features, task)[0].chunk(2, dim=-1)
@@ -138,12 +198,18 @@ def squashed_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
 
 
 class TwinQ(nn.Module):
-    """Two Q networks in one ensemble: returns (2, batch)."""
+    """Two Q networks in one ensemble: returns (2, batch). ``net`` is any task-conditioned
+    network with two members, one output, reading cat(features, action); :meth:`mlp` builds
+    the plain MLP one."""
 
-    def __init__(self, in_dim: int, act_dim: int, hidden: list[int], num_heads: int = 1, members: int = 2,
-                 init: str = "pytorch"):
+    def __init__(self, net: nn.Module):
         super().__init__()
-        self.net = EnsembleMLP(members, in_dim + act_dim, hidden, 1, num_heads, init=init)
+        self.net = net
+
+    @classmethod
+    def mlp(cls, in_dim: int, act_dim: int, hidden: list[int], num_heads: int = 1, members: int = 2,
+            init: str = "pytorch") -> "TwinQ":
+        return cls(EnsembleMLP(members, in_dim + act_dim, hidden, 1, num_heads, init=init))
 
     def forward(self, features: torch.Tensor, action: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([features, action], -1), task).squeeze(-1)

@@ -136,7 +136,7 @@ def test_hidden_layers_are_orthogonal_with_zero_bias_and_outputs_start_small():
     from mtrl.networks import OUTPUT_INIT_SCALE, TwinQ
 
     torch.manual_seed(0)
-    q = TwinQ(10, 2, [32, 32], init="reference")
+    q = TwinQ.mlp(10, 2, [32, 32], init="reference")
     for layer in q.net.hidden:
         assert not layer.bias.any()
         for w in layer.weight:  # (in, out) per member: columns (or rows) orthonormal
@@ -152,7 +152,7 @@ def test_pytorch_init_matches_nn_linear_default_in_every_layer():
     from mtrl.networks import TwinQ
 
     torch.manual_seed(0)
-    q = TwinQ(300, 100, [400, 400])  # default init
+    q = TwinQ.mlp(300, 100, [400, 400])  # default init
     reference = torch.nn.Linear(400, 400)
     for layer in [*q.net.hidden, q.net.head]:
         fan_in = layer.weight.shape[1]

@@ -251,7 +251,7 @@ def care_sac(kind):
         return CAREEncoder(OBS, TaskEmbedding(kind, T, pretrained), 2, [16], 8, [16])
 
     enc = encoder()
-    agent = Agent(enc, TanhGaussianActor(enc.out_dim, ACT, [16]), TwinQ(enc.out_dim, ACT, [16]), "own", encoder())
+    agent = Agent(enc, TanhGaussianActor.mlp(enc.out_dim, ACT, [16]), TwinQ.mlp(enc.out_dim, ACT, [16]), "own", encoder())
     return SAC(agent, T, ACT, SACConfig())
 
 
