@@ -54,6 +54,19 @@ class OneHotTaskEncoder(nn.Module):
         return torch.cat([obs, F.one_hot(task, self.num_tasks).to(obs.dtype)], -1)
 
 
+class EmbeddingTaskEncoder(nn.Module):
+    """features = [obs || e_task / |e_task|], e a learned (T, dim) table (BRC's task embedding;
+    its rows are task-specific blocks, see ``Agent.task_specific_blocks``)."""
+
+    def __init__(self, obs_dim: int, num_tasks: int, dim: int):
+        super().__init__()
+        self.embedding = TaskEmbedding("learned", num_tasks, dim=dim)
+        self.out_dim = obs_dim + dim
+
+    def forward(self, obs: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        return torch.cat([obs, F.normalize(self.embedding(task), dim=-1).to(obs.dtype)], -1)
+
+
 ACTOR_ENCODERS = ("own", "critic_detached", "critic")
 
 

@@ -65,6 +65,12 @@ class SACConfig:
     # not finite) is left out of that update and its task-specific parameters are reset.
     # None: only non-finite losses mask.
     task_loss_threshold: float | None = 3e3
+    weight_decay: float = 0.0  # > 0: AdamW with this decoupled decay for actor and critics (BRC: 1e-4)
+    # returns: each task's rewards divided by a running estimate of its return scale (BRC's
+    # per-task reward normalisation, mtrl/reward_scale.py) so that scaled soft returns stay
+    # within +-reward_scale_bound; none: raw rewards.
+    reward_scaling: str = "none"  # none | returns
+    reward_scale_bound: float = 10.0
 
 
 @dataclass
@@ -112,6 +118,7 @@ class Config:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+REWARD_SCALINGS = ("none", "returns")
 PRECISIONS = ("float32", "bfloat16")
 ALLOCATIONS = ("equal", "scheduler")
 
@@ -233,6 +240,9 @@ def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str
         ("sac.max_grad_norm", s.max_grad_norm, or_null(positive), "positive (or null: no clipping)"),
         ("sac.task_loss_threshold", s.task_loss_threshold, or_null(positive), "positive (or null: mask only non-finite losses)"),
         ("sac.precision", s.precision, *one_of(PRECISIONS)),
+        ("sac.weight_decay", s.weight_decay, at_least(0), "at least 0 (0: Adam without decay)"),
+        ("sac.reward_scaling", s.reward_scaling, *one_of(REWARD_SCALINGS)),
+        ("sac.reward_scale_bound", s.reward_scale_bound, positive, "positive"),
         ("conflict.method", c.method, *one_of(METHODS)),
         ("conflict.monitor_every", c.monitor_every, at_least(0), "at least 0 (0: off)"),
         ("conflict.cagrad_c", c.cagrad_c, at_least(0), "at least 0"),

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mtrl.agent import Agent
+from mtrl.categorical import cross_entropy, project
 from mtrl.config import SACConfig
 from mtrl.conflict import ConflictConfig, ConflictStats, aggregate, conflict_stats, per_task_gradients
 from mtrl.replay import Batch
@@ -122,8 +123,11 @@ class SAC:
         self.actor_params = agent.actor_parameters()
         # Adam with PyTorch's eps (1e-8), as SB3, pytorch_sac and fb/mtrl use it; optax's default
         # (Meta-World+) is the same value.
-        self.critic_opt = torch.optim.Adam(self.critic_params, lr=cfg.critic_lr)
-        self.actor_opt = torch.optim.Adam(self.actor_params, lr=cfg.actor_lr)
+        # sac.weight_decay > 0: AdamW's decoupled decay on actor and critics (BRC's optimiser).
+        adam = (lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)) if cfg.weight_decay \
+            else (lambda params, lr: torch.optim.Adam(params, lr=lr))
+        self.critic_opt = adam(self.critic_params, cfg.critic_lr)
+        self.actor_opt = adam(self.actor_params, cfg.actor_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
         self.task_blocks = agent.task_specific_blocks()
         self.last_masked = torch.zeros(num_tasks, dtype=torch.bool, device=device)
@@ -170,15 +174,30 @@ class SAC:
 
     @torch.no_grad()
     def _critic_target(self, batch: Batch, alpha: torch.Tensor) -> torch.Tensor:
-        """Soft Bellman target from the target encoder + critics."""
+        """Soft Bellman target from the target encoder + critics: (B,) values, or for a
+        categorical critic the (B, bins) target distribution (BRC: the target members' mean
+        distribution, its atoms moved by the soft Bellman backup and projected back)."""
         agent, task = self.agent, batch.task
         next_action, next_log_prob = agent.actor.sample(agent.actor_features(batch.next_obs, task), task)
-        next_q = self.target["critic"](self.target["encoder"](batch.next_obs, task), next_action, task)
+        target_features = self.target["encoder"](batch.next_obs, task)
+        critic = self.target["critic"]
+        if getattr(critic, "categorical", False):
+            next_probs = critic.probs(critic.logits(target_features, next_action, task))
+            atoms = critic_target(batch.reward.unsqueeze(-1), batch.terminated.unsqueeze(-1), critic.support.view(1, 1, -1),
+                                  next_log_prob.unsqueeze(-1), alpha.unsqueeze(-1), self.cfg.gamma)
+            return project(atoms, next_probs, critic.support)
+        next_q = critic(target_features, next_action, task)
         return critic_target(batch.reward, batch.terminated, next_q, next_log_prob, alpha, self.cfg.gamma)
 
     def critic_terms(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample critic loss (its mean is the loss) and the online Q values."""
-        q = self.agent.critic(self.agent.encoder(batch.obs, batch.task), batch.action, batch.task)
+        """Per-sample critic loss (its mean is the loss) and the online Q values: the twin
+        MSE, or for a categorical critic the members' cross-entropies to the target."""
+        critic, features = self.agent.critic, self.agent.encoder(batch.obs, batch.task)
+        if getattr(critic, "categorical", False):
+            logits = critic.logits(features, batch.action, batch.task)
+            q = (critic.probs(logits.detach()) @ critic.support).unsqueeze(0)
+            return cross_entropy(logits.float(), self._critic_target(batch, alpha)), q
+        q = critic(features, batch.action, batch.task)
         return critic_loss(q, self._critic_target(batch, alpha), reduction="none"), q
 
     def actor_terms(self, obs: torch.Tensor, task: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,6 +27,7 @@ from mtrl.introspection import attention_by_task, representation_metrics
 from mtrl.logger import Logger
 from mtrl.progress import TrainingProgress, status
 from mtrl.replay import MultiTaskReplay
+from mtrl.reward_scale import ReturnScale
 from mtrl.sac import SAC, task_loss_weights
 from mtrl.scheduler import Scheduler
 from mtrl.seeding import run_seeds
@@ -157,7 +158,9 @@ def train(cfg: Config) -> TrainResult:
         eval_env = suite.make_eval_env(max(tc.eval_episodes, tc.final_eval_episodes), seed=seeds.evaluation)
         state = TrainingState(sac, scheduler, env, replay, np.random.default_rng(seeds.actions),
                               scheduler.initial_tasks(), tuple(spec.task_names),
-                              spec={"obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "descriptions": list(spec.descriptions)})
+                              spec={"obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "descriptions": list(spec.descriptions)},
+                              reward_scale=(ReturnScale(num_tasks, num_slots, cfg.sac.gamma, cfg.sac.reward_scale_bound)
+                                            if cfg.sac.reward_scaling == "returns" else None))
         if resume is not None:
             restore(state, *resume, tc)
         else:
@@ -272,6 +275,9 @@ def train(cfg: Config) -> TrainResult:
         if cfg.sac.task_weights:
             weights = task_loss_weights(sac.log_alpha).cpu().numpy()
             record.update({f"task_weight/{name}": weights[i] for i, name in enumerate(spec.task_names)})
+        if state.reward_scale is not None:
+            divisors = state.reward_scale.divisors(sac.log_alpha.detach().exp(), sac.target_entropy).cpu().numpy()
+            record.update({f"reward_scale/{name}": 1.0 / divisors[i] for i, name in enumerate(spec.task_names)})
         probe = replay.sample(tc.batch_per_task) if len(replay) else None
         attention = attention_by_task(agent, probe, num_tasks) if probe is not None else None
         if attention is not None:
@@ -297,6 +303,8 @@ def train(cfg: Config) -> TrainResult:
                     continue
                 # 2. Store: step.obs is the true next state even at a time limit (bootstrapped).
                 replay.add(tasks, obs, action, step.reward, step.obs, step.terminated)
+                if state.reward_scale is not None:  # raw rewards are stored; batches are scaled below
+                    state.reward_scale.observe(tasks, step.reward, step.terminated, step.truncated)
                 state.env_steps += num_slots
                 state.ep_return += step.reward
                 state.ep_success |= step.success
@@ -320,6 +328,9 @@ def train(cfg: Config) -> TrainResult:
                 if state.env_steps >= state.learn_from:
                     for _ in range(tc.updates_per_step):
                         batch = replay.sample(batch_counts())
+                        if state.reward_scale is not None:  # sac.reward_scaling=returns: r / d_task
+                            divisors = state.reward_scale.divisors(sac.log_alpha.detach().exp(), sac.target_entropy)
+                            batch = batch._replace(reward=batch.reward / divisors[batch.task])
                         record_update(sac.update(batch))
                         state.updates += 1
                         if cfg.conflict.monitor_every and state.updates % cfg.conflict.monitor_every == 0:

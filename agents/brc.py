@@ -1,0 +1,54 @@
+"""BRC, "Bigger, Regularized, Categorical" (Nauman et al., 2025): BroNet actor and critics
+(wide residual MLPs with layer norm) reading a learned, normalised task embedding; critics
+with a categorical value distribution trained by cross-entropy. Its reward normalisation and
+AdamW are SAC options that BRC's configs turn on (``sac.reward_scaling=returns``,
+``sac.weight_decay``); ``agent.v_max`` should equal ``sac.reward_scale_bound``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mtrl.agent import Agent, EmbeddingTaskEncoder, EnvSpec
+from mtrl.bronet import BroNet
+from mtrl.categorical import CategoricalQ
+from mtrl.errors import at_least, check_values, positive
+from mtrl.networks import TanhGaussianActor
+from mtrl.registry import register
+
+
+@dataclass
+class BRCConfig:
+    name: str = "brc"
+    # The reference code's multi-task setting (naumix/BiggerRegularizedCategorical train.py):
+    # critics 4096 wide with 2 residual blocks, actor 256 wide with 1, a 32-d task embedding,
+    # 101 bins on [-10, 10].
+    critic_width: int = 4096
+    critic_depth: int = 2
+    actor_width: int = 256
+    actor_depth: int = 1
+    embedding_dim: int = 32
+    bins: int = 101
+    v_max: float = 10.0
+
+    def validate(self) -> None:
+        check_values([
+            ("agent.critic_width", self.critic_width, at_least(1), "at least 1"),
+            ("agent.critic_depth", self.critic_depth, at_least(0), "at least 0"),
+            ("agent.actor_width", self.actor_width, at_least(1), "at least 1"),
+            ("agent.actor_depth", self.actor_depth, at_least(0), "at least 0"),
+            ("agent.embedding_dim", self.embedding_dim, at_least(1), "at least 1"),
+            ("agent.bins", self.bins, at_least(2), "at least 2"),
+            ("agent.v_max", self.v_max, positive, "positive"),
+        ])
+
+
+@register("agent", "brc", BRCConfig)
+def make_brc(cfg: BRCConfig, spec: EnvSpec) -> Agent:
+    """BRC: BroNet actor and categorical twin critics on [state || task embedding]."""
+    cfg.validate()
+    # The embedding belongs to the critics (trained by their loss); the actor reads it
+    # without training it, as the reference code's actor input.
+    encoder = EmbeddingTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.embedding_dim)
+    actor = TanhGaussianActor(BroNet(1, encoder.out_dim, cfg.actor_width, cfg.actor_depth, 2 * spec.act_dim, out_gain=1.0))
+    critic = CategoricalQ(BroNet(2, encoder.out_dim + spec.act_dim, cfg.critic_width, cfg.critic_depth, cfg.bins), cfg.v_max, cfg.bins)
+    return Agent(encoder, actor, critic, actor_encoder="critic_detached")

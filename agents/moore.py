@@ -1,0 +1,51 @@
+"""MOORE (Hendawy et al., ICLR 2024): k expert encoders made orthonormal per sample by
+Gram-Schmidt, mixed by task-specific weights, read by per-task output heads, in actor and
+critics alike (the critics' experts read the state and the action)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mtrl.agent import Agent, EnvSpec, OneHotTaskEncoder
+from mtrl.errors import ConfigError, at_least, check_values, each_at_least_1, one_of
+from mtrl.moore import MOORENet
+from mtrl.networks import INITS, TanhGaussianActor, TwinQ
+from mtrl.registry import register
+
+
+@dataclass
+class MOOREConfig:
+    name: str = "moore"
+    # The reference code's Meta-World setting (AhmedMagdyHendawy/MOORE): k = 4 experts on MT10
+    # (6 on MT50) of 400-400-400 units, the last layer linear; one linear head per task.
+    num_experts: int = 4
+    expert_hidden: list[int] = field(default_factory=lambda: [400, 400])
+    expert_dim: int = 400
+    head_hidden: list[int] = field(default_factory=list)
+    init: str = "pytorch"  # pytorch | reference (see mtrl/networks.py)
+
+    def validate(self) -> None:
+        check_values([
+            ("agent.num_experts", self.num_experts, at_least(1), "at least 1"),
+            ("agent.expert_hidden", self.expert_hidden, each_at_least_1, "a list of sizes >= 1"),
+            ("agent.expert_dim", self.expert_dim, at_least(1), "at least 1"),
+            ("agent.head_hidden", self.head_hidden, each_at_least_1, "a list of sizes >= 1"),
+            ("agent.init", self.init, *one_of(INITS)),
+        ])
+        if self.expert_dim < self.num_experts:
+            raise ConfigError(f"agent.expert_dim={self.expert_dim} is below agent.num_experts={self.num_experts}: "
+                              f"{self.num_experts} orthonormal vectors need at least {self.num_experts} dimensions; "
+                              "raise expert_dim or lower num_experts")
+
+
+@register("agent", "moore", MOOREConfig)
+def make_moore(cfg: MOOREConfig, spec: EnvSpec) -> Agent:
+    """MOORE: orthonormal mixture of experts with task-specific weights and heads."""
+    cfg.validate()
+    encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, task_visible=False)  # the nets read the task id
+
+    def net(members: int, in_dim: int, out_dim: int) -> MOORENet:
+        return MOORENet(members, in_dim, out_dim, spec.num_tasks, cfg.num_experts, cfg.expert_hidden, cfg.expert_dim,
+                        cfg.head_hidden, cfg.init)
+
+    return Agent(encoder, TanhGaussianActor(net(1, spec.obs_dim, 2 * spec.act_dim)), TwinQ(net(2, spec.obs_dim + spec.act_dim, 1)))

@@ -1,0 +1,43 @@
+"""PaCo (Sun et al., NeurIPS 2022): actor and critics whose parameters are K shared sets
+composed by each task's vector w_task; tasks whose loss explodes are masked and their w
+reset (``sac.task_loss_threshold``, on by default, acts on w: ``Agent.task_specific_blocks``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mtrl.agent import Agent, EnvSpec, OneHotTaskEncoder
+from mtrl.errors import at_least, check_values, layer_sizes, one_of
+from mtrl.networks import INITS, TanhGaussianActor, TwinQ
+from mtrl.paco import PaCoNet
+from mtrl.registry import register
+
+
+@dataclass
+class PaCoConfig:
+    name: str = "paco"
+    # The reference MT10 setting (TToTMooN/paco-mtrl metaworld_mt10_paco_conf.py): K = 5 sets
+    # of 400-400-400 networks.
+    hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
+    num_sets: int = 5  # K
+    init: str = "pytorch"  # each layer's first set (copied to all K): pytorch | reference
+
+    def validate(self) -> None:
+        check_values([
+            ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
+            ("agent.num_sets", self.num_sets, at_least(1), "at least 1"),
+            ("agent.init", self.init, *one_of(INITS)),
+        ])
+
+
+@register("agent", "paco", PaCoConfig)
+def make_paco(cfg: PaCoConfig, spec: EnvSpec) -> Agent:
+    """PaCo: task parameters = Phi w_task, K shared parameter sets."""
+    cfg.validate()
+    encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, task_visible=False)  # the nets read the task id
+    init = "pytorch" if cfg.init == "pytorch" else "orthogonal"
+
+    def net(members: int, in_dim: int, out_dim: int) -> PaCoNet:
+        return PaCoNet(members, in_dim, cfg.hidden_sizes, out_dim, spec.num_tasks, cfg.num_sets, init)
+
+    return Agent(encoder, TanhGaussianActor(net(1, spec.obs_dim, 2 * spec.act_dim)), TwinQ(net(2, spec.obs_dim + spec.act_dim, 1)))

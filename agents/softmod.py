@@ -1,0 +1,50 @@
+"""Soft Modularization (Yang et al., NeurIPS 2020): actor and critics are soft-modular
+networks whose routing between modules is computed from the task's embedding and the state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mtrl.agent import Agent, EnvSpec, OneHotTaskEncoder
+from mtrl.errors import at_least, check_values, layer_sizes, one_of
+from mtrl.networks import INITS, TanhGaussianActor, TwinQ
+from mtrl.registry import register
+from mtrl.soft_modularization import SoftModularNet
+
+
+@dataclass
+class SoftModConfig:
+    name: str = "softmod"
+    # The reference code's MT10 "shallow" network (RchalYang/Soft-Module meta_config/mt10):
+    # base [400, 400], 2 layers x 2 modules of 256, routing 2 layers of 256. MT50: 4 x 4 of 128.
+    base_hidden: list[int] = field(default_factory=lambda: [400, 400])
+    num_layers: int = 2
+    num_modules: int = 2
+    module_hidden: int = 256
+    routing_hidden: int = 256
+    num_routing_layers: int = 2
+    init: str = "pytorch"  # module, base and routing hidden layers: pytorch | reference
+
+    def validate(self) -> None:
+        check_values([
+            ("agent.base_hidden", self.base_hidden, layer_sizes, "a non-empty list of sizes >= 1"),
+            ("agent.num_layers", self.num_layers, at_least(2), "at least 2"),
+            ("agent.num_modules", self.num_modules, at_least(1), "at least 1"),
+            ("agent.module_hidden", self.module_hidden, at_least(1), "at least 1"),
+            ("agent.routing_hidden", self.routing_hidden, at_least(1), "at least 1"),
+            ("agent.num_routing_layers", self.num_routing_layers, at_least(1), "at least 1"),
+            ("agent.init", self.init, *one_of(INITS)),
+        ])
+
+
+@register("agent", "softmod", SoftModConfig)
+def make_softmod(cfg: SoftModConfig, spec: EnvSpec) -> Agent:
+    """Soft Modularization: per-sample routing over layers of modules, from the task embedding."""
+    cfg.validate()
+    encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, task_visible=False)  # the nets embed the task
+
+    def net(members: int, in_dim: int, out_dim: int) -> SoftModularNet:
+        return SoftModularNet(members, in_dim, out_dim, spec.num_tasks, cfg.base_hidden, cfg.num_layers, cfg.num_modules,
+                              cfg.module_hidden, cfg.routing_hidden, cfg.num_routing_layers, cfg.init)
+
+    return Agent(encoder, TanhGaussianActor(net(1, spec.obs_dim, 2 * spec.act_dim)), TwinQ(net(2, spec.obs_dim + spec.act_dim, 1)))
