@@ -1,6 +1,7 @@
 """Learner speed at the MT10 setting: SAC updates per second, ours vs Stable-Baselines3.
 
     python benchmarks/learner.py [--updates 20] [--rounds 3] [--device cpu|cuda] [--compile]
+    python benchmarks/learner.py --architectures [--updates 5] [--rounds 2]
 
 Both learners get 39-d observations + a 10-task one-hot, 4-d actions, 3x400 actor and
 critics, batch 1280 (128 per task), replay filled with random transitions, on the CPU.
@@ -8,6 +9,10 @@ Runs alternate (ours, SB3, ours, SB3, ...) and the ratio is taken per round, sin
 machine is noisy. Also reports CARE's update cost relative to MT-SAC, and ours with
 ``sac.precision=bfloat16`` (SB3 has no such option: that ratio is not at equal precision).
 Prints one JSON object.
+
+``--architectures``: instead, every agent at its paper's MT10 scale (``configs/mt10-<agent>.yaml``:
+network sizes, 128 samples per task): parameter count and SAC updates per second, and the
+cost of an update relative to MT-SAC's (3x400) measured in the same round.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from mtrl.sac import SAC
 
 TASKS, OBS, ACT, PER_TASK, HIDDEN = 10, 39, 4, 128, [400, 400, 400]
 WARMUP_SECONDS: dict = {}
+PARAMETERS: dict = {}
+ARCHITECTURES = ("mtsac", "mhsac", "care", "softmod", "moore", "paco", "brc")
 
 
 def ours(agent_name: str, precision: str = "float32", device: str = "cpu", compile: bool = False) -> callable:
@@ -38,6 +45,7 @@ def ours(agent_name: str, precision: str = "float32", device: str = "cpu", compi
     if agent_name == "care":
         agent_cfg.task_embedding = "one_hot"  # timing only: no embedding file for fake task names
     agent = get("agent", agent_name).target(agent_cfg, spec).to(device)
+    PARAMETERS[agent_name] = sum(p.numel() for p in agent.parameters())
     sac = SAC(agent, TASKS, ACT, SACConfig(precision=precision, compile=compile), ConflictConfig(method="none"))
     replay = MultiTaskReplay(TASKS, 5_000, OBS, ACT, device)
     rng = np.random.default_rng(0)
@@ -87,9 +95,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (a GPU session's measurement)")
     parser.add_argument("--compile", action="store_true", help="also time ours with sac.compile=true")
+    parser.add_argument("--architectures", action="store_true", help="time every agent at its MT10 paper scale")
     args = parser.parse_args()
     torch.manual_seed(0)
     d = args.device
+    if args.architectures:
+        return architectures(args)
     runs = {"mtsac": ours("mtsac", device=d), "mtsac_bf16": ours("mtsac", "bfloat16", d), "care": ours("care", device=d),
             "sb3": sb3(d)}
     if args.compile:
@@ -115,6 +126,23 @@ def main() -> None:
             "ratio_compiled_over_eager_median": round(statistics.median(
                 a / b for a, b in zip(rates["mtsac_compiled"], rates["mtsac"])), 3),
             "compile_first_warmup_s": round(WARMUP_SECONDS[runs["mtsac_compiled"]], 1)} if args.compile else {}),
+    }))
+
+
+def architectures(args) -> None:
+    """Every agent of ARCHITECTURES at its configs/mt10-<agent>.yaml scale; MT-SAC timed in the
+    same rounds for the cost ratio."""
+    runs = {name: ours(name, device=args.device) for name in ARCHITECTURES}
+    rates: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(args.rounds):
+        for name, run in runs.items():
+            rates[name].append(rate(run, args.updates))
+    print(json.dumps({
+        "benchmark": "learner_architectures", "setting": "MT10 paper-scale networks (configs/mt10-<agent>.yaml), batch 1280",
+        "device": args.device, "threads": torch.get_num_threads(), "updates_per_round": args.updates, "rounds": args.rounds,
+        "agents": {name: {"parameters": PARAMETERS[name], "updates_per_s": round(statistics.median(rates[name]), 3),
+                          "cost_over_mtsac": round(statistics.median(m / r for m, r in zip(rates["mtsac"], rates[name])), 2)}
+                   for name in runs},
     }))
 
 
