@@ -185,6 +185,10 @@ class MetaWorldSuite(Suite):
         cfg.validate()
         super().__init__(cfg, seed)
 
+    def single_task_overrides(self, task: str) -> list[str]:
+        """MT1 on the task (its 50 goals, as in the multi-task benchmarks)."""
+        return ["env.benchmark=MT1", f"env.tasks=[{task}]"]
+
     @property
     def task_names(self) -> list[str]:
         if self.cfg.tasks is not None:

@@ -155,6 +155,11 @@ class ToySuite(Suite):
         # the 8-task suite's names and descriptions include those of 1..4 tasks
         return {**ToySuite(ToyConfig(num_tasks=8)).descriptions, **self.descriptions}
 
+    def single_task_overrides(self, task: str) -> list[str]:
+        """One goal: this task's angle (its name, e.g. reach-north, stays the same)."""
+        degrees = np.degrees(goal_angles(self.cfg))[self.task_names.index(task)]
+        return ["env.num_tasks=1", f"env.goal_angles=[{float(degrees)}]"]
+
     def make_env(self, num_slots: int, seed: int) -> PointMassVecEnv:
         return PointMassVecEnv(self.cfg, num_slots, seed)
 

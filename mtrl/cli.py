@@ -3,6 +3,8 @@
     mtrl train CONFIG [dotted.key=value ...]
     mtrl eval RUN_DIR [--episodes N] [--video [--tasks NAME ...]]
     mtrl report RUN_DIR... [--out DIR]
+    mtrl report --transfer MT_RUNS... --single ST_RUNS... [--out DIR]
+    mtrl single-task CONFIG --seeds N [key=value ...] [--out DIR]
     mtrl sweep CONFIG --seeds N [key=v1,v2 ...] [--address HEAD:6379] [--out DIR]
     mtrl list
 
@@ -62,6 +64,11 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> None:
 def cmd_report(args: argparse.Namespace, console: Console) -> None:
     from mtrl.report import summary_table, write_report
 
+    if args.transfer or args.single:
+        return report_transfer(args, console)
+    if not args.run_dirs:
+        raise ConfigError("give the run directories to compare: mtrl report RUN_DIR... "
+                          "(or mtrl report --transfer MT_RUNS... --single ST_RUNS...)")
     report = write_report(args.run_dirs, args.out, reps=args.reps, seed=args.seed, step=args.step)
     for warning in report.warnings:
         print(f"mtrl: warning: {warning}", file=sys.stderr)
@@ -69,14 +76,47 @@ def cmd_report(args: argparse.Namespace, console: Console) -> None:
     console.print(f"wrote {', '.join(p.name for p in report.files)} to {report.out_dir}")
 
 
+def report_transfer(args: argparse.Namespace, console: Console) -> None:
+    """mtrl report --transfer MT_RUNS... --single ST_RUNS...: the negative-transfer map."""
+    from mtrl.transfer import write_transfer_report
+
+    if not (args.transfer and args.single) or args.run_dirs:
+        raise ConfigError("the transfer map takes both lists and nothing else: "
+                          "mtrl report --transfer MT_RUNS... --single ST_RUNS... [--out DIR]")
+    report = write_transfer_report(args.transfer, args.single, args.out, reps=args.reps, seed=args.seed)
+    for warning in report.warnings:
+        print(f"mtrl: warning: {warning}", file=sys.stderr)
+    table = Table(title="transfer: multi-task - single-task final success")
+    for column in ("method", "task", "transfer", "95% CI"):
+        table.add_column(column)
+    for r in report.rows:
+        style = "red" if r["ci"][1] < 0 else ("green" if r["ci"][0] > 0 else None)
+        table.add_row(r["method"], r["task"], f"{r['transfer']:+.3f}", f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]", style=style)
+    console.print(table)
+    console.print(f"wrote {', '.join(p.name for p in report.files)} to {report.out_dir}")
+
+
 def cmd_sweep(args: argparse.Namespace, console: Console) -> None:
+    from mtrl.sweep import run_sweep
+
+    show_sweep(run_sweep(args.config, args.grid, args.seeds, args.out, args.address, args.cpus_per_trial,
+                         args.gpus_per_trial, echo=lambda line: console.print(line, markup=False, highlight=False)), console)
+
+
+def cmd_single_task(args: argparse.Namespace, console: Console) -> None:
+    from mtrl.single_task import run_single_task
+
+    show_sweep(run_single_task(args.config, args.seeds, args.overrides, args.out, args.address, args.cpus_per_trial,
+                               args.gpus_per_trial, echo=lambda line: console.print(line, markup=False, highlight=False)), console)
+
+
+def show_sweep(result, console: Console) -> None:
+    """The trials' table, failures and the closing report of a sweep."""
     from rich.markup import escape
 
     from mtrl.report import summary_table
-    from mtrl.sweep import MANIFEST, plural, run_sweep
+    from mtrl.sweep import MANIFEST, plural
 
-    result = run_sweep(args.config, args.grid, args.seeds, args.out, args.address, args.cpus_per_trial,
-                       args.gpus_per_trial, echo=lambda line: console.print(line, markup=False, highlight=False))
     table = Table(title=f"sweep: {plural(len(result.trials), 'trial')} in {result.sweep_dir}")
     table.add_column("trial", overflow="fold")
     for column in ("seed", "state", "final success", "steps", "time"):
@@ -147,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", metavar="NAME", default=None, help="with --video: only these tasks")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("report", help="compare runs: IQM and mean with bootstrap CIs, plots (needs the report extra)")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run directory, or a folder holding runs (two levels deep)")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="a run directory, or a folder holding runs (two levels deep)")
+    p.add_argument("--transfer", nargs="+", metavar="MT_RUN", default=None,
+                   help="the negative-transfer map: multi-task runs, compared per task with --single's")
+    p.add_argument("--single", nargs="+", metavar="ST_RUN", default=None, help="single-task runs (one task each), with --transfer")
     p.add_argument("--out", default="report", help="output folder (default: ./report); other files in it are kept")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap replications (default: 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
@@ -163,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) per trial (default: 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default: 0)")
     p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("single-task", help="single-task baselines of a multi-task config: one run per task x seed, as a sweep")
+    p.add_argument("config", help="a multi-task config: a YAML path or a name from configs/")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value applied to every run before the per-task split")
+    p.add_argument("--seeds", type=int, required=True, help="seeds 0..N-1 for every task")
+    p.add_argument("--out", default=None, help="the sweep directory (default: sweeps/<config>-single-task-<time>)")
+    p.add_argument("--address", default=None, help="an existing Ray cluster (default: local Ray)")
+    p.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) per trial (default: 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (default: 0)")
+    p.set_defaults(func=cmd_single_task)
     p = sub.add_parser("embed-tasks", help="embed a suite's task descriptions (needs the embed extra)")
     p.add_argument("suite", help="a registered suite name")
     p.add_argument("options", nargs="*", help="suite options key=value, e.g. num_tasks=8")

@@ -19,6 +19,7 @@ import yaml
 
 from mtrl import registry
 from mtrl.conflict import METHODS, ConflictConfig, require
+from mtrl.task_weighting import TASK_WEIGHTINGS
 from mtrl.errors import (  # noqa: F401  (ConfigError: re-exported)
     ConfigError,
     at_least,
@@ -40,6 +41,15 @@ class RunConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Distillation from single-task teachers (mtrl/distillation.py): the student's actor loss
+    gains weight * KL(teacher || student) on each teacher's task's states."""
+
+    teachers: list[str] = field(default_factory=list)  # run directories of single-task runs (mtrl single-task)
+    weight: float = 1.0
+
+
+@dataclass
 class SACConfig:
     """Soft actor-critic hyper-parameters (Meta-World+ MT-SAC defaults)."""
 
@@ -55,6 +65,11 @@ class SACConfig:
     # Meta-World+'s use_task_weights: each task's critic and actor losses weighted by
     # softmax(-log alpha) * T, so tasks whose policy has become confident weigh more.
     task_weights: bool = False
+    # Per-task loss weights from the critic's per-task losses (mtrl/task_weighting.py):
+    # none | inverse_size | uncertainty (Kendall et al. 2018) | famo (Liu et al. 2023).
+    # Multiplies sac.task_weights' when both are on.
+    task_weighting: str = "none"
+    task_weighting_lr: float = 0.025  # Adam's rate for uncertainty's log-variances / FAMO's logits (FAMO's default)
     # bfloat16: hidden-layer matmuls of the update under autocast (updates 2.5x faster on a
     # CPU with AVX512-BF16, see docs/PERFORMANCE.md); output layers, losses and Adam stay float32.
     precision: str = "float32"  # float32 | bfloat16
@@ -115,10 +130,12 @@ class Config:
     sac: SACConfig = field(default_factory=SACConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     conflict: ConflictConfig = field(default_factory=ConflictConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 DEVICES = ("auto", "cpu", "cuda")
 REWARD_SCALINGS = ("none", "returns")
+
 PRECISIONS = ("float32", "bfloat16")
 ALLOCATIONS = ("equal", "scheduler")
 
@@ -240,6 +257,9 @@ def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str
         ("sac.max_grad_norm", s.max_grad_norm, or_null(positive), "positive (or null: no clipping)"),
         ("sac.task_loss_threshold", s.task_loss_threshold, or_null(positive), "positive (or null: mask only non-finite losses)"),
         ("sac.precision", s.precision, *one_of(PRECISIONS)),
+        ("distill.weight", cfg.distill.weight, at_least(0), "at least 0"),
+        ("sac.task_weighting", s.task_weighting, *one_of(TASK_WEIGHTINGS)),
+        ("sac.task_weighting_lr", s.task_weighting_lr, positive, "positive"),
         ("sac.weight_decay", s.weight_decay, at_least(0), "at least 0 (0: Adam without decay)"),
         ("sac.reward_scaling", s.reward_scaling, *one_of(REWARD_SCALINGS)),
         ("sac.reward_scale_bound", s.reward_scale_bound, positive, "positive"),

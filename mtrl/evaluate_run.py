@@ -12,7 +12,8 @@ from mtrl.atomic_write import atomic_write
 from mtrl.errors import RenderUnavailable, WriteError, did_you_mean
 from mtrl.config import ConfigError
 from mtrl.evaluation import EvalResult, evaluate
-from mtrl.policy import policy_from_checkpoint, read_checkpoint, read_run
+from mtrl.policy import policy_from_checkpoint
+from mtrl.run_files import read_checkpoint, read_run
 from mtrl.seeding import run_seeds
 from mtrl.trainer import make_suite, resolve_device
 from mtrl.video import Video, film, require_video_extra

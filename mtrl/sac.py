@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ from mtrl.categorical import cross_entropy, project
 from mtrl.config import SACConfig
 from mtrl.conflict import ConflictConfig, ConflictStats, aggregate, conflict_stats, per_task_gradients
 from mtrl.replay import Batch
+from mtrl.task_weighting import TaskWeighting
 
 
 def critic_target(reward: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, next_log_prob: torch.Tensor, alpha: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -74,6 +75,12 @@ def exploded_tasks(critic_per_sample: torch.Tensor, task: torch.Tensor, num_task
     return bad & (counts > 0)
 
 
+def penalty(module: nn.Module) -> torch.Tensor | float:
+    """The sum of ``penalty()`` of the submodules that define one (soft parameter sharing's
+    pull toward the mean, mtrl/soft_sharing.py), added to that network's loss; 0 if none."""
+    return sum((m.penalty() for m in module.modules() if hasattr(m, "penalty")), 0.0)
+
+
 def _kept_mean(per_sample: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     """The mean over the kept samples (all of them when ``keep`` is None). ``torch.where``,
     not a 0 weight: a masked sample's term may be NaN, and NaN * 0 is NaN."""
@@ -109,8 +116,12 @@ class SAC:
       the batch is masked the update is skipped entirely (nothing reset).
     """
 
-    def __init__(self, agent: Agent, num_tasks: int, act_dim: int, cfg: SACConfig, conflict: ConflictConfig | None = None):
+    def __init__(self, agent: Agent, num_tasks: int, act_dim: int, cfg: SACConfig, conflict: ConflictConfig | None = None,
+                 teachers: Any = None, distill_weight: float = 1.0):
         self.agent, self.cfg, self.num_tasks = agent, cfg, num_tasks
+        # Distillation (mtrl/distillation.py's Teachers): the actor loss gains
+        # distill_weight * KL(teacher || student) on the teachers' tasks' samples.
+        self.teachers, self.distill_weight = teachers, distill_weight
         self.conflict = conflict or ConflictConfig()
         self.shared = {"critic": agent.shared_parameters("critic"), "actor": agent.shared_parameters("actor")}
         device = next(agent.parameters()).device
@@ -130,6 +141,7 @@ class SAC:
         self.actor_opt = adam(self.actor_params, cfg.actor_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
         self.task_blocks = agent.task_specific_blocks()
+        self.weighting = TaskWeighting(cfg.task_weighting, num_tasks, device, lr=cfg.task_weighting_lr)
         self.last_masked = torch.zeros(num_tasks, dtype=torch.bool, device=device)
         self.device_type = device.type
         if cfg.compile:  # in place, so state_dict keys (checkpoints) do not change
@@ -226,12 +238,17 @@ class SAC:
         among them; ``last_masked`` is this update's (num_tasks,) mask (see the class)."""
         task = batch.task
         alpha = self.log_alpha.detach().exp()[task]
-        # sac.task_weights: each sample's critic and actor terms weighted by its task's weight.
-        weight = task_loss_weights(self.log_alpha)[task] if self.cfg.task_weights else None
 
         # Critic (and its encoder): regress both critics on the soft Bellman target.
         with self.autocast():
             critic_per_sample, q = self.critic_terms(batch, alpha)
+        # Each sample's critic and actor terms weighted by its task's weight: sac.task_weights
+        # (Meta-World+'s, from the temperatures) times sac.task_weighting's (from the critic losses).
+        weight = None
+        if self.cfg.task_weights:
+            weight = task_loss_weights(self.log_alpha)[task]
+        if self.weighting.kind != "none":
+            weight = self.weighting.weights(critic_per_sample, task)[task] * (1.0 if weight is None else weight)
         masked = exploded_tasks(critic_per_sample, task, self.num_tasks, self.cfg.task_loss_threshold)
         self.last_masked = masked
         keep = None
@@ -247,17 +264,23 @@ class SAC:
             critic_per_sample = torch.where(keep, critic_per_sample, 0.0)
         if weight is not None:
             critic_per_sample = critic_per_sample * weight
-        loss_critic = _kept_mean(critic_per_sample, keep)
+        loss_critic = _kept_mean(critic_per_sample, keep) + penalty(self.agent.critic)
         skipped = self._step(self.critic_opt, self.critic_params, loss_critic, critic_per_sample, task, self.shared["critic"])
 
         # Actor (and its encoder), judged by the freshly updated critics.
         with self.autocast():
             actor_per_sample, log_prob = self.actor_terms(batch.obs, task, alpha)
+        distill = None
+        if self.teachers is not None:
+            kl = self.teachers.kl(self.agent, batch.obs, task)
+            actor_per_sample = actor_per_sample + self.distill_weight * kl
+            taught = torch.isin(task, torch.as_tensor([t.task for t in self.teachers.teachers], device=task.device))
+            distill = (kl.detach() * taught).sum() / taught.sum().clamp(min=1)
         if keep is not None:
             actor_per_sample = torch.where(keep, actor_per_sample, 0.0)
         if weight is not None:
             actor_per_sample = actor_per_sample * weight
-        loss_actor = _kept_mean(actor_per_sample, keep)
+        loss_actor = _kept_mean(actor_per_sample, keep) + penalty(self.agent.actor)
         skipped += self._step(self.actor_opt, self.actor_params, loss_actor, actor_per_sample, task, self.shared["actor"])
 
         # Temperatures: one per task, driven only by that task's samples.
@@ -278,6 +301,7 @@ class SAC:
             "train/entropy": -_kept_mean(log_prob.detach(), keep),
             "divergence/skipped_steps": torch.tensor(float(skipped)),
             "divergence/masked_tasks": masked.sum().float(),
+            **({"distill/kl": distill} if distill is not None else {}),
         }
 
     def _skipped_update(self, masked: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -347,7 +371,7 @@ class SAC:
             terms = {"critic": self.critic_terms(batch, alpha)[0], "actor": self.actor_terms(batch.obs, batch.task, alpha)[0]}
         return {
             part: conflict_stats(per_task_gradients(per_sample, batch.task, self.num_tasks, self.shared[part]))
-            for part, per_sample in terms.items()
+            for part, per_sample in terms.items() if self.shared[part]  # soft sharing: nothing shared
         }
 
     @torch.no_grad()
@@ -367,6 +391,7 @@ class SAC:
             "critic_opt": self.critic_opt.state_dict(),
             "actor_opt": self.actor_opt.state_dict(),
             "alpha_opt": self.alpha_opt.state_dict(),
+            "weighting": self.weighting.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -377,3 +402,5 @@ class SAC:
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.alpha_opt.load_state_dict(state["alpha_opt"])
+        if "weighting" in state:  # absent from checkpoints written before sac.task_weighting
+            self.weighting.load_state_dict(state["weighting"])

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from mtrl.errors import ConfigError
+
 
 @dataclass
 class StepResult:
@@ -118,6 +120,12 @@ class Suite(abc.ABC):
     @property
     def num_tasks(self) -> int:
         return len(self.task_names)
+
+    def single_task_overrides(self, task: str) -> list[str]:
+        """Dotted config overrides that make this suite train ``task`` alone (single-task
+        baselines, ``mtrl single-task``). A suite that supports them overrides this."""
+        raise ConfigError(f"suite '{self.cfg.suite}' does not say how to train one of its tasks alone; "
+                          "give it a single_task_overrides(task) method (see mtrl/suite.py)")
 
     # --- task-description embeddings (CARE) ---------------------------------------------
 

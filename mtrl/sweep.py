@@ -192,7 +192,8 @@ def read_manifest(sweep_dir: Path) -> dict | None:
 def same_sweep(old: dict, sweep: dict, sweep_dir: Path) -> None:
     """Refuse, in one line, to resume a sweep directory with another grid, seeds or config."""
     again = f"rerun its own command to resume it ({old.get('command', '?')}) or choose another --out"
-    if list(old["sweep"]["grid"].items()) != list(sweep["grid"].items()) or old["sweep"]["seeds"] != sweep["seeds"]:
+    if (list(old["sweep"]["grid"].items()) != list(sweep["grid"].items()) or old["sweep"]["seeds"] != sweep["seeds"]
+            or old["sweep"].get("points") != sweep.get("points")):
         raise ConfigError(f"--out '{sweep_dir}' holds a sweep with another grid or --seeds; {again}")
     was, now = old["sweep"]["base_config"], sweep["base_config"]
     changed = sorted(k for k in set(was) | set(now) if was.get(k, "<unset>") != now.get(k, "<unset>"))
@@ -343,7 +344,8 @@ def capacity(ray, cpus: int, gpus: float) -> int:
 
 def run_sweep(config: str, grid_args: list[str], seeds: int, out: str | Path | None = None,
               address: str | None = None, cpus_per_trial: int = 1, gpus_per_trial: float = 0.0,
-              echo: Callable[[str], None] = print) -> SweepResult:
+              echo: Callable[[str], None] = print, points: dict[str, list[str]] | None = None,
+              command: list[str] | None = None) -> SweepResult:
     """Run (or resume) the sweep; see the module docstring. Bad input raises
     :class:`ConfigError` before Ray starts or anything is written."""
     from mtrl.config import load_config
@@ -361,11 +363,15 @@ def run_sweep(config: str, grid_args: list[str], seeds: int, out: str | Path | N
         out = Path("sweeps") / f"{base.run.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     sweep_dir = Path(out).absolute()
     trials = make_trials(grid, seeds)
+    if points is not None:  # named override lists instead of a product (mtrl single-task: one per task)
+        trials = [Trial(name, [*extra, *t.overrides], t.seed, f"{name}/seed{t.seed}")
+                  for name, extra in points.items() for t in trials]
     configs = {(t.name, t.seed): trial_config(config, t, sweep_dir) for t in trials}
     if not gpus_per_trial and any(c.device == "cuda" for c in configs.values()):
         raise ConfigError("device=cuda needs GPUs for the trials: pass --gpus-per-trial G (e.g. 1, or 0.5 to share one)")
-    sweep = {"config": config, "grid": grid, "seeds": seeds, "base_config": flat_config(base)}
-    command = shlex.join(["mtrl", "sweep", config, "--seeds", str(seeds), *grid_args, "--out", str(out)])
+    sweep = {"config": config, "grid": grid, "seeds": seeds, "base_config": flat_config(base),
+             **({"points": points} if points is not None else {})}
+    command = shlex.join([*(command or ["mtrl", "sweep", config, "--seeds", str(seeds), *grid_args]), "--out", str(out)])
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise ConfigError(f"--out '{out}' is a file; choose a folder")
     old = read_manifest(sweep_dir)

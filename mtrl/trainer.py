@@ -22,6 +22,7 @@ from mtrl.atomic_write import atomic_write, describe
 from mtrl.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_latest_good, save_checkpoint
 from mtrl.config import Config, ConfigError, config_yaml
 from mtrl.errors import RunError, RunStopped
+from mtrl.distillation import load_teachers
 from mtrl.evaluation import EvalResult, EvaluationSchedule, crossed
 from mtrl.introspection import attention_by_task, representation_metrics
 from mtrl.logger import Logger
@@ -151,7 +152,8 @@ def train(cfg: Config) -> TrainResult:
             env = suite.make_env(num_slots, seed=seeds.env)
         spec = make_spec(suite, env)
         agent = make_agent(cfg, spec, device)
-        sac = SAC(agent, num_tasks, spec.act_dim, cfg.sac, cfg.conflict)
+        teachers = load_teachers(cfg.distill.teachers, spec, device) if cfg.distill.teachers else None
+        sac = SAC(agent, num_tasks, spec.act_dim, cfg.sac, cfg.conflict, teachers, cfg.distill.weight)
         replay = MultiTaskReplay(num_tasks, tc.buffer_per_task, spec.obs_dim, spec.act_dim, device)
         sched_entry = registry.get("scheduler", cfg.scheduler.name)
         scheduler: Scheduler = sched_entry.target(cfg.scheduler, num_tasks, num_slots, seed=seeds.scheduler)
@@ -272,8 +274,9 @@ def train(cfg: Config) -> TrainResult:
                 record[f"train/episode_success/{name}"] = sums["success"][i] / sums["count"][i]
                 record[f"train/episode_return/{name}"] = sums["return"][i] / sums["count"][i]
         state.ep_sums = empty_episode_sums(num_tasks)
-        if cfg.sac.task_weights:
-            weights = task_loss_weights(sac.log_alpha).cpu().numpy()
+        if cfg.sac.task_weights or cfg.sac.task_weighting != "none":
+            weights = (task_loss_weights(sac.log_alpha) if cfg.sac.task_weights else 1.0) * sac.weighting.last
+            weights = weights.cpu().numpy()
             record.update({f"task_weight/{name}": weights[i] for i, name in enumerate(spec.task_names)})
         if state.reward_scale is not None:
             divisors = state.reward_scale.divisors(sac.log_alpha.detach().exp(), sac.target_entropy).cpu().numpy()

@@ -146,3 +146,98 @@ def test_encoder_tau_moves_the_target_encoder_at_its_own_rate():
     for key, tau in (("encoder", 0.05), ("critic", 0.01)):
         moved = [(p - b).abs().max().item() for p, b in zip(sac.target[key].parameters(), before[key])]
         assert all(m == pytest.approx(tau, rel=1e-3) for m in moved), key
+
+
+# ---------------------------------------------------------------- sac.task_weighting
+
+
+class FAMOReference:
+    """The FAMO weighting of Liu et al. 2023 as its reference code (Cranial-XIX/FAMO,
+    famo.py) computes it, transcribed: min_losses = 0, Adam on w with weight decay gamma."""
+
+    def __init__(self, n_tasks, w_lr=0.025, gamma=0.001):
+        self.w = torch.zeros(n_tasks, requires_grad=True)
+        self.w_opt = torch.optim.Adam([self.w], lr=w_lr, weight_decay=gamma)
+        self.min_losses = torch.zeros(n_tasks)
+
+    def get_weighted_loss(self, losses):
+        self.prev_loss = losses
+        z = torch.softmax(self.w, -1)
+        D = losses - self.min_losses + 1e-8
+        c = (z / D).sum().detach()
+        return (D.log() * z / c).sum()
+
+    def update(self, curr_loss):
+        delta = (self.prev_loss - self.min_losses + 1e-8).log() - (curr_loss - self.min_losses + 1e-8).log()
+        with torch.enable_grad():
+            d = torch.autograd.grad(torch.softmax(self.w, -1), self.w, grad_outputs=delta.detach())[0]
+        self.w_opt.zero_grad()
+        self.w.grad = d
+        self.w_opt.step()
+
+
+def _per_sample(losses: torch.Tensor, n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample terms whose per-task means are ``losses``."""
+    task = torch.arange(len(losses)).repeat_interleave(n)
+    return losses[task] * (1 + 0.1 * torch.tensor([-1.0, 1.0]).repeat(len(task) // 2)), task
+
+
+def test_famo_weights_and_logits_follow_the_reference_code():
+    from mtrl.task_weighting import TaskWeighting
+
+    torch.manual_seed(0)
+    ours, ref = TaskWeighting("famo", 3), FAMOReference(3)
+    for step in range(6):
+        losses = torch.rand(3) * 5 + 0.1
+        per_sample, task = _per_sample(losses)
+        if step:  # the reference updates w with this step's losses before weighting them
+            ref.update(losses)
+        param = losses.clone().requires_grad_(True)
+        ref.get_weighted_loss(param).backward()  # d loss / d L_t: the weight FAMO puts on L_t
+        w = ours.weights(per_sample, task)
+        assert torch.allclose(w, param.grad * 3, atol=1e-5), step  # ours have mean 1
+        assert torch.allclose(ours.logits.detach(), ref.w.detach(), atol=1e-6)
+    assert not torch.allclose(ours.logits, torch.zeros(3))  # it moved
+
+
+def test_uncertainty_weights_tend_to_inverse_losses():
+    from mtrl.task_weighting import TaskWeighting
+
+    losses = torch.tensor([0.5, 2.0, 8.0])
+    weighting = TaskWeighting("uncertainty", 3, lr=0.05)
+    per_sample, task = _per_sample(losses)
+    for _ in range(3000):
+        w = weighting.weights(per_sample, task)
+    expected = (1 / losses) / (1 / losses).mean()  # exp(-s) -> 1 / L at the optimum of 1/2 (e^-s L + s)
+    assert torch.allclose(w, expected, rtol=0.02), (w, expected)
+    assert torch.allclose(weighting.logits.detach(), losses.log(), atol=0.02)
+
+
+def test_inverse_size_makes_every_task_count_the_same_and_none_is_one():
+    from mtrl.task_weighting import TaskWeighting
+
+    task = torch.tensor([0] * 6 + [1] * 2 + [2] * 0 + [3] * 4)
+    per_sample = torch.rand(len(task))
+    w = TaskWeighting("inverse_size", 4).weights(per_sample, task)
+    counts = torch.bincount(task, minlength=4)
+    assert w[2] == 0 and torch.allclose((w * counts).sum(), torch.tensor(float(len(task))))
+    assert torch.allclose(w[0] * 6, w[1] * 2) and torch.allclose(w[1] * 2, w[3] * 4)  # equal total weight per task
+    weighted_mean = (per_sample * w[task]).mean()
+    task_means = torch.stack([per_sample[task == t].mean() for t in (0, 1, 3)])
+    assert torch.allclose(weighted_mean, task_means.mean())
+    assert torch.equal(TaskWeighting("none", 4).weights(per_sample, task), torch.tensor([1.0, 1.0, 0.0, 1.0]))
+
+
+@pytest.mark.parametrize("kind", ["inverse_size", "uncertainty", "famo"])
+def test_task_weighting_weights_the_critic_loss_and_survives_a_checkpoint(kind):
+    torch.manual_seed(1)
+    sac = SAC(tiny_agent(3), 3, 1, SACConfig(task_weighting=kind))
+    batch = tiny_batch([0] * 6 + [1] * 2 + [2] * 4)
+    for _ in range(3):
+        sac.update(batch)
+    w = sac.weighting.last
+    assert w.shape == (3,) and torch.allclose(w[batch.task].mean(), torch.tensor(1.0), atol=1e-5)
+    state = sac.state_dict()
+    other = SAC(tiny_agent(3), 3, 1, SACConfig(task_weighting=kind))
+    other.load_state_dict(state)
+    assert torch.equal(other.weighting.logits, sac.weighting.logits)

@@ -1,0 +1,42 @@
+"""Soft parameter sharing: one actor and one pair of critics per task (batched), each task's
+parameters pulled toward the tasks' mean by an L2 penalty of strength ``agent.strength``,
+added to the critic and actor losses. strength 0: independent single-task networks trained
+on one replay; large: the networks stay close to one shared network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mtrl.agent import Agent, EnvSpec, OneHotTaskEncoder
+from mtrl.errors import at_least, check_values, layer_sizes, one_of
+from mtrl.networks import INITS, TanhGaussianActor, TwinQ
+from mtrl.registry import register
+from mtrl.soft_sharing import PerTaskMLP
+
+
+@dataclass
+class SoftShareConfig:
+    name: str = "softshare"
+    hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
+    strength: float = 1e-3  # L2 penalty on each task's distance to the mean parameters
+    init: str = "pytorch"  # pytorch | reference (orthogonal hidden layers)
+
+    def validate(self) -> None:
+        check_values([
+            ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
+            ("agent.strength", self.strength, at_least(0), "at least 0 (0: independent networks)"),
+            ("agent.init", self.init, *one_of(INITS)),
+        ])
+
+
+@register("agent", "softshare", SoftShareConfig)
+def make_softshare(cfg: SoftShareConfig, spec: EnvSpec) -> Agent:
+    """Soft sharing: a network per task, an L2 pull toward their mean."""
+    cfg.validate()
+    encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, task_visible=False)  # each task has its own network
+    init = "pytorch" if cfg.init == "pytorch" else "orthogonal"
+
+    def net(members: int, in_dim: int, out_dim: int) -> PerTaskMLP:
+        return PerTaskMLP(members, in_dim, cfg.hidden_sizes, out_dim, spec.num_tasks, cfg.strength, init)
+
+    return Agent(encoder, TanhGaussianActor(net(1, spec.obs_dim, 2 * spec.act_dim)), TwinQ(net(2, spec.obs_dim + spec.act_dim, 1)))
