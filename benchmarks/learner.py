@@ -1,7 +1,7 @@
 """Learner speed at the MT10 setting: SAC updates per second, ours vs Stable-Baselines3.
 
     python benchmarks/learner.py [--updates 20] [--rounds 3] [--device cpu|cuda] [--compile]
-    python benchmarks/learner.py --architectures [--updates 5] [--rounds 2]
+    python benchmarks/learner.py --architectures [mt10|study-mt10] [--updates 5] [--rounds 2]
 
 Both learners get 39-d observations + a 10-task one-hot, 4-d actions, 3x400 actor and
 critics, batch 1280 (128 per task), replay filled with random transitions, on the CPU.
@@ -11,8 +11,9 @@ machine is noisy. Also reports CARE's update cost relative to MT-SAC, and ours w
 Prints one JSON object.
 
 ``--architectures``: instead, every agent at its paper's MT10 scale (``configs/mt10-<agent>.yaml``:
-network sizes, 128 samples per task): parameter count and SAC updates per second, and the
-cost of an update relative to MT-SAC's (3x400) measured in the same round.
+network sizes, 128 samples per task) or with ``study-mt10`` at the MT10 study's scale
+(``configs/study-mt10-<agent>.yaml``, those that exist): parameter count and SAC updates per
+second, and the cost of an update relative to MT-SAC's measured in the same round.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import numpy as np
 import torch
 
 from mtrl.agent import EnvSpec
-from mtrl.config import SACConfig, load_config
+from mtrl.config import SACConfig, find_config, load_config
+from mtrl.errors import ConfigError
 from mtrl.conflict import ConflictConfig
 from mtrl.registry import get
 from mtrl.replay import MultiTaskReplay
@@ -39,9 +41,10 @@ PARAMETERS: dict = {}
 ARCHITECTURES = ("mtsac", "mhsac", "care", "softmod", "moore", "paco", "brc")
 
 
-def ours(agent_name: str, precision: str = "float32", device: str = "cpu", compile: bool = False) -> callable:
+def ours(agent_name: str, precision: str = "float32", device: str = "cpu", compile: bool = False,
+         prefix: str = "mt10") -> callable:
     spec = EnvSpec(OBS, ACT, tuple(f"t{i}" for i in range(TASKS)), tuple(["x"] * TASKS), "bench")
-    agent_cfg = load_config(f"mt10-{agent_name}").agent
+    agent_cfg = load_config(f"{prefix}-{agent_name}").agent
     if agent_name == "care":
         agent_cfg.task_embedding = "one_hot"  # timing only: no embedding file for fake task names
     agent = get("agent", agent_name).target(agent_cfg, spec).to(device)
@@ -95,7 +98,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (a GPU session's measurement)")
     parser.add_argument("--compile", action="store_true", help="also time ours with sac.compile=true")
-    parser.add_argument("--architectures", action="store_true", help="time every agent at its MT10 paper scale")
+    parser.add_argument("--architectures", nargs="?", const="mt10", default=None, choices=["mt10", "study-mt10"],
+                        help="time every agent at its MT10 paper scale (or the study's)")
     args = parser.parse_args()
     torch.manual_seed(0)
     d = args.device
@@ -129,16 +133,24 @@ def main() -> None:
     }))
 
 
+def find_config_or_none(name: str):
+    try:
+        return find_config(name)
+    except ConfigError:
+        return None
+
+
 def architectures(args) -> None:
     """Every agent of ARCHITECTURES at its configs/mt10-<agent>.yaml scale; MT-SAC timed in the
     same rounds for the cost ratio."""
-    runs = {name: ours(name, device=args.device) for name in ARCHITECTURES}
+    names = [n for n in ARCHITECTURES if find_config_or_none(f"{args.architectures}-{n}")]
+    runs = {name: ours(name, device=args.device, prefix=args.architectures) for name in names}
     rates: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.rounds):
         for name, run in runs.items():
             rates[name].append(rate(run, args.updates))
     print(json.dumps({
-        "benchmark": "learner_architectures", "setting": "MT10 paper-scale networks (configs/mt10-<agent>.yaml), batch 1280",
+        "benchmark": "learner_architectures", "setting": f"configs/{args.architectures}-<agent>.yaml networks, batch 1280",
         "device": args.device, "threads": torch.get_num_threads(), "updates_per_round": args.updates, "rounds": args.rounds,
         "agents": {name: {"parameters": PARAMETERS[name], "updates_per_s": round(statistics.median(rates[name]), 3),
                           "cost_over_mtsac": round(statistics.median(m / r for m, r in zip(rates["mtsac"], rates[name])), 2)}
