@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtrl.agent import Agent, EnvSpec, OneHotTaskEncoder
+from mtrl.agent import Agent, EnvSpec, task_conditioned_agent
 from mtrl.errors import ConfigError, at_least, check_values, each_at_least_1, one_of
 from mtrl.moore import MOORENet
-from mtrl.networks import INITS, TanhGaussianActor, TwinQ
+from mtrl.networks import INITS
 from mtrl.registry import register
 
 
@@ -42,10 +42,9 @@ class MOOREConfig:
 def make_moore(cfg: MOOREConfig, spec: EnvSpec) -> Agent:
     """MOORE: orthonormal mixture of experts with task-specific weights and heads."""
     cfg.validate()
-    encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, task_visible=False)  # the nets read the task id
 
     def net(members: int, in_dim: int, out_dim: int) -> MOORENet:
         return MOORENet(members, in_dim, out_dim, spec.num_tasks, cfg.num_experts, cfg.expert_hidden, cfg.expert_dim,
                         cfg.head_hidden, cfg.init)
 
-    return Agent(encoder, TanhGaussianActor(net(1, spec.obs_dim, 2 * spec.act_dim)), TwinQ(net(2, spec.obs_dim + spec.act_dim, 1)))
+    return task_conditioned_agent(spec, net)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtrl.agent import Agent, EnvSpec, OneHotTaskEncoder
+from mtrl.agent import Agent, EnvSpec, task_conditioned_agent
 from mtrl.errors import at_least, check_values, layer_sizes, one_of
-from mtrl.networks import INITS, TanhGaussianActor, TwinQ
+from mtrl.networks import INITS
 from mtrl.paco import PaCoNet
 from mtrl.registry import register
 
@@ -34,10 +34,9 @@ class PaCoConfig:
 def make_paco(cfg: PaCoConfig, spec: EnvSpec) -> Agent:
     """PaCo: task parameters = Phi w_task, K shared parameter sets."""
     cfg.validate()
-    encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, task_visible=False)  # the nets read the task id
     init = "pytorch" if cfg.init == "pytorch" else "orthogonal"
 
     def net(members: int, in_dim: int, out_dim: int) -> PaCoNet:
         return PaCoNet(members, in_dim, cfg.hidden_sizes, out_dim, spec.num_tasks, cfg.num_sets, init)
 
-    return Agent(encoder, TanhGaussianActor(net(1, spec.obs_dim, 2 * spec.act_dim)), TwinQ(net(2, spec.obs_dim + spec.act_dim, 1)))
+    return task_conditioned_agent(spec, net)

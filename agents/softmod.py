@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtrl.agent import Agent, EnvSpec, OneHotTaskEncoder
+from mtrl.agent import Agent, EnvSpec, task_conditioned_agent
 from mtrl.errors import at_least, check_values, layer_sizes, one_of
-from mtrl.networks import INITS, TanhGaussianActor, TwinQ
+from mtrl.networks import INITS
 from mtrl.registry import register
 from mtrl.soft_modularization import SoftModularNet
 
@@ -41,10 +41,9 @@ class SoftModConfig:
 def make_softmod(cfg: SoftModConfig, spec: EnvSpec) -> Agent:
     """Soft Modularization: per-sample routing over layers of modules, from the task embedding."""
     cfg.validate()
-    encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, task_visible=False)  # the nets embed the task
 
     def net(members: int, in_dim: int, out_dim: int) -> SoftModularNet:
         return SoftModularNet(members, in_dim, out_dim, spec.num_tasks, cfg.base_hidden, cfg.num_layers, cfg.num_modules,
                               cfg.module_hidden, cfg.routing_hidden, cfg.num_routing_layers, cfg.init)
 
-    return Agent(encoder, TanhGaussianActor(net(1, spec.obs_dim, 2 * spec.act_dim)), TwinQ(net(2, spec.obs_dim + spec.act_dim, 1)))
+    return task_conditioned_agent(spec, net)

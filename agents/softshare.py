@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtrl.agent import Agent, EnvSpec, OneHotTaskEncoder
+from mtrl.agent import Agent, EnvSpec, task_conditioned_agent
 from mtrl.errors import at_least, check_values, layer_sizes, one_of
-from mtrl.networks import INITS, TanhGaussianActor, TwinQ
+from mtrl.networks import INITS
 from mtrl.registry import register
 from mtrl.soft_sharing import PerTaskMLP
 
@@ -33,10 +33,9 @@ class SoftShareConfig:
 def make_softshare(cfg: SoftShareConfig, spec: EnvSpec) -> Agent:
     """Soft sharing: a network per task, an L2 pull toward their mean."""
     cfg.validate()
-    encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, task_visible=False)  # each task has its own network
     init = "pytorch" if cfg.init == "pytorch" else "orthogonal"
 
     def net(members: int, in_dim: int, out_dim: int) -> PerTaskMLP:
         return PerTaskMLP(members, in_dim, cfg.hidden_sizes, out_dim, spec.num_tasks, cfg.strength, init)
 
-    return Agent(encoder, TanhGaussianActor(net(1, spec.obs_dim, 2 * spec.act_dim)), TwinQ(net(2, spec.obs_dim + spec.act_dim, 1)))
+    return task_conditioned_agent(spec, net)

@@ -14,6 +14,7 @@ any of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -65,6 +66,15 @@ class EmbeddingTaskEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         return torch.cat([obs, F.normalize(self.embedding(task), dim=-1).to(obs.dtype)], -1)
+
+
+def task_conditioned_agent(spec: EnvSpec, net: Callable[[int, int, int], nn.Module]) -> Agent:
+    """An agent whose actor and critic networks read the task id themselves (Soft
+    Modularization, MOORE, PaCo, soft sharing): ``net(members, in_dim, out_dim)`` builds each;
+    the encoder passes the state through."""
+    encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, task_visible=False)
+    actor = TanhGaussianActor(net(1, spec.obs_dim, 2 * spec.act_dim))
+    return Agent(encoder, actor, TwinQ(net(2, spec.obs_dim + spec.act_dim, 1)))
 
 
 ACTOR_ENCODERS = ("own", "critic_detached", "critic")

@@ -103,6 +103,13 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> None:
                          args.gpus_per_trial, echo=lambda line: console.print(line, markup=False, highlight=False)), console)
 
 
+def add_ray_options(p: argparse.ArgumentParser) -> None:
+    """Where and with what a sweep's trials run (mtrl sweep, mtrl single-task)."""
+    p.add_argument("--address", default=None, help="an existing Ray cluster, e.g. HEAD:6379 (default: local Ray on this machine)")
+    p.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) per trial (default: 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default: 0)")
+
+
 def cmd_single_task(args: argparse.Namespace, console: Console) -> None:
     from mtrl.single_task import run_single_task
 
@@ -202,18 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("grid", nargs="*", metavar="key=v1,v2", help="dotted.key=value[,value...]: the grid is their cartesian product")
     p.add_argument("--seeds", type=int, required=True, help="seeds 0..N-1 for every grid point")
     p.add_argument("--out", default=None, help="the sweep directory (default: sweeps/<config>-<time>); rerun with it to resume")
-    p.add_argument("--address", default=None, help="an existing Ray cluster, e.g. HEAD:6379 (default: local Ray on this machine)")
-    p.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) per trial (default: 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default: 0)")
+    add_ray_options(p)
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("single-task", help="single-task baselines of a multi-task config: one run per task x seed, as a sweep")
     p.add_argument("config", help="a multi-task config: a YAML path or a name from configs/")
     p.add_argument("overrides", nargs="*", help="dotted.key=value applied to every run before the per-task split")
     p.add_argument("--seeds", type=int, required=True, help="seeds 0..N-1 for every task")
-    p.add_argument("--out", default=None, help="the sweep directory (default: sweeps/<config>-single-task-<time>)")
-    p.add_argument("--address", default=None, help="an existing Ray cluster (default: local Ray)")
-    p.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) per trial (default: 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (default: 0)")
+    p.add_argument("--out", default=None, help="the sweep directory (default: sweeps/<config>-single-task-<time>); rerun with it to resume")
+    add_ray_options(p)
     p.set_defaults(func=cmd_single_task)
     p = sub.add_parser("embed-tasks", help="embed a suite's task descriptions (needs the embed extra)")
     p.add_argument("suite", help="a registered suite name")
