@@ -189,6 +189,10 @@ class FrankaKitchenSuite(Suite):
     def task_names(self) -> list[str]:
         return list(SUBTASKS) if self.cfg.tasks is None else list(self.cfg.tasks)
 
+    def single_task_overrides(self, task: str) -> list[str]:
+        """The kitchen with this subtask alone."""
+        return [f"env.tasks=[{task}]"]
+
     @property
     def descriptions(self) -> dict[str, str]:
         return {name: DESCRIPTIONS[name] for name in self.task_names}

@@ -72,3 +72,20 @@ def test_single_task_trains_each_task_alone_at_the_per_task_budget_then_maps_tra
     assert main(["report", "--transfer", str(toy_run), "--single", str(out), "--out", str(report)]) == 0
     rows = list(csv.DictReader(open(report / "transfer.csv")))
     assert sorted(r["task"] for r in rows) == sorted(["reach-east", "reach-north", "reach-west", "reach-south"])
+
+
+@pytest.mark.parametrize("config", ["toy-mtsac", "study-mt10-mtsac", "kitchen-mtsac"])
+def test_single_task_overrides_keep_exactly_that_task_under_its_name(config):
+    from mtrl.config import load_config
+    from mtrl.single_task import single_task_overrides
+    from mtrl.trainer import make_suite
+
+    if config.startswith("kitchen"):
+        pytest.importorskip("gymnasium_robotics")
+    points, common = single_task_overrides(config, ["train.total_steps=1000"])
+    tasks = make_suite(load_config(config)).task_names
+    assert list(points) == tasks
+    assert "train.total_steps=" + str(1000 // len(tasks)) in common and "train.num_slots=1" in common
+    assert not any(o == "train.total_steps=1000" for o in common)  # replaced by the per-task budget
+    for task, overrides in points.items():
+        assert make_suite(load_config(config, [*common, *overrides])).task_names == [task]
