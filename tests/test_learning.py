@@ -87,3 +87,19 @@ def test_each_multi_task_lever_solves_the_toy_suite(lever, run_dir):
     cfg = make_config(TOY_FAST, run={"dir": str(run_dir)}, **sections)
     result = train(cfg)
     assert result.final_eval.success_mean >= 0.9, result.final_eval.to_json()
+
+
+def test_a_student_distilled_from_single_task_teachers_solves_the_toy_suite(tmp_path):
+    """Four single-task teachers (one per goal), then a student trained with their KL term at
+    the lever tests' budget."""
+    teachers = []
+    for angle in (0, 90, 180, 270):
+        cfg = make_config(TOY_FAST, run={"dir": str(tmp_path / f"teacher{angle}")}, env={"num_tasks": 1, "goal_angles": [angle]},
+                          train={**TOY_FAST["train"], "total_steps": 6_000, "warmup_steps": 1_000, "eval_every": 0,
+                                 "checkpoint_every": 0, "num_slots": 4})  # 4 slots of its task: 1,250 updates
+        assert train(cfg).final_eval.success_mean >= 0.9  # a teacher worth distilling
+        teachers.append(str(tmp_path / f"teacher{angle}"))
+    cfg = make_config(TOY_FAST, run={"dir": str(tmp_path / "student")}, distill={"teachers": teachers, "weight": 1.0},
+                      train={**TOY_FAST["train"], "total_steps": 10_000, "eval_every": 0})
+    result = train(cfg)
+    assert result.final_eval.success_mean >= 0.9, result.final_eval.to_json()
