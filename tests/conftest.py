@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import torch
 
 from mtrl.config import from_dict, merge
 from mtrl.registry import register
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
+
+# Under pytest-xdist (`-n 2`, CI), each worker takes one core: two workers of one thread
+# beat one process of two threads on the learning tests' small networks.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 TOY_FAST = {
     "env": {"suite": "toy", "num_tasks": 4},
