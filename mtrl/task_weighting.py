@@ -55,7 +55,10 @@ class TaskWeighting:
 
     def weights(self, critic_per_sample: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         losses, counts = task_means(critic_per_sample, task, self.num_tasks)
-        present = counts > 0
+        # A task whose loss is not finite (the divergence guard masks it out of this update)
+        # counts as absent here, so that it cannot poison the learned log-variances or logits.
+        present = (counts > 0) & torch.isfinite(losses)
+        losses, counts = torch.where(present, losses, 0.0), torch.where(present, counts, 0)
         if self.kind == "none":
             w = torch.ones_like(losses)
         elif self.kind == "inverse_size":
@@ -64,7 +67,7 @@ class TaskWeighting:
             w = torch.exp(-self.logits.detach())
             self._learn_uncertainty(losses, present)
         else:
-            w = self._famo(losses)
+            w = self._famo(losses, present)
         w = torch.where(present, w, 0.0)
         w = w * len(task) / (w * counts).sum().clamp(min=FAMO_EPS)  # mean 1 over the batch's samples
         self.last = w.detach()
@@ -73,21 +76,23 @@ class TaskWeighting:
     def _learn_uncertainty(self, losses: torch.Tensor, present: torch.Tensor) -> None:
         """One Adam step on 1/2 (exp(-s) L + s) for the tasks in the batch."""
         s = self.logits
-        objective = torch.where(present, 0.5 * (torch.exp(-s) * losses + s), 0.0).sum()
+        objective = torch.where(present, 0.5 * (torch.exp(-s) * losses + s), 0.0).sum()  # absent tasks: no gradient
         self.opt.zero_grad(set_to_none=True)
         objective.backward()
         self.opt.step()
 
-    def _famo(self, losses: torch.Tensor) -> torch.Tensor:
-        """FAMO's weights on L_t; first moves xi by the log-loss change since the last call."""
+    def _famo(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """FAMO's weights on L_t; first moves xi by the log-loss change since the last call
+        (0 for a task absent from either batch)."""
         if self.previous is not None:
             delta = (self.previous + FAMO_EPS).log() - (losses + FAMO_EPS).log()
+            delta = torch.where(present & (self.previous > 0), delta, 0.0)
             with torch.enable_grad():
                 (grad,) = torch.autograd.grad(F.softmax(self.logits, -1), self.logits, grad_outputs=delta)
             self.opt.zero_grad(set_to_none=True)
             self.logits.grad = grad
             self.opt.step()
-        self.previous = losses
+        self.previous = torch.where(present, losses, 0.0)
         z = F.softmax(self.logits.detach(), -1)
         d = losses + FAMO_EPS
         return z / (d * (z / d).sum())

@@ -241,3 +241,17 @@ def test_task_weighting_weights_the_critic_loss_and_survives_a_checkpoint(kind):
     other = SAC(tiny_agent(3), 3, 1, SACConfig(task_weighting=kind))
     other.load_state_dict(state)
     assert torch.equal(other.weighting.logits, sac.weighting.logits)
+
+
+@pytest.mark.parametrize("kind", ["inverse_size", "uncertainty", "famo"])
+def test_a_task_with_a_non_finite_loss_does_not_poison_the_weighting(kind):
+    from mtrl.task_weighting import TaskWeighting
+
+    weighting = TaskWeighting(kind, 3)
+    for step in range(4):
+        losses = torch.tensor([1.0, float("nan") if step == 2 else 2.0, 3.0])
+        per_sample, task = _per_sample(losses)
+        w = weighting.weights(per_sample, task)
+        assert torch.isfinite(w).all() and torch.isfinite(weighting.logits).all()
+        if step == 2:
+            assert w[1] == 0 and torch.allclose((w[task]).mean(), torch.tensor(1.0))
