@@ -75,10 +75,10 @@ def exploded_tasks(critic_per_sample: torch.Tensor, task: torch.Tensor, num_task
     return bad & (counts > 0)
 
 
-def penalty(module: nn.Module) -> torch.Tensor | float:
-    """The sum of ``penalty()`` of the submodules that define one (soft parameter sharing's
-    pull toward the mean, mtrl/soft_sharing.py), added to that network's loss; 0 if none."""
-    return sum((m.penalty() for m in module.modules() if hasattr(m, "penalty")), 0.0)
+def penalized(module: nn.Module) -> list[nn.Module]:
+    """The submodules that define a ``penalty()`` (soft parameter sharing's pull toward the
+    mean, mtrl/soft_sharing.py): their sum is added to that network's loss."""
+    return [m for m in module.modules() if hasattr(m, "penalty")]
 
 
 def _kept_mean(per_sample: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
@@ -141,6 +141,7 @@ class SAC:
         self.actor_opt = adam(self.actor_params, cfg.actor_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
         self.task_blocks = agent.task_specific_blocks()
+        self.penalized = {"critic": penalized(agent.critic), "actor": penalized(agent.actor)}
         self.weighting = TaskWeighting(cfg.task_weighting, num_tasks, device, lr=cfg.task_weighting_lr)
         self.last_masked = torch.zeros(num_tasks, dtype=torch.bool, device=device)
         self.device_type = device.type
@@ -264,7 +265,7 @@ class SAC:
             critic_per_sample = torch.where(keep, critic_per_sample, 0.0)
         if weight is not None:
             critic_per_sample = critic_per_sample * weight
-        loss_critic = _kept_mean(critic_per_sample, keep) + penalty(self.agent.critic)
+        loss_critic = _kept_mean(critic_per_sample, keep) + sum(m.penalty() for m in self.penalized["critic"])
         skipped = self._step(self.critic_opt, self.critic_params, loss_critic, critic_per_sample, task, self.shared["critic"])
 
         # Actor (and its encoder), judged by the freshly updated critics.
@@ -280,7 +281,7 @@ class SAC:
             actor_per_sample = torch.where(keep, actor_per_sample, 0.0)
         if weight is not None:
             actor_per_sample = actor_per_sample * weight
-        loss_actor = _kept_mean(actor_per_sample, keep) + penalty(self.agent.actor)
+        loss_actor = _kept_mean(actor_per_sample, keep) + sum(m.penalty() for m in self.penalized["actor"])
         skipped += self._step(self.actor_opt, self.actor_params, loss_actor, actor_per_sample, task, self.shared["actor"])
 
         # Temperatures: one per task, driven only by that task's samples.
