@@ -388,3 +388,17 @@ def test_the_soft_sharing_penalty_pulls_task_parameters_together(strength):
     else:
         assert spread() > 0.9 * before
     assert sac.measure_conflicts(batch()) == {}  # nothing is shared: no conflicts to measure
+
+
+def test_return_scale_survives_a_checkpoint_mid_episode():
+    scale = ReturnScale(2, 2, 0.9, 10.0)
+    scale.observe(np.array([0, 1]), np.array([1.0, 2.0]), np.array([False, True]), np.array([False, False]))
+    scale.observe(np.array([0, 0]), np.array([3.0, 4.0]), np.array([False, False]), np.array([False, False]))
+    other = ReturnScale(2, 2, 0.9, 10.0)
+    other.load_state_dict(scale.state_dict())
+    alpha = torch.tensor([0.5, 0.5])
+    assert torch.equal(other.divisors(alpha, -2.0), scale.divisors(alpha, -2.0))
+    for s in (scale, other):  # both finish slot 0's running episode [1, 3] the same way
+        s.observe(np.array([0, 0]), np.array([5.0, 0.0]), np.array([True, False]), np.array([False, False]))
+    assert torch.equal(other.divisors(alpha, -2.0), scale.divisors(alpha, -2.0))
+    assert scale.returns_max[0] == pytest.approx(1 + 0.9 * 3 + 0.81 * 5)
