@@ -19,7 +19,7 @@ from mtrl.categorical import cross_entropy, project
 from mtrl.config import SACConfig
 from mtrl.conflict import ConflictConfig, ConflictStats, aggregate, conflict_stats, per_task_gradients
 from mtrl.replay import Batch
-from mtrl.task_weighting import TaskWeighting
+from mtrl.task_weighting import TaskWeighting, task_means
 
 
 def critic_target(reward: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, next_log_prob: torch.Tensor, alpha: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -65,10 +65,7 @@ def exploded_tasks(critic_per_sample: torch.Tensor, task: torch.Tensor, num_task
     """(num_tasks,) bool: tasks whose mean critic loss over their samples in the batch is not
     finite or above ``threshold`` (PaCo's mask_extreme_task; None: only non-finite ones).
     Tasks absent from the batch are never masked."""
-    loss = critic_per_sample.detach().float()
-    sums = torch.zeros(num_tasks, dtype=loss.dtype, device=loss.device).index_add_(0, task, loss)
-    counts = torch.bincount(task, minlength=num_tasks)
-    mean = sums / counts.clamp(min=1)
+    mean, counts = task_means(critic_per_sample, task, num_tasks)
     bad = ~torch.isfinite(mean)
     if threshold is not None:
         bad |= mean > threshold
