@@ -2,7 +2,8 @@
 (wide residual MLPs with layer norm) reading a learned, normalised task embedding; critics
 with a categorical value distribution trained by cross-entropy. Its reward normalisation and
 AdamW are SAC options that BRC's configs turn on (``sac.reward_scaling=returns``,
-``sac.weight_decay``); ``agent.v_max`` should equal ``sac.reward_scale_bound``."""
+``sac.weight_decay``); ``agent.v_max`` should equal ``sac.reward_scale_bound`` (loading a
+config refuses a support narrower than the bound)."""
 
 from __future__ import annotations
 

@@ -222,8 +222,20 @@ def from_dict(data: dict[str, Any]) -> Config:
     """Build a validated :class:`Config` from plain data (e.g. a saved ``config.yaml``)."""
     cfg = build_dataclass(Config, data, "")
     check_values(value_checks(cfg))
+    check_value_support(cfg)
     require(cfg.conflict.method)  # a method from an optional package: say which extra, now
     return cfg
+
+
+def check_value_support(cfg: Config) -> None:
+    """A categorical critic (``agent.v_max``, BRC) must hold the scaled returns: with
+    ``sac.reward_scaling=returns`` they reach +-``sac.reward_scale_bound``, and the target
+    projection would clip everything beyond the support."""
+    v_max = getattr(cfg.agent, "v_max", None)
+    bound = cfg.sac.reward_scale_bound
+    if v_max is not None and cfg.sac.reward_scaling == "returns" and v_max < bound:
+        raise ConfigError(f"agent.v_max={v_max:g} is below sac.reward_scale_bound={bound:g}: the critics' support "
+                          f"would clip the scaled returns; set agent.v_max={bound:g} or sac.reward_scale_bound={v_max:g}")
 
 
 def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str]]:

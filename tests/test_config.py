@@ -70,6 +70,13 @@ def test_range_checks_apply_to_saved_configs_too():
         from_dict({"env": {"suite": "toy", "num_tasks": 0}})  # a component's validate(), at load
 
 
+def test_categorical_support_must_hold_the_scaled_returns():
+    with pytest.raises(ConfigError, match=r"^agent.v_max=5 is below sac.reward_scale_bound=10: .*set agent.v_max=10"):
+        load_config("toy-brc", ["agent.v_max=5"])
+    assert load_config("toy-brc", ["agent.v_max=20"]).agent.v_max == 20  # a wider support only coarsens it
+    assert load_config("toy-brc", ["agent.v_max=5", "sac.reward_scaling=none"]).agent.v_max == 5  # raw rewards: the user's call
+
+
 def test_zero_turns_periodic_work_off_and_is_accepted():
     cfg = load_config("toy-mtsac", ["train.eval_every=0", "train.log_every=0", "train.checkpoint_every=0",
                                     "train.warmup_steps=0", "conflict.monitor_every=0", "sac.max_grad_norm=null",
