@@ -17,6 +17,7 @@ import io
 import json
 import os
 import shlex
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -257,18 +258,26 @@ def _curve(data: np.ndarray, reps: int, rng: np.random.Generator) -> tuple[np.nd
     return trim_mean(data.reshape(-1, steps), 0.25, axis=0), band
 
 
+def _bootstrap_seed(seed: int, *labels: str) -> list[int]:
+    """The RNG seed of one method's (or pair's) bootstrap: the report's seed and its labels."""
+    return [seed, *(zlib.crc32(label.encode()) for label in labels)]
+
+
 def aggregate(methods: Sequence[Method], reps: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Per method: IQM and mean of the final and best (runs x tasks) success with 95 %
     stratified-bootstrap CIs (rliable), per-task mean/std (population) over runs, the IQM
     curve over the eval steps common to its runs; and the probability of improvement with
-    CI for every ordered pair of methods evaluated on the same tasks. Seeded: reproducible."""
+    CI for every ordered pair of methods evaluated on the same tasks. Seeded: reproducible,
+    and each method's (pair's) bootstrap is seeded by its own label(s), so its CIs do not
+    change when other methods join the report."""
     rly, metrics = _rliable()
     iqm_mean = lambda s: np.array([metrics.aggregate_iqm(s), metrics.aggregate_mean(s)])  # noqa: E731
-    rng, state = np.random.default_rng(seed), np.random.get_state()
-    np.random.seed(seed)  # rliable's bootstraps draw from numpy's global RNG; restored below
+    state = np.random.get_state()  # rliable's bootstraps draw from numpy's global RNG; restored below
     try:
         out: dict[str, Any] = {"reps": reps, "seed": seed, "confidence": 0.95, "methods": [], "probability_of_improvement": []}
         for m in methods:
+            np.random.seed(_bootstrap_seed(seed, m.label))
+            rng = np.random.default_rng(_bootstrap_seed(seed, m.label))
             entry: dict[str, Any] = {"label": m.label, "config": {k: json.loads(v) for k, v in m.key.items()}, "tasks": m.tasks,
                                      "final_step": [min(r.final_step for r in m.runs), max(r.final_step for r in m.runs)],
                                      "runs": [r.summary() for r in m.runs]}
@@ -287,6 +296,7 @@ def aggregate(methods: Sequence[Method], reps: int = 2000, seed: int = 0) -> dic
                 if set(a.tasks) != set(b.tasks):
                     continue  # no common ground
                 x, y = a.scores(), b.scores()[:, [b.tasks.index(t) for t in a.tasks]]
+                np.random.seed(_bootstrap_seed(seed, a.label, b.label))
                 p = float(metrics.probability_of_improvement(x, y))
                 _, ci = rly.get_interval_estimates({"p": [x, y]}, probability_of_improvement, reps=reps)
                 lo, hi = ci["p"][:, 0]  # P(Y > X) = 1 - P(X > Y), so the reverse pair reuses the bootstrap

@@ -19,7 +19,7 @@ import numpy as np
 
 from mtrl.atomic_write import atomic_write
 from mtrl.errors import ConfigError
-from mtrl.report import _csv, _md_table, _savefig, find_runs, group_runs
+from mtrl.report import _bootstrap_seed, _csv, _md_table, _savefig, find_runs, group_runs
 
 
 @dataclass
@@ -59,7 +59,6 @@ def write_transfer_report(mt_paths: Sequence[str | Path], st_paths: Sequence[str
     methods = group_runs([r for r in find_runs(mt_paths) if r.evals])
     if not methods:
         raise ConfigError(f"no multi-task run with an evaluation under {', '.join(map(str, mt_paths))}")
-    rng = np.random.default_rng(seed)
     report = TransferReport(Path(out_dir), [])
     for m in methods:
         final = m.scores("final")
@@ -68,6 +67,7 @@ def write_transfer_report(mt_paths: Sequence[str | Path], st_paths: Sequence[str
                 report.warnings.append(f"no single-task run of '{task}': left out of the transfer of {m.label}")
                 continue
             x, y = final[:, i][~np.isnan(final[:, i])], np.asarray(single[task])
+            rng = np.random.default_rng(_bootstrap_seed(seed, m.label, task))  # CIs independent of the other rows
             lo, hi = bootstrap_difference(x, y, reps, rng)
             report.rows.append({"method": m.label, "task": task, "transfer": float(x.mean() - y.mean()), "ci": [lo, hi],
                                 "multi_task": float(x.mean()), "single_task": float(y.mean()), "seeds": [len(x), len(y)]})

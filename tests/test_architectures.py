@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from mtrl.agent import EnvSpec
 from mtrl.bronet import BroNet
-from mtrl.categorical import CategoricalQ, cross_entropy, project
+from mtrl.categorical import project
 from mtrl.config import SACConfig
 from mtrl.errors import ConfigError
 from mtrl.moore import MOORENet, orthonormalize

@@ -6,7 +6,6 @@ resumed run must log exactly what an uninterrupted run with the same seed logs."
 from __future__ import annotations
 
 import errno
-import json
 import os
 import random
 import signal

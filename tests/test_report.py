@@ -118,6 +118,14 @@ def test_grouping_statistics_and_files(runs_root, tmp_path):
     assert again.results["methods"] == report.results["methods"]
 
 
+def test_a_methods_confidence_intervals_do_not_depend_on_the_other_methods(runs_root, tmp_path):
+    alone = write_report([runs_root / "care"], tmp_path / "alone", reps=REPS).results["methods"][0]
+    both = write_report([runs_root / "mtsac", runs_root / "care"], tmp_path / "both", reps=REPS).results["methods"][1]
+    assert both["label"] == alone["label"] == "care-toy"
+    assert both["final"] == alone["final"] and both["best"] == alone["best"] and both["curve"] == alone["curve"]
+    assert alone["final"]["mean_ci"][0] < alone["final"]["mean_ci"][1]  # a real interval, not a point
+
+
 def test_vectorised_probability_of_improvement_matches_rliable():
     from rliable import metrics
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mtrl.cli import main
-from mtrl.transfer import bootstrap_difference
+from mtrl.transfer import bootstrap_difference, write_transfer_report
 
 from conftest import TINY_TOY
 
@@ -45,6 +45,11 @@ def test_transfer_is_multi_task_minus_single_task_per_task(tmp_path, capsys):
     assert float(rows["reach"]["ci_high"]) < 0 < float(rows["push"]["ci_low"])
     assert (out / "transfer.png").stat().st_size > 1000 and "reach" in (out / "transfer.md").read_text()
     assert "-0.650" in capsys.readouterr().out
+    for seed, a in enumerate([0.1, 0.5, 0.6]):  # a second method joins: the first one's CIs do not move
+        write_run(tmp_path / "mt2" / f"seed{seed}", {"reach": a, "push": a}, "care", {"suite": "x"})
+    alone = write_transfer_report([tmp_path / "mt"], [tmp_path / "st"], tmp_path / "r1", reps=20).rows
+    joined = write_transfer_report([tmp_path / "mt2", tmp_path / "mt"], [tmp_path / "st"], tmp_path / "r2", reps=20).rows
+    assert [r for r in joined if r["method"] == "mtsac"] == alone and len(joined) == 4
 
 
 @pytest.mark.parametrize("args, message", [
