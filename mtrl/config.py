@@ -70,6 +70,10 @@ class SACConfig:
     # Multiplies sac.task_weights' when both are on.
     task_weighting: str = "none"
     task_weighting_lr: float = 0.025  # Adam's rate for uncertainty's log-variances / FAMO's logits (FAMO's default)
+    # False: sac.task_weighting's weights scale only the critic's terms and the actor's stay
+    # equal per sample (an ablation: weights from TD losses need not say how much a task's
+    # policy should train).
+    task_weighting_actor: bool = True
     # bfloat16: hidden-layer matmuls of the update under autocast (updates 2.5x faster on a
     # CPU with AVX512-BF16, see docs/PERFORMANCE.md); output layers, losses and Adam stay float32.
     precision: str = "float32"  # float32 | bfloat16

@@ -241,12 +241,15 @@ class SAC:
         with self.autocast():
             critic_per_sample, q = self.critic_terms(batch, alpha)
         # Each sample's critic and actor terms weighted by its task's weight: sac.task_weights
-        # (Meta-World+'s, from the temperatures) times sac.task_weighting's (from the critic losses).
-        weight = None
+        # (Meta-World+'s, from the temperatures) times sac.task_weighting's (from the critic losses;
+        # the actor's only with sac.task_weighting_actor).
+        weight = actor_weight = None
         if self.cfg.task_weights:
-            weight = task_loss_weights(self.log_alpha)[task]
+            weight = actor_weight = task_loss_weights(self.log_alpha)[task]
         if self.weighting.kind != "none":
             weight = self.weighting.weights(critic_per_sample, task)[task] * (1.0 if weight is None else weight)
+            if self.cfg.task_weighting_actor:
+                actor_weight = weight
         masked = exploded_tasks(critic_per_sample, task, self.num_tasks, self.cfg.task_loss_threshold)
         self.last_masked = masked
         keep = None
@@ -276,8 +279,8 @@ class SAC:
             distill = (kl.detach() * taught).sum() / taught.sum().clamp(min=1)
         if keep is not None:
             actor_per_sample = torch.where(keep, actor_per_sample, 0.0)
-        if weight is not None:
-            actor_per_sample = actor_per_sample * weight
+        if actor_weight is not None:
+            actor_per_sample = actor_per_sample * actor_weight
         loss_actor = _kept_mean(actor_per_sample, keep) + sum(m.penalty() for m in self.penalized["actor"])
         skipped += self._step(self.actor_opt, self.actor_params, loss_actor, actor_per_sample, task, self.shared["actor"])
 

@@ -16,7 +16,8 @@ critic and actor losses.
   weight, at a constant cost per step.
 
 Weights are computed from the critic's per-task losses (never negative, unlike the actor's)
-and applied to both the critic and actor terms, scaled so that the batch's samples weigh 1
+and applied to both the critic and actor terms (the critic's only with
+``sac.task_weighting_actor=false``), scaled so that the batch's samples weigh 1
 on average (the loss keeps its scale). Weights are constants in the networks' gradients.
 """
 

@@ -243,6 +243,26 @@ def test_task_weighting_weights_the_critic_loss_and_survives_a_checkpoint(kind):
     assert torch.equal(other.weighting.logits, sac.weighting.logits)
 
 
+@pytest.mark.parametrize("on_actor", [True, False])
+def test_task_weighting_actor_decides_whether_the_weights_scale_the_actor_terms(on_actor):
+    # critic_lr=0 keeps the critic fixed through the update, so the actor terms the update
+    # computes can be recomputed here from the same random draws.
+    batch = tiny_batch([0] * 6 + [1] * 2)  # unbalanced: inverse_size weights 8/12 and 8/4
+    cfg = SACConfig(task_weighting="inverse_size", task_weighting_actor=on_actor, critic_lr=0.0, max_grad_norm=None)
+    sac = SAC(tiny_agent(), 2, 1, cfg)
+    alpha = sac.log_alpha.detach().exp()[batch.task]
+    torch.manual_seed(5)
+    critic_terms = sac.critic_terms(batch, alpha)[0].detach()
+    actor_terms = sac.actor_terms(batch.obs, batch.task, alpha)[0].detach()
+    w = torch.tensor([8 / 12, 8 / 4])[batch.task]
+    torch.manual_seed(5)
+    metrics = sac.update(batch)
+    assert metrics["loss/critic"].item() == pytest.approx((critic_terms * w).mean().item(), rel=1e-5)
+    expected = (actor_terms * w).mean() if on_actor else actor_terms.mean()
+    assert metrics["loss/actor"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert abs((actor_terms * w).mean() - actor_terms.mean()) > 1e-3  # the two cases differ
+
+
 @pytest.mark.parametrize("kind", ["inverse_size", "uncertainty", "famo"])
 def test_a_task_with_a_non_finite_loss_does_not_poison_the_weighting(kind):
     from mtrl.task_weighting import TaskWeighting
