@@ -281,6 +281,10 @@ def train(cfg: Config) -> TrainResult:
         if state.reward_scale is not None:
             divisors = state.reward_scale.divisors(sac.log_alpha.detach().exp(), sac.target_entropy).cpu().numpy()
             record.update({f"reward_scale/{name}": 1.0 / divisors[i] for i, name in enumerate(spec.task_names)})
+        for net, modules in sac.penalized.items():  # soft sharing: how alike the tasks' networks are
+            spreads = [m.relative_spread() for m in modules if hasattr(m, "relative_spread")]
+            if spreads:
+                record[f"soft_sharing/spread_{net}"] = float(np.mean(spreads))
         probe = replay.sample(tc.batch_per_task) if len(replay) else None
         attention = attention_by_task(agent, probe, num_tasks) if probe is not None else None
         if attention is not None:

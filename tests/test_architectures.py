@@ -379,12 +379,27 @@ def test_the_soft_sharing_penalty_pulls_task_parameters_together(strength):
         float(((p.view(2, T, *p.shape[1:]) - p.view(2, T, *p.shape[1:]).mean(1, keepdim=True)) ** 2).sum())
         for layer in agent.critic.net.layers for p in (layer.weight.detach(), layer.bias.detach()))
     assert math.isclose(float(agent.critic.net.penalty().detach()), expected_penalty, rel_tol=1e-5)
+    def relative_spread_by_loop() -> float:  # the logged diagnostic, one task's parameters at a time
+        apart = size = 0.0
+        for layer in agent.critic.net.layers:
+            for p in (layer.weight.detach(), layer.bias.detach()):
+                for m in range(2):
+                    tasks = [p[m * T + t] for t in range(T)]
+                    mean = sum(tasks) / T
+                    apart += sum(float(((x - mean) ** 2).sum()) for x in tasks)
+                    size += sum(float((x ** 2).sum()) for x in tasks)
+        return (apart / size) ** 0.5
+
     sac = SAC(agent, T, ACT, SACConfig(critic_lr=1e-2, actor_lr=1e-2))
-    before = spread()
+    before, relative_before = spread(), agent.critic.net.relative_spread()
+    assert math.isclose(relative_before, relative_spread_by_loop(), rel_tol=1e-5)
+    assert relative_before > 0.7  # independent initialisations: about sqrt((T-1)/T) = 0.82
     for _ in range(30):
         sac.update(batch())
+    assert math.isclose(agent.critic.net.relative_spread(), relative_spread_by_loop(), rel_tol=1e-5)
     if strength:
         assert spread() < 0.5 * before
+        assert agent.critic.net.relative_spread() < 0.75 * relative_before
     else:
         assert spread() > 0.9 * before
     assert sac.measure_conflicts(batch()) == {}  # nothing is shared: no conflicts to measure
