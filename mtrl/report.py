@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import os
 import shlex
 import zlib
@@ -199,9 +200,21 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def _seedless_teachers(config: dict[str, Any]) -> dict[str, Any]:
+    """``distill.teachers`` without a trailing ``seed<N>`` directory: a seed's student learns
+    from that seed's teachers (``mtrl single-task``'s ``<task>/seed<s>`` layout), and the
+    seeds of one distillation are one method."""
+    distill = config.get("distill")
+    if not isinstance(distill, dict) or not distill.get("teachers"):
+        return config
+    teachers = [re.sub(r"[/\\]seed\d+[/\\]?$", "", str(t)) for t in distill["teachers"]]
+    return {**config, "distill": {**distill, "teachers": teachers}}
+
+
 def method_key(config: dict[str, Any]) -> dict[str, str]:
     """The method-defining part of a config: dotted key -> JSON value."""
-    return {k: v for k, v in _flatten(config).items() if not any(k == n or k.startswith(n + ".") for n in NON_METHOD_KEYS)}
+    flat = _flatten(_seedless_teachers(config))
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NON_METHOD_KEYS)}
 
 
 def _short(value: str) -> str:

@@ -150,6 +150,20 @@ def test_labels_from_differing_config_keys_and_a_foreign_config(tmp_path):
     assert "agent.num_encoders=4" in labels[1] and labels[2].startswith("agent.name=sb3-sac") and len(set(labels)) == 3
 
 
+def test_a_distillation_with_each_seeds_own_teachers_is_one_method(tmp_path):
+    def distilled(seed, root="/st"):
+        cfg = config("mtsac", seed, name="distilled")
+        cfg["distill"] = {"teachers": [f"{root}/{t}/seed{seed}" for t in TASKS], "weight": 1.0}
+        return cfg
+
+    for seed in (0, 1):
+        write_run(tmp_path / f"d{seed}", distilled(seed), [eval_record(1000, FINAL["mtsac"][seed])])
+    write_run(tmp_path / "other", distilled(0, root="/elsewhere"), [eval_record(1000, FINAL["care"][0])])
+    methods = group_runs(find_runs([tmp_path]))
+    assert [len(m.runs) for m in methods] == [2, 1]  # other teachers: another method
+    assert methods[0].key["distill.teachers"] == json.dumps([f"/st/{t}" for t in TASKS])
+
+
 def test_a_single_run_and_running_runs(tmp_path, capsys):
     single = write_run(tmp_path / "one", config("care", 0), [eval_record(1000, FINAL["care"][0])])
     report = write_report([single], tmp_path / "out1", reps=REPS)
