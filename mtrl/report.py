@@ -15,8 +15,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import os
+import re
 import shlex
 import zlib
 from dataclasses import dataclass, field

@@ -51,22 +51,24 @@ class PerTaskMLP(nn.Module):
         """Each weight and bias viewed as (members, tasks, ...)."""
         return [p.view(self.members, self.num_tasks, *p.shape[1:]) for layer in self.layers for p in (layer.weight, layer.bias)]
 
-    def penalty(self) -> torch.Tensor:
-        """strength * sum of squared distances of each task's parameters to the tasks' mean."""
+    def _distance_to_mean(self) -> torch.Tensor:
+        """Sum of squared distances of each task's parameters to the tasks' mean."""
         total = self.layers[0].weight.new_zeros(())
         for per_task in self._per_task():
             total = total + ((per_task - per_task.mean(1, keepdim=True)) ** 2).sum()
-        return self.strength * total
+        return total
+
+    def penalty(self) -> torch.Tensor:
+        """strength * sum of squared distances of each task's parameters to the tasks' mean."""
+        return self.strength * self._distance_to_mean()
 
     @torch.no_grad()
     def relative_spread(self) -> float:
         """sqrt(sum_t |theta_t - mean|^2 / sum_t |theta_t|^2) over every layer: about
         sqrt((T-1)/T) for independently initialised networks, 0 when all tasks' are the same.
         Logged as ``soft_sharing/spread_<net>`` to show how far the penalty has pulled them."""
-        views = self._per_task()
-        apart = sum(float(((v - v.mean(1, keepdim=True)) ** 2).sum()) for v in views)
-        size = sum(float((v ** 2).sum()) for v in views)
-        return (apart / size) ** 0.5 if size else 0.0
+        size = sum(float((v ** 2).sum()) for v in self._per_task())
+        return (float(self._distance_to_mean()) / size) ** 0.5 if size else 0.0
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return []  # nothing is shared; the penalty couples the tasks

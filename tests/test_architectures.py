@@ -379,6 +379,7 @@ def test_the_soft_sharing_penalty_pulls_task_parameters_together(strength):
         float(((p.view(2, T, *p.shape[1:]) - p.view(2, T, *p.shape[1:]).mean(1, keepdim=True)) ** 2).sum())
         for layer in agent.critic.net.layers for p in (layer.weight.detach(), layer.bias.detach()))
     assert math.isclose(float(agent.critic.net.penalty().detach()), expected_penalty, rel_tol=1e-5)
+
     def relative_spread_by_loop() -> float:  # the logged diagnostic, one task's parameters at a time
         apart = size = 0.0
         for layer in agent.critic.net.layers:
