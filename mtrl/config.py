@@ -90,6 +90,9 @@ class SACConfig:
     # within +-reward_scale_bound; none: raw rewards.
     reward_scaling: str = "none"  # none | returns
     reward_scale_bound: float = 10.0
+    # n-step returns (FastTD3 uses 3): the critic's target sums n rewards and bootstraps from
+    # the state n steps on with gamma^n; shorter at an episode's end (mtrl/replay.py).
+    n_step: int = 1
 
 
 @dataclass
@@ -273,6 +276,7 @@ def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str
         ("sac.max_grad_norm", s.max_grad_norm, or_null(positive), "positive (or null: no clipping)"),
         ("sac.task_loss_threshold", s.task_loss_threshold, or_null(positive), "positive (or null: mask only non-finite losses)"),
         ("sac.precision", s.precision, *one_of(PRECISIONS)),
+        ("sac.n_step", s.n_step, at_least(1), "at least 1 (1: one-step targets)"),
         ("distill.weight", cfg.distill.weight, at_least(0), "at least 0"),
         ("sac.task_weighting", s.task_weighting, *one_of(TASK_WEIGHTINGS)),
         ("sac.task_weighting_lr", s.task_weighting_lr, positive, "positive"),

@@ -22,10 +22,12 @@ from mtrl.replay import Batch
 from mtrl.task_weighting import TaskWeighting, task_means
 
 
-def critic_target(reward: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, next_log_prob: torch.Tensor, alpha: torch.Tensor, gamma: float) -> torch.Tensor:
+def critic_target(reward: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, next_log_prob: torch.Tensor, alpha: torch.Tensor,
+                  gamma: float | torch.Tensor) -> torch.Tensor:
     """y = r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s')).
 
-    A time-limit truncation is *not* ``terminated``: its next state is bootstrapped.
+    A time-limit truncation is *not* ``terminated``: its next state is bootstrapped. For an
+    n-step return r is the discounted sum and ``gamma`` each sample's gamma^k.
     """
     soft_value = next_q.min(0).values - alpha * next_log_prob
     return reward + gamma * (1.0 - terminated) * soft_value
@@ -92,7 +94,7 @@ def _sanitised(batch: Batch, keep: torch.Tensor) -> Batch:
     the backward pass (the first layer's x^T delta, or (q - y) * 0); zeros cannot."""
     def clean(x: torch.Tensor) -> torch.Tensor:
         return torch.where(keep.view(-1, *([1] * (x.dim() - 1))), x, torch.zeros((), dtype=x.dtype, device=x.device))
-    return Batch(*(clean(x) for x in batch[:-1]), batch.task)
+    return Batch(*(x if name == "task" or x is None else clean(x) for name, x in zip(Batch._fields, batch)))
 
 
 class SAC:
@@ -188,16 +190,18 @@ class SAC:
         categorical critic the (B, bins) target distribution (BRC: the target members' mean
         distribution, its atoms moved by the soft Bellman backup and projected back)."""
         agent, task = self.agent, batch.task
+        gamma = self.cfg.gamma if batch.discount is None else batch.discount  # gamma^k of n-step returns
         next_action, next_log_prob = agent.actor.sample(agent.actor_features(batch.next_obs, task), task)
         target_features = self.target["encoder"](batch.next_obs, task)
         critic = self.target["critic"]
         if getattr(critic, "categorical", False):
             next_probs = critic.probs(critic.logits(target_features, next_action, task))
             atoms = critic_target(batch.reward.unsqueeze(-1), batch.terminated.unsqueeze(-1), critic.support.view(1, 1, -1),
-                                  next_log_prob.unsqueeze(-1), alpha.unsqueeze(-1), self.cfg.gamma)
+                                  next_log_prob.unsqueeze(-1), alpha.unsqueeze(-1),
+                                  gamma if batch.discount is None else gamma.unsqueeze(-1))
             return project(atoms, next_probs, critic.support)
         next_q = critic(target_features, next_action, task)
-        return critic_target(batch.reward, batch.terminated, next_q, next_log_prob, alpha, self.cfg.gamma)
+        return critic_target(batch.reward, batch.terminated, next_q, next_log_prob, alpha, gamma)
 
     def critic_terms(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample critic loss (its mean is the loss) and the online Q values: the twin

@@ -154,7 +154,8 @@ def train(cfg: Config) -> TrainResult:
         agent = make_agent(cfg, spec, device)
         teachers = load_teachers(cfg.distill.teachers, spec, device) if cfg.distill.teachers else None
         sac = SAC(agent, num_tasks, spec.act_dim, cfg.sac, cfg.conflict, teachers, cfg.distill.weight)
-        replay = MultiTaskReplay(num_tasks, tc.buffer_per_task, spec.obs_dim, spec.act_dim, device)
+        replay = MultiTaskReplay(num_tasks, tc.buffer_per_task, spec.obs_dim, spec.act_dim, device,
+                                 n_step=cfg.sac.n_step, gamma=cfg.sac.gamma, num_slots=num_slots)
         sched_entry = registry.get("scheduler", cfg.scheduler.name)
         scheduler: Scheduler = sched_entry.target(cfg.scheduler, num_tasks, num_slots, seed=seeds.scheduler)
         eval_env = suite.make_eval_env(max(tc.eval_episodes, tc.final_eval_episodes), seed=seeds.evaluation)
@@ -309,7 +310,7 @@ def train(cfg: Config) -> TrainResult:
                     rebuild_env(error)
                     continue
                 # 2. Store: step.obs is the true next state even at a time limit (bootstrapped).
-                replay.add(tasks, obs, action, step.reward, step.obs, step.terminated)
+                replay.add(tasks, obs, action, step.reward, step.obs, step.terminated, step.truncated)
                 if state.reward_scale is not None:  # raw rewards are stored; batches are scaled below
                     state.reward_scale.observe(tasks, step.reward, step.terminated, step.truncated)
                 state.env_steps += num_slots

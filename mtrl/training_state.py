@@ -64,7 +64,9 @@ class TrainingState:
         self.faults = self.faults or {"skipped_steps": 0, "masked": np.zeros(num_tasks, np.int64), "env_faults": 0}
 
     def start_episodes(self, slots: np.ndarray) -> None:
-        """New episodes in ``slots`` of their current tasks (start, or after an env fault)."""
+        """New episodes in ``slots`` of their current tasks (start, or after an env fault);
+        n-step transitions still waiting from their old episodes are stored first."""
+        self.replay.flush(slots)
         first = self.env.reset_slots(slots, self.tasks[slots])
         if self.obs is None:
             self.obs = np.zeros((len(self.tasks), first.shape[1]), np.float32)

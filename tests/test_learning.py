@@ -24,6 +24,12 @@ def test_bfloat16_updates_solve_the_toy_suite_too(run_dir):
     assert result.final_eval.success_mean >= 0.9, result.final_eval.to_json()
 
 
+def test_three_step_returns_solve_the_toy_suite_too(run_dir):
+    cfg = make_config(TOY_FAST, run={"dir": str(run_dir)}, sac={"n_step": 3})
+    result = train(cfg)
+    assert result.final_eval.success_mean >= 0.9, result.final_eval.to_json()
+
+
 def test_hiding_the_task_id_prevents_solving_conflicting_tasks(run_dir):
     cfg = make_config(TOY_FAST, run={"dir": str(run_dir)}, agent={"task_visible": False})
     result = train(cfg)
