@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mtrl.agent import ACTOR_ENCODERS, Agent, EnvSpec
+from mtrl.agent import ACTOR_ENCODERS, Agent, EnvSpec, critic_size_check, mlp_critic
 from mtrl.care import ATTENTION_KINDS, EMBEDDING_KINDS, CAREEncoder, TaskEmbedding
 from mtrl.errors import ConfigError, at_least, check_values, each_at_least_1, layer_sizes, one_of, positive
 from mtrl.embeddings import load_task_embeddings
-from mtrl.networks import INITS, TanhGaussianActor, TwinQ
+from mtrl.networks import INITS, TanhGaussianActor
 from mtrl.registry import register
 
 
@@ -20,6 +20,10 @@ class CAREConfig:
     name: str = "care"
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])  # actor and critics
     init: str = "pytorch"  # actor and critic networks: pytorch | reference (see mtrl/networks.py)
+    # The twin critics' widths (None: hidden_sizes) and LayerNorm after each hidden layer:
+    # Meta-World+'s scaling study found critic width buys most of the gain.
+    critic_hidden_sizes: list[int] | None = None
+    critic_layer_norm: bool = False
     num_encoders: int = 6  # k
     encoder_hidden: list[int] = field(default_factory=lambda: [50])
     encoder_dim: int = 50  # each encoder's output and the context vector's size
@@ -37,6 +41,7 @@ class CAREConfig:
         check_values([
             ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
             ("agent.init", self.init, *one_of(INITS)),
+            critic_size_check(self),
             ("agent.num_encoders", self.num_encoders, at_least(1), "at least 1"),
             ("agent.encoder_hidden", self.encoder_hidden, each_at_least_1, "a list of sizes >= 1"),
             ("agent.encoder_dim", self.encoder_dim, at_least(1), "at least 1"),
@@ -70,5 +75,5 @@ def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
     encoder = care_encoder()
     actor_encoder = care_encoder() if cfg.actor_encoder == "own" else None
     actor = TanhGaussianActor.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
-    critic = TwinQ.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
+    critic = mlp_critic(cfg, encoder.out_dim, spec.act_dim)
     return Agent(encoder, actor, critic, actor_encoder=cfg.actor_encoder, actor_encoder_net=actor_encoder)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtrl.agent import Agent, EnvSpec, OneHotTaskEncoder
+from mtrl.agent import Agent, EnvSpec, OneHotTaskEncoder, critic_size_check, mlp_critic
 from mtrl.errors import check_values, layer_sizes, one_of
-from mtrl.networks import INITS, TanhGaussianActor, TwinQ
+from mtrl.networks import INITS, TanhGaussianActor
 from mtrl.registry import register
 
 
@@ -15,12 +15,17 @@ class MTSACConfig:
     name: str = "mtsac"
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
     init: str = "pytorch"  # actor and critic networks: pytorch | reference (see mtrl/networks.py)
+    # The twin critics' widths (None: hidden_sizes) and LayerNorm after each hidden layer:
+    # Meta-World+'s scaling study found critic width buys most of the gain.
+    critic_hidden_sizes: list[int] | None = None
+    critic_layer_norm: bool = False
     task_visible: bool = True  # false: the task one-hot is hidden (single-task SAC on all tasks)
 
     def validate(self) -> None:
         check_values([
             ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
             ("agent.init", self.init, *one_of(INITS)),
+            critic_size_check(self),
         ])
 
 
@@ -30,5 +35,5 @@ def make_mtsac(cfg: MTSACConfig, spec: EnvSpec) -> Agent:
     cfg.validate()
     encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.task_visible)
     actor = TanhGaussianActor.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
-    critic = TwinQ.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
+    critic = mlp_critic(cfg, encoder.out_dim, spec.act_dim)
     return Agent(encoder, actor, critic)

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mtrl.care import TaskEmbedding
+from mtrl.errors import layer_sizes, or_null
 from mtrl.networks import EnsembleMLP, TanhGaussianActor, TaskBlock, TwinQ
 
 
@@ -75,6 +76,19 @@ def task_conditioned_agent(spec: EnvSpec, net: Callable[[int, int, int], nn.Modu
     encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, task_visible=False)
     actor = TanhGaussianActor(net(1, spec.obs_dim, 2 * spec.act_dim))
     return Agent(encoder, actor, TwinQ(net(2, spec.obs_dim + spec.act_dim, 1)))
+
+
+def mlp_critic(cfg, in_dim: int, act_dim: int, num_heads: int = 1) -> TwinQ:
+    """The twin MLP critics of an agent config with ``hidden_sizes``, ``init``,
+    ``critic_hidden_sizes`` (None: ``hidden_sizes``) and ``critic_layer_norm``."""
+    return TwinQ.mlp(in_dim, act_dim, cfg.critic_hidden_sizes or cfg.hidden_sizes, num_heads, init=cfg.init,
+                     layer_norm=cfg.critic_layer_norm)
+
+
+def critic_size_check(cfg) -> tuple:
+    """The ``check_values`` row of ``agent.critic_hidden_sizes``."""
+    return ("agent.critic_hidden_sizes", cfg.critic_hidden_sizes, or_null(layer_sizes),
+            "a non-empty list of sizes >= 1 (or null: agent.hidden_sizes)")
 
 
 ACTOR_ENCODERS = ("own", "critic_detached", "critic")

@@ -82,11 +82,12 @@ class EnsembleMLP(nn.Module):
     (members, batch, out). ``init="reference"``: orthogonal hidden layers and a ``head_init``
     output layer ("small" for policy/value outputs, "orthogonal" for representations, CARE's
     encoders and context, whose outputs must differ from the start); ``init="pytorch"``:
-    PyTorch's default in every layer.
+    PyTorch's default in every layer. ``layer_norm``: each hidden layer is Linear -> LayerNorm
+    -> ReLU (BRC's and FastTD3's critics), each member with its own gain and bias.
     """
 
     def __init__(self, members: int, in_dim: int, hidden: list[int], out_dim: int, num_heads: int = 1,
-                 head_init: str = "small", init: str = "reference"):
+                 head_init: str = "small", init: str = "reference", layer_norm: bool = False):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"unknown init '{init}', expected one of {INITS}")
@@ -94,13 +95,16 @@ class EnsembleMLP(nn.Module):
         sizes = [in_dim, *hidden]
         hidden_init, head_init = ("pytorch", "pytorch") if init == "pytorch" else ("orthogonal", head_init)
         self.hidden = nn.ModuleList(EnsembleLinear(members, a, b, hidden_init) for a, b in zip(sizes[:-1], sizes[1:]))
+        # absent, not identity, without layer_norm: checkpoints' keys stay as they were
+        self.norms = nn.ModuleList(EnsembleLayerNorm(members, b) for b in hidden) if layer_norm else None
         self.head = EnsembleLinear(members, sizes[-1], out_dim * num_heads, init=head_init)
 
     def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.members, -1, -1)
-        for layer in self.hidden:
-            x = F.relu(layer(x))
+        for i, layer in enumerate(self.hidden):
+            x = layer(x)
+            x = F.relu(self.norms[i](x) if self.norms is not None else x)
         # The output layer stays float32 under a bfloat16 autocast: Q values reach the
         # hundreds, where bfloat16's 3 significant digits would swamp the rewards.
         with torch.autocast(x.device.type, enabled=False):
@@ -112,12 +116,27 @@ class EnsembleMLP(nn.Module):
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every task's output depends on: all but per-task heads."""
         params = [p for layer in self.hidden for p in layer.parameters()]
+        params += list(self.norms.parameters()) if self.norms is not None else []
         return params + (list(self.head.parameters()) if self.num_heads == 1 else [])
 
     def task_blocks(self) -> list["TaskBlock"]:
         """Each task's out_dim columns of a per-task head's weight (members, in, out * heads)
         and bias (members, 1, out * heads), as ``forward`` reads them."""
         return head_columns("head", self.num_heads, self.out_dim)
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over the last dimension of a (members, batch, dim) tensor, each member with
+    its own elementwise gain (starting at 1) and bias (at 0)."""
+
+    def __init__(self, members: int, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(members, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(members, 1, dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * self.weight + self.bias
 
 
 def select_heads(out: torch.Tensor, task: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -208,8 +227,8 @@ class TwinQ(nn.Module):
 
     @classmethod
     def mlp(cls, in_dim: int, act_dim: int, hidden: list[int], num_heads: int = 1, members: int = 2,
-            init: str = "pytorch") -> "TwinQ":
-        return cls(EnsembleMLP(members, in_dim + act_dim, hidden, 1, num_heads, init=init))
+            init: str = "pytorch", layer_norm: bool = False) -> "TwinQ":
+        return cls(EnsembleMLP(members, in_dim + act_dim, hidden, 1, num_heads, init=init, layer_norm=layer_norm))
 
     def forward(self, features: torch.Tensor, action: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([features, action], -1), task).squeeze(-1)
