@@ -2,6 +2,7 @@
 
     python benchmarks/learner.py [--updates 20] [--rounds 3] [--device cpu|cuda] [--compile]
     python benchmarks/learner.py --architectures [mt10|study-mt10] [--updates 5] [--rounds 2]
+    python benchmarks/learner.py --critics [--updates 10] [--rounds 3]
 
 Both learners get 39-d observations + a 10-task one-hot, 4-d actions, 3x400 actor and
 critics, batch 1280 (128 per task), replay filled with random transitions, on the CPU.
@@ -14,6 +15,9 @@ Prints one JSON object.
 network sizes, 128 samples per task) or with ``study-mt10`` at the MT10 study's scale
 (``configs/study-mt10-<agent>.yaml``, those that exist): parameter count and SAC updates per
 second, and the cost of an update relative to MT-SAC's measured in the same round.
+
+``--critics``: the recipe screen's MT-SAC (``configs/screen-mt10-mtsac.yaml``: 2x256, 64 samples
+per task, bfloat16) with wider LayerNorm critics, each update's cost relative to the screen's.
 """
 
 from __future__ import annotations
@@ -42,9 +46,11 @@ ARCHITECTURES = ("mtsac", "mhsac", "care", "softmod", "moore", "paco", "brc")
 
 
 def ours(agent_name: str, precision: str = "float32", device: str = "cpu", compile: bool = False,
-         prefix: str = "mt10") -> callable:
+         prefix: str = "mt10", per_task: int = PER_TASK, **agent_overrides) -> callable:
     spec = EnvSpec(OBS, ACT, tuple(f"t{i}" for i in range(TASKS)), tuple(["x"] * TASKS), "bench")
     agent_cfg = load_config(f"{prefix}-{agent_name}").agent
+    for key, value in agent_overrides.items():
+        setattr(agent_cfg, key, value)
     if agent_name == "care":
         agent_cfg.task_embedding = "one_hot"  # timing only: no embedding file for fake task names
     agent = get("agent", agent_name).target(agent_cfg, spec).to(device)
@@ -55,7 +61,7 @@ def ours(agent_name: str, precision: str = "float32", device: str = "cpu", compi
     for _ in range(500):
         replay.add(np.arange(TASKS), rng.normal(size=(TASKS, OBS)), rng.uniform(-1, 1, (TASKS, ACT)),
                    rng.normal(size=TASKS), rng.normal(size=(TASKS, OBS)), np.zeros(TASKS, bool))
-    return lambda n: [sac.update(replay.sample(PER_TASK)) for _ in range(n)]
+    return lambda n: [sac.update(replay.sample(per_task)) for _ in range(n)]
 
 
 def sb3(device: str = "cpu") -> callable:
@@ -100,11 +106,14 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time ours with sac.compile=true")
     parser.add_argument("--architectures", nargs="?", const="mt10", default=None, choices=["mt10", "study-mt10"],
                         help="time every agent at its MT10 paper scale (or the study's)")
+    parser.add_argument("--critics", action="store_true", help="the recipe screen's MT-SAC with wider LayerNorm critics")
     args = parser.parse_args()
     torch.manual_seed(0)
     d = args.device
     if args.architectures:
         return architectures(args)
+    if args.critics:
+        return critics(args)
     runs = {"mtsac": ours("mtsac", device=d), "mtsac_bf16": ours("mtsac", "bfloat16", d), "care": ours("care", device=d),
             "sb3": sb3(d)}
     if args.compile:
@@ -155,6 +164,28 @@ def architectures(args) -> None:
         "agents": {name: {"parameters": PARAMETERS[name], "updates_per_s": round(statistics.median(rates[name]), 3),
                           "cost_over_mtsac": round(statistics.median(m / r for m, r in zip(rates["mtsac"], rates[name])), 2)}
                    for name in runs},
+    }))
+
+
+CRITIC_WIDTHS = {"2x256": None, "2x256_ln": [256, 256], "2x384_ln": [384, 384], "2x512_ln": [512, 512], "2x1024_ln": [1024, 1024]}
+
+
+def critics(args) -> None:
+    """Updates per second of the screen's MT-SAC (64 per task, bfloat16) against the same with
+    wider LayerNorm critics, alternated per round; cost ratios per round, medians printed."""
+    runs = {name: ours("mtsac", "bfloat16", args.device, prefix="screen-mt10", per_task=64,
+                       critic_hidden_sizes=widths, critic_layer_norm=widths is not None)
+            for name, widths in CRITIC_WIDTHS.items()}
+    rates: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(args.rounds):
+        for name, run in runs.items():
+            rates[name].append(rate(run, args.updates))
+    print(json.dumps({
+        "benchmark": "learner_critics", "setting": "configs/screen-mt10-mtsac.yaml (2x256 actor, batch 640, bfloat16)",
+        "device": args.device, "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "critics": {name: {"updates_per_s": round(statistics.median(rates[name]), 2),
+                           "cost_over_2x256": round(statistics.median(b / r for b, r in zip(rates["2x256"], rates[name])), 2)}
+                    for name in runs},
     }))
 
 
