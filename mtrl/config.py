@@ -76,7 +76,9 @@ class SACConfig:
     task_weighting_actor: bool = True
     # bfloat16: hidden-layer matmuls of the update under autocast (updates 2.5x faster on a
     # CPU with AVX512-BF16, see docs/PERFORMANCE.md); output layers, losses and Adam stay float32.
-    precision: str = "float32"  # float32 | bfloat16
+    # auto: bfloat16 where the hardware runs it fast (AVX512-BF16/AMX CPU, bf16 CUDA device),
+    # else float32 (mtrl/hardware.py); the run's config.yaml records the choice.
+    precision: str = "auto"  # auto | float32 | bfloat16
     # torch.compile the networks' forward passes (and so their backward). Measured slower on
     # the 2-core CPU (0.92x) and not yet on a GPU; off by default.
     compile: bool = False
@@ -143,7 +145,7 @@ class Config:
 DEVICES = ("auto", "cpu", "cuda")
 REWARD_SCALINGS = ("none", "returns")
 
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("auto", "float32", "bfloat16")
 ALLOCATIONS = ("equal", "scheduler")
 
 

@@ -18,6 +18,7 @@ from mtrl.agent import Agent
 from mtrl.categorical import cross_entropy, project
 from mtrl.config import SACConfig
 from mtrl.conflict import ConflictConfig, ConflictStats, aggregate, conflict_stats, per_task_gradients
+from mtrl.hardware import resolve_precision
 from mtrl.replay import Batch
 from mtrl.task_weighting import TaskWeighting, task_means
 
@@ -144,6 +145,7 @@ class SAC:
         self.weighting = TaskWeighting(cfg.task_weighting, num_tasks, device, lr=cfg.task_weighting_lr)
         self.last_masked = torch.zeros(num_tasks, dtype=torch.bool, device=device)
         self.device_type = device.type
+        self.precision, _ = resolve_precision(cfg.precision, device)  # auto: what the hardware runs fast
         if cfg.compile:  # in place, so state_dict keys (checkpoints) do not change
             for module in (agent.encoder, agent.actor, agent.critic, agent.actor_encoder, *self.target.values()):
                 if module is not None:
@@ -152,7 +154,7 @@ class SAC:
     def autocast(self) -> torch.autocast:
         """Forward passes of the update: hidden layers in bfloat16 with ``sac.precision=bfloat16``
         (output layers opt out in ``EnsembleMLP``); a no-op with float32."""
-        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bfloat16")
+        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16")
 
     def _step(self, opt: torch.optim.Optimizer, params: list[torch.Tensor], loss: torch.Tensor,
               per_sample: torch.Tensor | None = None, task: torch.Tensor | None = None, shared: list[torch.Tensor] | None = None,

@@ -24,6 +24,7 @@ from mtrl.config import Config, ConfigError, config_yaml
 from mtrl.errors import RunError, RunStopped
 from mtrl.distillation import load_teachers
 from mtrl.evaluation import EvalResult, EvaluationSchedule, crossed
+from mtrl.hardware import resolve_precision
 from mtrl.introspection import attention_by_task, representation_metrics
 from mtrl.logger import Logger
 from mtrl.progress import TrainingProgress, status
@@ -135,6 +136,9 @@ def train(cfg: Config) -> TrainResult:
     """Train ``cfg.agent`` on ``cfg.env``; returns the run directory and the final evaluation."""
     tc = cfg.train
     device = resolve_device(cfg.device)
+    if cfg.sac.precision == "auto":  # the run's config.yaml records what auto chose
+        cfg.sac.precision, why = resolve_precision("auto", device)
+        say(f"sac.precision=auto: {cfg.sac.precision} ({why})")
     run_dir = run_directory(cfg)
     resume = resume_point(cfg, run_dir, device)
     created = not run_dir.exists()

@@ -21,6 +21,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 TOY_FAST = {
     "env": {"suite": "toy", "num_tasks": 4},
     "agent": {"name": "mtsac", "hidden_sizes": [128, 128]},
+    # float32 whatever the CPU (sac.precision=auto would pick bfloat16 on an AVX512-BF16 one),
+    # so that a test's numbers do not depend on the machine; bfloat16 has tests of its own.
+    "sac": {"precision": "float32"},
     "train": {
         "total_steps": 16_000, "warmup_steps": 2_000, "batch_per_task": 64, "buffer_per_task": 50_000,
         "eval_every": 8_000, "eval_episodes": 20, "log_every": 2_000, "checkpoint_every": 8_000, "progress": False,

@@ -5,13 +5,16 @@ and a bad precision name is a one-line config error."""
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch.nn.functional import cosine_similarity
 
 from mtrl.agent import EnvSpec
 from mtrl.config import ConfigError, SACConfig, load_config
 from mtrl.registry import get
 from mtrl.replay import MultiTaskReplay
+from mtrl.hardware import resolve_precision
 from mtrl.sac import SAC
+from mtrl.trainer import train
 from conftest import TOY_FAST, make_config
 
 TASKS = 10
@@ -35,7 +38,7 @@ def setup():
 
 def terms(sac: SAC, part: str, batch, precision: str):
     """(per-sample loss, Q or log pi, gradient on the part's parameters) with fixed noise."""
-    sac.cfg.precision = precision
+    sac.precision = precision
     torch.manual_seed(1)
     alpha = sac.log_alpha.detach().exp()[batch.task]
     with sac.autocast():
@@ -45,7 +48,7 @@ def terms(sac: SAC, part: str, batch, precision: str):
             per_sample, out = sac.actor_terms(batch.obs, batch.task, alpha)
     params = sac.critic_params if part == "critic" else sac.actor_params
     grads = torch.autograd.grad(per_sample.mean(), params)
-    sac.cfg.precision = "float32"
+    sac.precision = "float32"
     return per_sample, out, torch.cat([g.flatten() for g in grads])
 
 
@@ -70,5 +73,23 @@ def test_q_values_keep_float32_resolution_in_bfloat16(setup):
 
 
 def test_bad_precision_is_refused():
-    with pytest.raises(ConfigError, match="sac.precision must be one of float32, bfloat16, got 'fp8'"):
+    with pytest.raises(ConfigError, match="sac.precision must be one of auto, float32, bfloat16, got 'fp8'"):
         make_config(TOY_FAST, sac={"precision": "fp8"})
+
+
+@pytest.mark.parametrize("flags, chosen", [({"avx2", "avx512f", "avx512_bf16"}, "bfloat16"), ({"avx2", "amx_bf16"}, "bfloat16"),
+                                           ({"avx2", "avx512f", "avx512_vnni"}, "float32"), (set(), "float32")])
+def test_auto_precision_follows_the_cpu_flags(flags, chosen):
+    """AVX512 alone is not enough: bf16 matmuls are emulated (slow) without AVX512-BF16/AMX."""
+    precision, why = resolve_precision("auto", torch.device("cpu"), flags)
+    assert precision == chosen and why
+    assert resolve_precision("float32", torch.device("cpu"), {"avx512_bf16"})[0] == "float32"  # an explicit choice stands
+
+
+def test_auto_precision_is_recorded_in_the_run_and_said(tmp_path, capsys):
+    cfg = make_config(TOY_FAST, run={"dir": str(tmp_path / "run")}, sac={"precision": "auto"},
+                      train={**TOY_FAST["train"], "total_steps": 200, "warmup_steps": 100, "eval_every": 0, "final_eval_episodes": 1})
+    train(cfg)
+    chosen, _ = resolve_precision("auto", torch.device("cpu"))
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["sac"]["precision"] == chosen
+    assert f"sac.precision=auto: {chosen}" in capsys.readouterr().err
