@@ -177,7 +177,8 @@ def check_supported(cfg: Config, num_tasks: int) -> None:
         "scheduler.name": (cfg.scheduler.name, "round_robin", "slot s always runs task s"),
         "train.batch_allocation": (tc.batch_allocation, "equal", "SB3 samples its buffer uniformly"),
         "conflict.method": (cfg.conflict.method, "none", "SB3's SAC takes plain gradients"),
-        "sac.precision": (sc.precision, "float32", "SB3's SAC trains in float32"),
+        # auto is mtrl's own choice of speed; SB3 as shipped trains in float32 whatever the CPU
+        "sac.precision": ("float32" if sc.precision == "auto" else sc.precision, "float32", "SB3's SAC trains in float32"),
     }
     for key, (value, wanted, why) in refused.items():
         if value != wanted and not (key == "train.num_slots" and value == num_tasks):

@@ -132,8 +132,8 @@ class SAC:
         self.target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
         self.critic_params = list(agent.critic.parameters()) + list(agent.encoder.parameters())
         self.actor_params = agent.actor_parameters()
-        # Adam with PyTorch's eps (1e-8), as SB3, pytorch_sac and fb/mtrl use it; optax's default
-        # (Meta-World+) is the same value.
+        # Adam with PyTorch's eps (1e-8), as SB3, pytorch_sac and fb/mtrl use it; Meta-World+
+        # sets 1e-5 (after SBX): a difference listed in docs/AGENTS.md, not yet measured.
         # sac.weight_decay > 0: AdamW's decoupled decay on actor and critics (BRC's optimiser).
         adam = (lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)) if cfg.weight_decay \
             else (lambda params, lr: torch.optim.Adam(params, lr=lr))
