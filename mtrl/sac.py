@@ -308,6 +308,9 @@ class SAC:
             "train/entropy": -_kept_mean(log_prob.detach(), keep),
             "divergence/skipped_steps": torch.tensor(float(skipped)),
             "divergence/masked_tasks": masked.sum().float(),
+            # (num_tasks,) each: the trainer logs them per task (tasks absent from the batch: 0)
+            "per_task/critic_loss": task_means(critic_per_sample.detach(), task, self.num_tasks)[0],
+            "per_task/q_mean": task_means(q.detach().mean(0), task, self.num_tasks)[0],
             **({"distill/kl": distill} if distill is not None else {}),
         }
 

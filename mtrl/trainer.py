@@ -136,9 +136,10 @@ def train(cfg: Config) -> TrainResult:
     """Train ``cfg.agent`` on ``cfg.env``; returns the run directory and the final evaluation."""
     tc = cfg.train
     device = resolve_device(cfg.device)
+    precision_note = None
     if cfg.sac.precision == "auto":  # the run's config.yaml records what auto chose
         cfg.sac.precision, why = resolve_precision("auto", device)
-        say(f"sac.precision=auto: {cfg.sac.precision} ({why})")
+        precision_note = f"sac.precision=auto: {cfg.sac.precision} ({why})"
     run_dir = run_directory(cfg)
     resume = resume_point(cfg, run_dir, device)
     created = not run_dir.exists()
@@ -178,6 +179,8 @@ def train(cfg: Config) -> TrainResult:
             run_dir.rmdir()  # a failed start leaves nothing behind
         raise
     atomic_write(run_dir / "config.yaml", config_yaml(cfg))
+    if precision_note:  # said once the run has started: a refused start stays one line
+        say(precision_note)
     logger = Logger(run_dir, resume_from=(state.log_offset, state.env_steps) if cfg.resume else None)
     schedule = EvaluationSchedule(eval_env, list(spec.task_names), tc, logger.log)
     schedule.evaluations = state.evaluations
@@ -264,7 +267,12 @@ def train(cfg: Config) -> TrainResult:
         now = time.perf_counter()
         record = {"train/steps_per_second": (state.env_steps - steps_at_log) / max(now - t_log, 1e-9), "train/updates": state.updates}
         t_log, steps_at_log = now, state.env_steps
-        record.update({k: float(v) / max(state.update_count, 1) for k, v in state.update_sums.items()})
+        for k, v in state.update_sums.items():  # means since the last log; per-task vectors by task name
+            mean = v / max(state.update_count, 1)
+            if mean.dim():
+                record.update({f"{k}/{name}": float(mean[i]) for i, name in enumerate(spec.task_names)})
+            else:
+                record[k] = float(mean)
         state.update_sums, state.update_count = {}, 0
         record["faults/env_rebuilds"] = state.faults["env_faults"]
         record["divergence/skipped_steps_total"] = state.faults["skipped_steps"]

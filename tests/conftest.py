@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from mtrl import hardware
 from mtrl.config import from_dict, merge
 from mtrl.registry import register
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
@@ -21,9 +22,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 TOY_FAST = {
     "env": {"suite": "toy", "num_tasks": 4},
     "agent": {"name": "mtsac", "hidden_sizes": [128, 128]},
-    # float32 whatever the CPU (sac.precision=auto would pick bfloat16 on an AVX512-BF16 one),
-    # so that a test's numbers do not depend on the machine; bfloat16 has tests of its own.
-    "sac": {"precision": "float32"},
     "train": {
         "total_steps": 16_000, "warmup_steps": 2_000, "batch_per_task": 64, "buffer_per_task": 50_000,
         "eval_every": 8_000, "eval_episodes": 20, "log_every": 2_000, "checkpoint_every": 8_000, "progress": False,
@@ -109,3 +107,12 @@ def toy_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("toy") / "run"
     assert main(["train", "toy-mtsac", *TINY_TOY, f"run.dir={run_dir}"]) == 0
     return run_dir
+
+
+@pytest.fixture(autouse=True)
+def float32_unless_asked(monkeypatch):
+    """sac.precision=auto resolves to float32 in every test, whatever the CPU (it would pick
+    bfloat16 on an AVX512-BF16 one), so that a test's numbers do not depend on the machine;
+    bfloat16 is tested where a test asks for it, and auto's choice with explicit CPU flags."""
+    monkeypatch.setattr(hardware, "cpu_flags", lambda *args: set())
+

@@ -85,6 +85,10 @@ def test_update_critic_loss_uses_target_networks_min_and_per_task_alpha():
     torch.manual_seed(5)
     metrics = sac.update(batch)
     assert metrics["loss/critic"].item() == pytest.approx(expected.item(), rel=1e-5)
+    # the per-task critic losses and Q means the trainer logs, each over its task's samples
+    per_sample = (q[0] - y) ** 2 + (q[1] - y) ** 2
+    torch.testing.assert_close(metrics["per_task/critic_loss"], torch.stack([per_sample[:2].mean(), per_sample[2:].mean()]))
+    torch.testing.assert_close(metrics["per_task/q_mean"], q.mean(0).view(2, 2).mean(1))
 
 
 def test_temperatures_of_different_tasks_move_independently():

@@ -41,6 +41,7 @@ def test_episode_metrics_and_per_task_alphas_are_logged(run_dir):
     records = read_metrics(run_dir)
     last = [r for r in records if "alpha/count-1" in r][-1]
     assert {"alpha/count-0", "train/episode_success/count-0", "loss/critic"} <= set(last)
+    assert {"per_task/critic_loss/count-0", "per_task/critic_loss/count-1", "per_task/q_mean/count-1"} <= set(last)
     # the scripted env succeeds at step 2 in every episode of both tasks
     assert last["train/episode_success/count-0"] == 1.0 and last["train/episode_success/count-1"] == 1.0
     final = [r for r in records if "eval/success_mean" in r][-1]
