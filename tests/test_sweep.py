@@ -21,6 +21,7 @@ from mtrl.cli import main
 ray = pytest.importorskip("ray")
 
 from mtrl import sweep
+from mtrl.sweep_storage import Storage, claim
 
 TINY = ["train.total_steps=400", "train.warmup_steps=100", "train.eval_every=200", "train.eval_episodes=1",
         "train.final_eval_episodes=1", "train.log_every=200", "train.checkpoint_every=200",
@@ -127,12 +128,17 @@ def test_a_trial_that_finished_before_the_manifest_said_so_is_not_trained_again(
 
     trial = sweep.Trial("base", TINY, 0, "base/seed0")
     cfg, log = sweep.trial_config("toy-mtsac", trial, tmp_path), tmp_path / "base" / "seed0.log"
+    storage = Storage(str(tmp_path), "abc", default=True)
+    claim(storage, tmp_path)
     threads = torch.get_num_threads()  # run_trial sets it; keep this process's
-    first = sweep.run_trial(cfg, str(log), threads, os.getcwd())  # in-process, as a Ray worker runs it
+    args = (cfg, trial.run_dir, sweep.log_name(trial), threads, os.getcwd(), storage)
+    first = sweep.run_trial(*args)  # in-process, as a Ray worker runs it
     assert first["state"] == "done" and first["env_steps"] == 400
     metrics = (tmp_path / "base" / "seed0" / "metrics.jsonl").read_bytes()
-    again = sweep.run_trial(cfg, str(log), threads, os.getcwd())
-    assert again == {"state": "done", "env_steps": 400, "final_success_mean": first["final_success_mean"]}
+    again = sweep.run_trial(*args)
+    again.pop("seconds")
+    assert again == {"state": "done", "env_steps": 400, "final_success_mean": first["final_success_mean"],
+                     "checkpoints": f"{tmp_path}/base/seed0/checkpoints"}
     assert (tmp_path / "base" / "seed0" / "metrics.jsonl").read_bytes() == metrics
     assert "already finished: final evaluation at step 400" in log.read_text()
 
