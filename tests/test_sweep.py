@@ -21,7 +21,7 @@ from mtrl.cli import main
 ray = pytest.importorskip("ray")
 
 from mtrl import sweep
-from mtrl.sweep_storage import Storage, claim
+from mtrl.sweep_storage import WORKDIR_ENV, Storage, claim, write_files
 
 TINY = ["train.total_steps=400", "train.warmup_steps=100", "train.eval_every=200", "train.eval_episodes=1",
         "train.final_eval_episodes=1", "train.log_every=200", "train.checkpoint_every=200",
@@ -151,6 +151,7 @@ def test_a_trial_that_finished_before_the_manifest_said_so_is_not_trained_again(
     (["--seeds", "1", "train.total_steps=400,-5"], "train.total_steps must be at least 1, got -5"),
     (["--seeds", "1", "seed=1,2"], "'seed' is set by mtrl sweep"),
     (["--seeds", "1", "device=cuda"], "device=cuda needs GPUs for the trials: pass --gpus-per-trial"),
+    (["--seeds", "1", "--storage", "zzz://bucket/x"], "--storage 'zzz://bucket/x': unknown protocol 'zzz://'"),
 ])
 def test_bad_input_is_one_line_exit_2_before_ray_or_any_write(tmp_path, monkeypatch, capsys, args, message):
     def no_ray(*a, **k):
@@ -180,3 +181,43 @@ def test_without_ray_says_which_extra(tmp_path, monkeypatch, capsys):
     assert main(["sweep", "toy-mtsac", "--seeds", "1", *TINY, "--out", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err.strip() == "mtrl: error: mtrl sweep needs the ray extra: pip install -e '.[ray]'"
     assert not (tmp_path / "s").exists()
+
+
+def test_storage_folder_holds_checkpoints_and_the_driver_gets_the_rest(tmp_path, local_ray, capsys):
+    out, store = tmp_path / "sweep", tmp_path / "store"
+    assert main(["sweep", "toy-mtsac", "--seeds", "1", *TINY, "--out", str(out), "--storage", str(store)]) == 0
+    trial = manifest(out)["trials"][0]
+    assert trial["checkpoints"] == f"{store}/base/seed0/checkpoints" and (store / "base/seed0/checkpoints/step_400.pt").is_file()
+    assert not (out / "base/seed0/checkpoints").exists()  # under --out: what the driver was sent, not checkpoints
+    assert final_eval(out / "base/seed0")["step"] == 400 and (out / "base/seed0/config.yaml").is_file()
+    assert f"in {store / 'base/seed0'}" in (out / "base/seed0.log").read_text()  # a folder it sees: trained in place
+    capsys.readouterr()
+    # A rerun names another storage: refused; a new sweep on a folder that holds other files: refused, nothing written.
+    assert main(["sweep", "toy-mtsac", "--seeds", "1", *TINY, "--out", str(out), "--storage", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip() == (f"mtrl: error: --out '{out}' holds a sweep started with --storage {store}; "
+                                               "rerun it so, or choose another --out")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert main(["sweep", "toy-mtsac", "--seeds", "1", *TINY, "--out", str(tmp_path / "new"),
+                 "--storage", f"file://{tmp_path / 'other'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds files but no mtrl sweep" in err[0]
+    assert not (tmp_path / "new").exists() and os.listdir(tmp_path / "other") == ["notes.txt"]
+
+
+def test_a_node_that_cannot_see_the_sweep_directory_sends_its_files_and_keeps_its_checkpoints(tmp_path, monkeypatch):
+    """No --storage, and the trial's node does not see the driver's --out (no marker there):
+    it trains in its own folder and returns its small files for the driver to write."""
+    import torch
+
+    out, node = tmp_path / "driver-out", tmp_path / "node"
+    monkeypatch.setenv(WORKDIR_ENV, str(node))
+    trial = sweep.Trial("base", TINY, 0, "base/seed0")
+    result = sweep.run_trial(sweep.trial_config("toy-mtsac", trial, out), trial.run_dir, sweep.log_name(trial),
+                             torch.get_num_threads(), os.getcwd(), Storage(str(out), "abc", default=True))
+    assert result["state"] == "done" and not out.exists()
+    assert set(result["files"]) >= {"base/seed0/config.yaml", "base/seed0/metrics.jsonl", "base/seed0.log"}
+    assert result["checkpoints"].startswith("node ") and result["checkpoints"].endswith(f"{node}/mtrl-sweep-abc/base/seed0/checkpoints")
+    assert (node / "mtrl-sweep-abc/base/seed0/checkpoints/step_400.pt").is_file()  # kept on the node for a rerun there
+    write_files(out, trial.run_dir, result["files"])
+    assert final_eval(out / "base/seed0")["step"] == 400
