@@ -11,7 +11,10 @@ failed with its one-line error). Running the same sweep again on the same direct
 resumes it: done trials are kept, every other one continues from its run's newest good
 checkpoint (``resume=true``), or starts if it never wrote one. A different grid, seeds or
 config on an existing sweep directory is refused. Every grid point's config is validated
-before Ray starts or anything is written. Ray is imported only here, inside functions, so
+before Ray starts or anything is written. Trials need not share the driver's disk:
+checkpoints go to the sweep's storage (``--storage``, default the sweep directory) and the
+small files come back in the Ray task's result (mtrl/sweep_storage.py). Ray is imported
+only here, inside functions, so
 ``import mtrl`` never needs it; a Ray session already initialised in the process (a
 notebook, the tests) is used as is and left running.
 """
