@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 from mtrl.atomic_write import atomic_write
 from mtrl.errors import ConfigError, RunError, RunStopped
+from mtrl.sweep_leftovers import PREFIX as LEFTOVER_PREFIX, clean_leftovers, mark_driver
 from mtrl.sweep_storage import Storage, claim, fetch_small, parse_storage, workplace, write_files
 
 MANIFEST = "sweep.json"
@@ -355,9 +356,10 @@ def import_ray():
     return ray
 
 
-def start_ray(ray, address: str | None) -> tuple[bool, str | None]:
+def start_ray(ray, address: str | None, sweep_dir: Path) -> tuple[bool, str | None]:
     """Connect to ``address``, or start local Ray on this machine's CPUs; quiet, with its own
-    temporary folder. Returns (we started it, the folder to remove after shutdown)."""
+    temporary folder, marked with this process (for :mod:`mtrl.sweep_leftovers`). Returns
+    (we started it, the folder to remove after shutdown)."""
     if ray.is_initialized():
         return False, None
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
@@ -368,7 +370,8 @@ def start_ray(ray, address: str | None) -> tuple[bool, str | None]:
             raise ConfigError(f"could not connect to the Ray cluster at '{address}' ({one_line(e)}); "
                               "start it with `ray start --head --port=6379` on the head node") from None
         return True, None
-    temp = tempfile.mkdtemp(prefix="mtrl-ray-")  # short: Ray's socket paths must fit in 107 bytes
+    temp = tempfile.mkdtemp(prefix=LEFTOVER_PREFIX)  # short: Ray's socket paths must fit in 107 bytes
+    mark_driver(temp, sweep_dir)
     ray.init(num_cpus=machine_cpus(), include_dashboard=False, _temp_dir=temp, **quiet)
     return True, temp
 
@@ -434,7 +437,8 @@ def run_sweep(config: str, grid_args: list[str], seeds: int, out: str | Path | N
         return SweepResult(sweep_dir, trials, *make_report(sweep_dir, trials))
 
     # 2. Start Ray, check the trials fit, then write.
-    started, temp = start_ray(ray, address)
+    clean_leftovers(echo)  # of drivers killed by SIGKILL, which could not clean up
+    started, temp = start_ray(ray, address, sweep_dir)
     handle = None
     try:
         total = ray.cluster_resources()

@@ -20,7 +20,7 @@ from mtrl.cli import main
 
 ray = pytest.importorskip("ray")
 
-from mtrl import sweep
+from mtrl import sweep, sweep_leftovers
 from mtrl.sweep_storage import WORKDIR_ENV, Storage, claim, write_files
 
 TINY = ["train.total_steps=400", "train.warmup_steps=100", "train.eval_every=200", "train.eval_episodes=1",
@@ -83,7 +83,7 @@ def test_a_failing_trial_is_reported_and_the_others_finish(tmp_path, local_ray, 
     assert "FAILED" in captured.out and "1 of 2 trials failed" in captured.err
 
 
-def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path, local_ray):
+def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path, local_ray, monkeypatch, capsys):
     out = tmp_path / "sweep"
     cpus = len(os.sched_getaffinity(0))
     # At most two trials at once, so the third is still to run when the first is done.
@@ -97,21 +97,28 @@ def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path, local_ra
             if (out / "sweep.json").is_file() and any(t["state"] == "done" for t in manifest(out)["trials"]):
                 break
             time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray (trial workers die with their raylet)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone: its Ray's agents and temporary folder outlive it
         proc.wait()
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    states = {t["seed"]: t["state"] for t in manifest(out)["trials"]}
-    finished = [s for s, state in states.items() if state == "done"]
-    assert finished and len(finished) < 3, states
-    for log in out.glob("base/seed*.log"):  # wait for the killed trials' workers to be gone
-        for pid in map(int, re.findall(r" pid (\d+)", log.read_text())):
-            while (Path(f"/proc/{pid}").exists() and time.monotonic() < deadline + 30
-                   and "ray::" in Path(f"/proc/{pid}/cmdline").read_text(errors="ignore")):
-                time.sleep(0.2)
-    kept = {s: (out / f"base/seed{s}/metrics.jsonl").read_bytes() for s in finished}
+        states = {t["seed"]: t["state"] for t in manifest(out)["trials"]}
+        finished = [s for s, state in states.items() if state == "done"]
+        assert finished and len(finished) < 3, states
+        for log in out.glob("base/seed*.log"):  # wait for the killed trials' workers to be gone
+            for pid in map(int, re.findall(r" pid (\d+)", log.read_text())):
+                while (Path(f"/proc/{pid}").exists() and time.monotonic() < deadline + 30
+                       and "ray::" in Path(f"/proc/{pid}/cmdline").read_text(errors="ignore")):
+                    time.sleep(0.2)
+        [left] = Path(ray_tmp).glob("mtrl-ray-*")
+        assert sweep_leftovers.holders(left), "nothing outlived the driver: this test no longer tests the cleanup"
+        kept = {s: (out / f"base/seed{s}/metrics.jsonl").read_bytes() for s in finished}
 
-    assert main(args) == 0  # the same command again (on the shared Ray session)
+        monkeypatch.setattr(tempfile, "tempdir", ray_tmp)  # the rerun looks where the killed driver's Ray lived
+        assert main(args) == 0  # the same command again (on the shared Ray session)
+        said = "".join(capsys.readouterr().out.split())  # rich wraps long lines
+        assert "".join(f"cleaned up after a killed sweep driver (pid {proc.pid}, --out {out}): stopped".split()) in said
+        assert not left.exists() and not sweep_leftovers.holders(Path(ray_tmp))
+    finally:
+        sweep_leftovers.stop(sweep_leftovers.holders(Path(ray_tmp)))  # what this test started, if it failed midway
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     trials = manifest(out)["trials"]
     assert [t["state"] for t in trials] == ["done"] * 3
     for s in finished:
