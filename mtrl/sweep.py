@@ -295,7 +295,8 @@ def run_trial(cfg: Any, run_rel: str, log_rel: str, threads: int, cwd: str, stor
     if place.returns_files:
         out["files"] = place.read_small_files(run_rel, log_rel)
     place.tidy([run_rel, log_rel])
-    out["seconds"] = round(time.perf_counter() - start, 1)
+    if not out.pop("finished_before", False):  # the driver says "it had finished before" instead of a time
+        out["seconds"] = round(time.perf_counter() - start, 1)
     return out
 
 
@@ -314,7 +315,8 @@ def train_trial(cfg: Any, log_path: Path, push: Callable[[Path], None]) -> dict:
         with open(log_path, "a") as log:
             log.write(f"--- {datetime.now().isoformat(timespec='seconds')} already finished: final evaluation at "
                       f"step {final['step']:,}; marked done\n")
-        return {"state": "done", "env_steps": final["step"], "final_success_mean": final["eval/success_mean"]}
+        return {"state": "done", "env_steps": final["step"], "final_success_mean": final["eval/success_mean"],
+                "finished_before": True}
 
     def push_or_say(path: Path) -> None:  # a storage hiccup costs this copy, not the run: the next one retries
         try:

@@ -21,7 +21,7 @@ from mtrl.cli import main
 ray = pytest.importorskip("ray")
 
 from mtrl import sweep, sweep_leftovers
-from mtrl.sweep_storage import WORKDIR_ENV, Storage, claim, write_files
+from mtrl.sweep_storage import WORKDIR_ENV, Storage, claim, workplace, write_files
 
 TINY = ["train.total_steps=400", "train.warmup_steps=100", "train.eval_every=200", "train.eval_episodes=1",
         "train.final_eval_episodes=1", "train.log_every=200", "train.checkpoint_every=200",
@@ -143,7 +143,6 @@ def test_a_trial_that_finished_before_the_manifest_said_so_is_not_trained_again(
     assert first["state"] == "done" and first["env_steps"] == 400
     metrics = (tmp_path / "base" / "seed0" / "metrics.jsonl").read_bytes()
     again = sweep.run_trial(*args)
-    again.pop("seconds")
     assert again == {"state": "done", "env_steps": 400, "final_success_mean": first["final_success_mean"],
                      "checkpoints": f"{tmp_path}/base/seed0/checkpoints"}
     assert (tmp_path / "base" / "seed0" / "metrics.jsonl").read_bytes() == metrics
@@ -228,3 +227,10 @@ def test_a_node_that_cannot_see_the_sweep_directory_sends_its_files_and_keeps_it
     assert (node / "mtrl-sweep-abc/base/seed0/checkpoints/step_400.pt").is_file()  # kept on the node for a rerun there
     write_files(out, trial.run_dir, result["files"])
     assert final_eval(out / "base/seed0")["step"] == 400
+
+
+def test_a_storage_folder_a_node_does_not_see_fails_the_trial_in_one_line(tmp_path):
+    with pytest.raises(sweep.RunError, match=r"^--storage '.*/nowhere' is not reachable from node .*; use a folder every "
+                                             r"node mounts, or a URI such as s3://bucket/sweeps/lr$"):
+        workplace(Storage(str(tmp_path / "nowhere"), "abc"))
+    assert not (tmp_path / "nowhere").exists()
