@@ -289,12 +289,15 @@ def run_trial(cfg: Any, run_rel: str, log_rel: str, threads: int, cwd: str, stor
     out = train_trial(cfg, place.root / log_rel, lambda _: place.push(run_rel, log_rel))
     try:
         place.push(run_rel, log_rel)
-    except Exception as e:  # noqa: BLE001
+        stored = True
+    except Exception as e:  # noqa: BLE001 (the node keeps its copy; the storage has the last pushed checkpoint)
+        stored = False
         out = {"state": "failed", "error": f"could not copy the run to --storage {storage.location} ({one_line(e)})"}
     out["checkpoints"] = place.checkpoints_at(run_rel)
     if place.returns_files:
         out["files"] = place.read_small_files(run_rel, log_rel)
-    place.tidy([run_rel, log_rel])
+    if stored:
+        place.tidy([run_rel, log_rel])
     if not out.pop("finished_before", False):  # the driver says "it had finished before" instead of a time
         out["seconds"] = round(time.perf_counter() - start, 1)
     return out

@@ -234,3 +234,28 @@ def test_a_storage_folder_a_node_does_not_see_fails_the_trial_in_one_line(tmp_pa
                                              r"node mounts, or a URI such as s3://bucket/sweeps/lr$"):
         workplace(Storage(str(tmp_path / "nowhere"), "abc"))
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_storage_that_fails_costs_copies_not_the_run_and_the_node_keeps_it(tmp_path, monkeypatch):
+    import torch
+
+    from mtrl import sweep_storage
+
+    node, store = tmp_path / "node", tmp_path / "store"
+    monkeypatch.setenv(WORKDIR_ENV, str(node))
+    storage = Storage(f"file://{store}", "abc")
+    claim(storage, tmp_path / "out")
+
+    def refuse(self, run_rel, log_rel):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sweep_storage.Workplace, "push", refuse)
+    trial = sweep.Trial("base", TINY, 0, "base/seed0")
+    result = sweep.run_trial(sweep.trial_config("toy-mtsac", trial, tmp_path / "out"), trial.run_dir,
+                             sweep.log_name(trial), torch.get_num_threads(), os.getcwd(), storage)
+    assert result["state"] == "failed"
+    assert result["error"] == f"could not copy the run to --storage file://{store} (OSError: [Errno 28] No space left on device)"
+    log = result["files"]["base/seed0.log"].decode()
+    assert "could not copy step_200.pt to the storage (OSError: [Errno 28] No space left on device); retrying at the next " \
+           "checkpoint" in log and "could not copy step_400.pt" in log and "--- done" in log  # training went on
+    assert (node / "mtrl-sweep-abc/base/seed0/checkpoints/step_400.pt").is_file()  # kept where it is
