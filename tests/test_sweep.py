@@ -32,10 +32,12 @@ TINY = ["train.total_steps=400", "train.warmup_steps=100", "train.eval_every=200
 def local_ray():
     """One local Ray for the module; run_sweep uses an initialised session as it is."""
     temp = tempfile.mkdtemp(prefix="mtrl-ray-")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR", _temp_dir=temp)
-    yield
-    ray.shutdown()
-    shutil.rmtree(temp, ignore_errors=True)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR", _temp_dir=temp)
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def manifest(sweep_dir: Path) -> dict:
