@@ -5,7 +5,7 @@
     mtrl report RUN_DIR... [--out DIR]
     mtrl report --transfer MT_RUNS... --single ST_RUNS... [--out DIR]
     mtrl single-task CONFIG --seeds N [key=value ...] [--out DIR]
-    mtrl sweep CONFIG --seeds N [key=v1,v2 ...] [--address HEAD:6379] [--out DIR]
+    mtrl sweep CONFIG --seeds N [key=v1,v2 ...] [--address HEAD:6379] [--out DIR] [--storage PATH_OR_URI]
     mtrl list
 
 User mistakes (bad config keys, missing run directories, ...) print one line
@@ -100,7 +100,8 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> None:
     from mtrl.sweep import run_sweep
 
     show_sweep(run_sweep(args.config, args.grid, args.seeds, args.out, args.address, args.cpus_per_trial,
-                         args.gpus_per_trial, echo=lambda line: console.print(line, markup=False, highlight=False)), console)
+                         args.gpus_per_trial, echo=lambda line: console.print(line, markup=False, highlight=False),
+                         storage=args.storage), console)
 
 
 def add_ray_options(p: argparse.ArgumentParser) -> None:
@@ -108,13 +109,17 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="an existing Ray cluster, e.g. HEAD:6379 (default: local Ray on this machine)")
     p.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) per trial (default: 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default: 0)")
+    p.add_argument("--storage", default=None, metavar="PATH_OR_URI",
+                   help="where trials keep checkpoints: a folder every node sees, or a URI (s3://..., file://...) "
+                        "(default: the sweep directory; a rerun keeps the sweep's own)")
 
 
 def cmd_single_task(args: argparse.Namespace, console: Console) -> None:
     from mtrl.single_task import run_single_task
 
     show_sweep(run_single_task(args.config, args.seeds, args.overrides, args.out, args.address, args.cpus_per_trial,
-                               args.gpus_per_trial, echo=lambda line: console.print(line, markup=False, highlight=False)), console)
+                               args.gpus_per_trial, echo=lambda line: console.print(line, markup=False, highlight=False),
+                               storage=args.storage), console)
 
 
 def show_sweep(result, console: Console) -> None:

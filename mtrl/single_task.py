@@ -39,9 +39,9 @@ def single_task_overrides(config: str, overrides: list[str]) -> tuple[dict[str, 
 
 def run_single_task(config: str, seeds: int, overrides: list[str], out: str | Path | None = None,
                     address: str | None = None, cpus_per_trial: int = 1, gpus_per_trial: float = 0.0,
-                    echo: Callable[[str], None] = print) -> SweepResult:
+                    echo: Callable[[str], None] = print, storage: str | None = None) -> SweepResult:
     points, common = single_task_overrides(config, overrides)
     if out is None:
         out = Path("sweeps") / f"{load_config(config).run.name}-single-task-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     return run_sweep(config, common, seeds, out, address, cpus_per_trial, gpus_per_trial, echo, points=points,
-                     command=["mtrl", "single-task", config, "--seeds", str(seeds), *overrides])
+                     command=["mtrl", "single-task", config, "--seeds", str(seeds), *overrides], storage=storage)

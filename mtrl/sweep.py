@@ -11,7 +11,10 @@ failed with its one-line error). Running the same sweep again on the same direct
 resumes it: done trials are kept, every other one continues from its run's newest good
 checkpoint (``resume=true``), or starts if it never wrote one. A different grid, seeds or
 config on an existing sweep directory is refused. Every grid point's config is validated
-before Ray starts or anything is written. Ray is imported only here, inside functions, so
+before Ray starts or anything is written. Trials need not share the driver's disk:
+checkpoints go to the sweep's storage (``--storage``, default the sweep directory) and the
+small files come back in the Ray task's result (mtrl/sweep_storage.py). Ray is imported
+only here, inside functions, so
 ``import mtrl`` never needs it; a Ray session already initialised in the process (a
 notebook, the tests) is used as is and left running.
 """
@@ -30,6 +33,7 @@ import shutil
 import tempfile
 import time
 import traceback
+import uuid
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +42,8 @@ from typing import Any, Callable
 
 from mtrl.atomic_write import atomic_write
 from mtrl.errors import ConfigError, RunError, RunStopped
+from mtrl.sweep_leftovers import PREFIX as LEFTOVER_PREFIX, clean_leftovers, mark_driver
+from mtrl.sweep_storage import Storage, claim, fetch_small, parse_storage, workplace, write_files
 
 MANIFEST = "sweep.json"
 LOCK = ".sweep.lock"
@@ -61,6 +67,7 @@ class Trial:
     seconds: float | None = None  # the last attempt's wall time
     env_steps: int | None = None
     final_success_mean: float | None = None
+    checkpoints: str | None = None  # where its checkpoints are: a storage path or URI, or a node's folder
 
     @property
     def label(self) -> str:
@@ -256,35 +263,75 @@ def finished_run(run_dir: Path, total_steps: int) -> dict | None:
     return final
 
 
-def run_trial(cfg: Any, log_path: str, threads: int, cwd: str) -> dict:
-    """Train one trial (the Ray task's body): resume its run directory if it holds a run,
-    else start it. Never raises for a failed run: returns its state and one-line error;
-    the trainer's messages and any traceback go to ``log_path``."""
-    import torch
+def log_name(trial: Trial) -> str:
+    """The trial's log, relative to the sweep directory: beside its run directory."""
+    return f"{trial.name}/seed{trial.seed}.log"
 
-    from mtrl.checkpoint import list_checkpoints
-    from mtrl.trainer import train
+
+def run_trial(cfg: Any, run_rel: str, log_rel: str, threads: int, cwd: str, storage: Storage) -> dict:
+    """Train one trial (the Ray task's body) where :func:`workplace` puts it on this node:
+    resume its run if the storage holds one, else start it. Never raises for a failed run:
+    returns its state and one-line error, where its checkpoints are and, when the driver
+    cannot read them where they are, its small files; the trainer's messages and any
+    traceback go to its log."""
+    import torch
 
     if os.path.isdir(cwd):  # relative paths in the config mean what they meant to the driver
         os.chdir(cwd)
     torch.set_num_threads(threads)
+    start = time.perf_counter()
+    try:
+        place = workplace(storage)
+        place.pull([run_rel, log_rel])
+    except Exception as e:  # noqa: BLE001 (storage unreachable from this node)
+        return {"state": "failed", "error": one_line(e)}
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(place.root / run_rel)))
+    out = train_trial(cfg, place.root / log_rel, lambda _: place.push(run_rel, log_rel))
+    try:
+        place.push(run_rel, log_rel)
+        stored = True
+    except Exception as e:  # noqa: BLE001 (the node keeps its copy; the storage has the last pushed checkpoint)
+        stored = False
+        out = {"state": "failed", "error": f"could not copy the run to --storage {storage.location} ({one_line(e)})"}
+    out["checkpoints"] = place.checkpoints_at(run_rel)
+    if place.returns_files:
+        out["files"] = place.read_small_files(run_rel, log_rel)
+    if stored:
+        place.tidy([run_rel, log_rel])
+    if not out.pop("finished_before", False):  # the driver says "it had finished before" instead of a time
+        out["seconds"] = round(time.perf_counter() - start, 1)
+    return out
+
+
+def train_trial(cfg: Any, log_path: Path, push: Callable[[Path], None]) -> dict:
+    """Train (or resume, or find finished) the run in ``cfg.run.dir``, its messages to
+    ``log_path``; ``push`` after each checkpoint. Its state and one-line error."""
+    from mtrl.checkpoint import list_checkpoints
+    from mtrl.trainer import train
+
     run_dir = Path(cfg.run.dir)
     resume = (run_dir / "config.yaml").is_file() or bool(list_checkpoints(run_dir))
     cfg = dataclasses.replace(cfg, resume=resume)
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     final = finished_run(run_dir, cfg.train.total_steps) if resume else None
     if final is not None:
         with open(log_path, "a") as log:
             log.write(f"--- {datetime.now().isoformat(timespec='seconds')} already finished: final evaluation at "
                       f"step {final['step']:,}; marked done\n")
-        return {"state": "done", "env_steps": final["step"], "final_success_mean": final["eval/success_mean"]}
+        return {"state": "done", "env_steps": final["step"], "final_success_mean": final["eval/success_mean"],
+                "finished_before": True}
+
+    def push_or_say(path: Path) -> None:  # a storage hiccup costs this copy, not the run: the next one retries
+        try:
+            push(path)
+        except Exception as e:  # noqa: BLE001
+            print(f"--- could not copy {path.name} to the storage ({one_line(e)}); retrying at the next checkpoint", flush=True)
+
     with open(log_path, "a", buffering=1) as log, redirect_stdout(log), redirect_stderr(log):
         print(f"--- {datetime.now().isoformat(timespec='seconds')} {'resuming' if resume else 'starting'} "
-              f"on {os.uname().nodename} pid {os.getpid()}", flush=True)
-        out: dict[str, Any] = {"state": "failed", "error": None}
+              f"on {os.uname().nodename} pid {os.getpid()} in {run_dir}", flush=True)
         try:
-            result = train(cfg)
+            result = train(cfg, on_checkpoint=push_or_say)
             out = {"state": "done", "env_steps": result.env_steps,
                    "final_success_mean": float(result.final_eval.success_mean) if result.final_eval else None}
         except RunStopped as e:
@@ -293,7 +340,6 @@ def run_trial(cfg: Any, log_path: str, threads: int, cwd: str) -> dict:
             traceback.print_exc()
             out = {"state": "failed", "error": one_line(e)}
         print(f"--- {out['state']}: {out.get('error') or out.get('stopped') or ''}".rstrip(": "), flush=True)
-    out["seconds"] = round(time.perf_counter() - start, 1)
     return out
 
 
@@ -315,9 +361,10 @@ def import_ray():
     return ray
 
 
-def start_ray(ray, address: str | None) -> tuple[bool, str | None]:
+def start_ray(ray, address: str | None, sweep_dir: Path) -> tuple[bool, str | None]:
     """Connect to ``address``, or start local Ray on this machine's CPUs; quiet, with its own
-    temporary folder. Returns (we started it, the folder to remove after shutdown)."""
+    temporary folder, marked with this process (for :mod:`mtrl.sweep_leftovers`). Returns
+    (we started it, the folder to remove after shutdown)."""
     if ray.is_initialized():
         return False, None
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
@@ -328,7 +375,8 @@ def start_ray(ray, address: str | None) -> tuple[bool, str | None]:
             raise ConfigError(f"could not connect to the Ray cluster at '{address}' ({one_line(e)}); "
                               "start it with `ray start --head --port=6379` on the head node") from None
         return True, None
-    temp = tempfile.mkdtemp(prefix="mtrl-ray-")  # short: Ray's socket paths must fit in 107 bytes
+    temp = tempfile.mkdtemp(prefix=LEFTOVER_PREFIX)  # short: Ray's socket paths must fit in 107 bytes
+    mark_driver(temp, sweep_dir)
     ray.init(num_cpus=machine_cpus(), include_dashboard=False, _temp_dir=temp, **quiet)
     return True, temp
 
@@ -345,7 +393,7 @@ def capacity(ray, cpus: int, gpus: float) -> int:
 def run_sweep(config: str, grid_args: list[str], seeds: int, out: str | Path | None = None,
               address: str | None = None, cpus_per_trial: int = 1, gpus_per_trial: float = 0.0,
               echo: Callable[[str], None] = print, points: dict[str, list[str]] | None = None,
-              command: list[str] | None = None) -> SweepResult:
+              command: list[str] | None = None, storage: str | None = None) -> SweepResult:
     """Run (or resume) the sweep; see the module docstring. Bad input raises
     :class:`ConfigError` before Ray starts or anything is written."""
     from mtrl.config import load_config
@@ -371,16 +419,22 @@ def run_sweep(config: str, grid_args: list[str], seeds: int, out: str | Path | N
         raise ConfigError("device=cuda needs GPUs for the trials: pass --gpus-per-trial G (e.g. 1, or 0.5 to share one)")
     sweep = {"config": config, "grid": grid, "seeds": seeds, "base_config": flat_config(base),
              **({"points": points} if points is not None else {})}
-    command = shlex.join([*(command or ["mtrl", "sweep", config, "--seeds", str(seeds), *grid_args]), "--out", str(out)])
+    location = parse_storage(storage) if storage is not None else None
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise ConfigError(f"--out '{out}' is a file; choose a folder")
     old = read_manifest(sweep_dir)
     if old is not None:
         same_sweep(old, sweep, sweep_dir)
+        location = same_storage(old["sweep"].get("storage"), location, sweep_dir)
         done = {(t.name, t.seed): t for t in old["trials"]}
         trials = [dataclasses.replace(done.get((t.name, t.seed), t), overrides=t.overrides, run_dir=t.run_dir) for t in trials]
     elif sweep_dir.is_dir() and any(sweep_dir.iterdir()):
         raise ConfigError(f"--out '{out}' already holds files but no {MANIFEST}; choose a new or empty folder")
+    sweep["storage"] = location
+    sweep["id"] = old["sweep"].get("id", uuid.uuid4().hex[:12]) if old is not None else uuid.uuid4().hex[:12]
+    store = Storage(location or str(sweep_dir), sweep["id"], default=location is None)
+    command = shlex.join([*(command or ["mtrl", "sweep", config, "--seeds", str(seeds), *grid_args]), "--out", str(out),
+                          *(["--storage", location] if location else [])])
     ray = import_ray()
     todo = [t for t in trials if t.state != "done"]
     if not todo:
@@ -388,7 +442,8 @@ def run_sweep(config: str, grid_args: list[str], seeds: int, out: str | Path | N
         return SweepResult(sweep_dir, trials, *make_report(sweep_dir, trials))
 
     # 2. Start Ray, check the trials fit, then write.
-    started, temp = start_ray(ray, address)
+    clean_leftovers(echo)  # of drivers killed by SIGKILL, which could not clean up
+    started, temp = start_ray(ray, address, sweep_dir)
     handle = None
     try:
         total = ray.cluster_resources()
@@ -396,6 +451,7 @@ def run_sweep(config: str, grid_args: list[str], seeds: int, out: str | Path | N
             raise ConfigError(f"a trial asks for {cpus_per_trial} CPU(s) and {gpus_per_trial:g} GPU(s), but the Ray cluster "
                               f"has {total.get('CPU', 0):g} CPU(s) and {total.get('GPU', 0):g} GPU(s); "
                               "lower --cpus-per-trial / --gpus-per-trial")
+        claim(store, sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         handle = lock(sweep_dir)
         if old is not None:
@@ -409,7 +465,7 @@ def run_sweep(config: str, grid_args: list[str], seeds: int, out: str | Path | N
             write_manifest(sweep_dir, command, sweep, trials)
 
         save()
-        run_all(ray, todo, configs, sweep_dir, cpus_per_trial, gpus_per_trial, save, echo)
+        run_all(ray, todo, configs, sweep_dir, store, cpus_per_trial, gpus_per_trial, save, echo)
     finally:
         if handle is not None:
             handle.close()
@@ -420,10 +476,11 @@ def run_sweep(config: str, grid_args: list[str], seeds: int, out: str | Path | N
     return SweepResult(sweep_dir, trials, *make_report(sweep_dir, trials))
 
 
-def run_all(ray, todo: list[Trial], configs: dict, sweep_dir: Path, cpus: int, gpus: float,
+def run_all(ray, todo: list[Trial], configs: dict, sweep_dir: Path, storage: Storage, cpus: int, gpus: float,
             save: Callable[[], None], echo: Callable[[str], None]) -> None:
-    """Hand trials to Ray as capacity allows, record each result as it comes. SIGINT/SIGTERM:
-    the running trials save a checkpoint and stop, the manifest says where they were."""
+    """Hand trials to Ray as capacity allows, record each result as it comes (its small files
+    under ``sweep_dir``). SIGINT/SIGTERM: the running trials save a checkpoint and stop, the
+    manifest says where they were."""
     from mtrl.stop_signals import StopSignals
 
     task = ray.remote(run_trial)
@@ -441,7 +498,10 @@ def run_all(ray, todo: list[Trial], configs: dict, sweep_dir: Path, cpus: int, g
             result = {"state": "pending", "error": None}
         except Exception as e:  # noqa: BLE001 (a crashed worker, a lost node)
             result = {"state": "failed", "error": one_line(e)}
-        for key in ("state", "error", "seconds", "env_steps", "final_success_mean"):
+            fetch_files(storage, sweep_dir, trial)
+        if "files" in result:
+            write_files(sweep_dir, trial.run_dir, result["files"])
+        for key in ("state", "error", "seconds", "env_steps", "final_success_mean", "checkpoints"):
             if key in result:
                 setattr(trial, key, result[key])
         save()
@@ -460,9 +520,8 @@ def run_all(ray, todo: list[Trial], configs: dict, sweep_dir: Path, cpus: int, g
                     trial = queue.pop(0)
                     trial.state, trial.error, trial.attempts = "running", None, trial.attempts + 1
                     save()
-                    log = sweep_dir / trial.name / f"seed{trial.seed}.log"
                     ref = task.options(name=f"mtrl {trial.label}", **options).remote(
-                        configs[(trial.name, trial.seed)], str(log), cpus, os.getcwd())
+                        configs[(trial.name, trial.seed)], trial.run_dir, log_name(trial), cpus, os.getcwd(), storage)
                     running[ref] = trial
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
                 for ref in ready:
@@ -478,6 +537,28 @@ def run_all(ray, todo: list[Trial], configs: dict, sweep_dir: Path, cpus: int, g
         except KeyboardInterrupt:  # a second Ctrl-C: Ray's shutdown ends the trials at their last checkpoint
             raise RunStopped(f"sweep interrupted; rerun the same command to resume the trials from their last "
                              f"checkpoints ({sweep_dir / MANIFEST})") from None
+
+
+def fetch_files(storage: Storage, sweep_dir: Path, trial: Trial) -> None:
+    """A trial whose worker died returned nothing: bring what it last copied to the storage
+    (its metrics up to its last checkpoint, its log) under ``sweep_dir``, where the driver
+    can read that storage."""
+    if storage.default:
+        return
+    try:
+        files = fetch_small(storage, [trial.run_dir, log_name(trial)])
+        trial.checkpoints = storage.where(f"{trial.run_dir}/checkpoints")
+    except Exception:  # noqa: BLE001 (the storage is not reachable from the driver: the manifest still says what failed)
+        return
+    write_files(sweep_dir, trial.run_dir, files)
+
+
+def same_storage(recorded: str | None, requested: str | None, sweep_dir: Path) -> str | None:
+    """The storage a resumed sweep keeps: the one it was started with."""
+    if requested is None or requested == recorded:
+        return recorded
+    where = f"--storage {recorded}" if recorded else "no --storage (its checkpoints are under --out)"
+    raise ConfigError(f"--out '{sweep_dir}' holds a sweep started with {where}; rerun it so, or choose another --out")
 
 
 def make_report(sweep_dir: Path, trials: list[Trial]) -> tuple[Any, str | None]:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -132,8 +133,10 @@ def writable(run_dir: Path) -> Path:
     return run_dir
 
 
-def train(cfg: Config) -> TrainResult:
-    """Train ``cfg.agent`` on ``cfg.env``; returns the run directory and the final evaluation."""
+def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> TrainResult:
+    """Train ``cfg.agent`` on ``cfg.env``; returns the run directory and the final evaluation.
+    ``on_checkpoint(path)`` runs after each checkpoint is written (a sweep copies the run to
+    its storage there)."""
     tc = cfg.train
     device = resolve_device(cfg.device)
     precision_note = None
@@ -196,11 +199,13 @@ def train(cfg: Config) -> TrainResult:
     def checkpoint() -> None:
         state.evaluations, state.log_offset = schedule.evaluations, logger.offset()
         try:
-            save_checkpoint(run_dir, state.env_steps, state.state_dict(tc.save_replay), tc.keep_checkpoints)
+            path = save_checkpoint(run_dir, state.env_steps, state.state_dict(tc.save_replay), tc.keep_checkpoints)
         except RunError as e:
             last = latest_checkpoint(run_dir)
             kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved"
             raise RunError(f"{e}; {kept}") from None
+        if on_checkpoint is not None:
+            on_checkpoint(path)
 
     def batch_counts() -> int | np.ndarray:
         """Samples per task: equal, or shares of the same total following the scheduler."""

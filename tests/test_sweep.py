@@ -20,7 +20,8 @@ from mtrl.cli import main
 
 ray = pytest.importorskip("ray")
 
-from mtrl import sweep
+from mtrl import sweep, sweep_leftovers
+from mtrl.sweep_storage import WORKDIR_ENV, Storage, claim, workplace, write_files
 
 TINY = ["train.total_steps=400", "train.warmup_steps=100", "train.eval_every=200", "train.eval_episodes=1",
         "train.final_eval_episodes=1", "train.log_every=200", "train.checkpoint_every=200",
@@ -31,10 +32,12 @@ TINY = ["train.total_steps=400", "train.warmup_steps=100", "train.eval_every=200
 def local_ray():
     """One local Ray for the module; run_sweep uses an initialised session as it is."""
     temp = tempfile.mkdtemp(prefix="mtrl-ray-")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR", _temp_dir=temp)
-    yield
-    ray.shutdown()
-    shutil.rmtree(temp, ignore_errors=True)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR", _temp_dir=temp)
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def manifest(sweep_dir: Path) -> dict:
@@ -82,7 +85,7 @@ def test_a_failing_trial_is_reported_and_the_others_finish(tmp_path, local_ray, 
     assert "FAILED" in captured.out and "1 of 2 trials failed" in captured.err
 
 
-def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path, local_ray):
+def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path, local_ray, monkeypatch, capsys):
     out = tmp_path / "sweep"
     cpus = len(os.sched_getaffinity(0))
     # At most two trials at once, so the third is still to run when the first is done.
@@ -91,26 +94,33 @@ def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path, local_ra
     proc = subprocess.Popen([sys.executable, "-m", "mtrl.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, "TMPDIR": ray_tmp})
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a ceiling for a loaded machine; the loop ends at the first done trial
         while time.monotonic() < deadline and proc.poll() is None:
             if (out / "sweep.json").is_file() and any(t["state"] == "done" for t in manifest(out)["trials"]):
                 break
             time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray (trial workers die with their raylet)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone: its Ray's agents and temporary folder outlive it
         proc.wait()
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    states = {t["seed"]: t["state"] for t in manifest(out)["trials"]}
-    finished = [s for s, state in states.items() if state == "done"]
-    assert finished and len(finished) < 3, states
-    for log in out.glob("base/seed*.log"):  # wait for the killed trials' workers to be gone
-        for pid in map(int, re.findall(r" pid (\d+)", log.read_text())):
-            while (Path(f"/proc/{pid}").exists() and time.monotonic() < deadline + 30
-                   and "ray::" in Path(f"/proc/{pid}/cmdline").read_text(errors="ignore")):
-                time.sleep(0.2)
-    kept = {s: (out / f"base/seed{s}/metrics.jsonl").read_bytes() for s in finished}
+        states = {t["seed"]: t["state"] for t in manifest(out)["trials"]}
+        finished = [s for s, state in states.items() if state == "done"]
+        assert finished and len(finished) < 3, states
+        for log in out.glob("base/seed*.log"):  # wait for the killed trials' workers to be gone
+            for pid in map(int, re.findall(r" pid (\d+)", log.read_text())):
+                while (Path(f"/proc/{pid}").exists() and time.monotonic() < deadline + 30
+                       and "ray::" in Path(f"/proc/{pid}/cmdline").read_text(errors="ignore")):
+                    time.sleep(0.2)
+        [left] = Path(ray_tmp).glob("mtrl-ray-*")
+        assert sweep_leftovers.holders(left), "nothing outlived the driver: this test no longer tests the cleanup"
+        kept = {s: (out / f"base/seed{s}/metrics.jsonl").read_bytes() for s in finished}
 
-    assert main(args) == 0  # the same command again (on the shared Ray session)
+        monkeypatch.setattr(tempfile, "tempdir", ray_tmp)  # the rerun looks where the killed driver's Ray lived
+        assert main(args) == 0  # the same command again (on the shared Ray session)
+        said = "".join(capsys.readouterr().out.split())  # rich wraps long lines
+        assert "".join(f"cleaned up after a killed sweep driver (pid {proc.pid}, --out {out}): stopped".split()) in said
+        assert not left.exists() and not sweep_leftovers.holders(Path(ray_tmp))
+    finally:
+        sweep_leftovers.stop(sweep_leftovers.holders(Path(ray_tmp)))  # what this test started, if it failed midway
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     trials = manifest(out)["trials"]
     assert [t["state"] for t in trials] == ["done"] * 3
     for s in finished:
@@ -127,12 +137,16 @@ def test_a_trial_that_finished_before_the_manifest_said_so_is_not_trained_again(
 
     trial = sweep.Trial("base", TINY, 0, "base/seed0")
     cfg, log = sweep.trial_config("toy-mtsac", trial, tmp_path), tmp_path / "base" / "seed0.log"
+    storage = Storage(str(tmp_path), "abc", default=True)
+    claim(storage, tmp_path)
     threads = torch.get_num_threads()  # run_trial sets it; keep this process's
-    first = sweep.run_trial(cfg, str(log), threads, os.getcwd())  # in-process, as a Ray worker runs it
+    args = (cfg, trial.run_dir, sweep.log_name(trial), threads, os.getcwd(), storage)
+    first = sweep.run_trial(*args)  # in-process, as a Ray worker runs it
     assert first["state"] == "done" and first["env_steps"] == 400
     metrics = (tmp_path / "base" / "seed0" / "metrics.jsonl").read_bytes()
-    again = sweep.run_trial(cfg, str(log), threads, os.getcwd())
-    assert again == {"state": "done", "env_steps": 400, "final_success_mean": first["final_success_mean"]}
+    again = sweep.run_trial(*args)
+    assert again == {"state": "done", "env_steps": 400, "final_success_mean": first["final_success_mean"],
+                     "checkpoints": f"{tmp_path}/base/seed0/checkpoints"}
     assert (tmp_path / "base" / "seed0" / "metrics.jsonl").read_bytes() == metrics
     assert "already finished: final evaluation at step 400" in log.read_text()
 
@@ -145,6 +159,7 @@ def test_a_trial_that_finished_before_the_manifest_said_so_is_not_trained_again(
     (["--seeds", "1", "train.total_steps=400,-5"], "train.total_steps must be at least 1, got -5"),
     (["--seeds", "1", "seed=1,2"], "'seed' is set by mtrl sweep"),
     (["--seeds", "1", "device=cuda"], "device=cuda needs GPUs for the trials: pass --gpus-per-trial"),
+    (["--seeds", "1", "--storage", "zzz://bucket/x"], "--storage 'zzz://bucket/x': unknown protocol 'zzz://'"),
 ])
 def test_bad_input_is_one_line_exit_2_before_ray_or_any_write(tmp_path, monkeypatch, capsys, args, message):
     def no_ray(*a, **k):
@@ -174,3 +189,75 @@ def test_without_ray_says_which_extra(tmp_path, monkeypatch, capsys):
     assert main(["sweep", "toy-mtsac", "--seeds", "1", *TINY, "--out", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err.strip() == "mtrl: error: mtrl sweep needs the ray extra: pip install -e '.[ray]'"
     assert not (tmp_path / "s").exists()
+
+
+def test_storage_folder_holds_checkpoints_and_the_driver_gets_the_rest(tmp_path, local_ray, capsys):
+    out, store = tmp_path / "sweep", tmp_path / "store"
+    assert main(["sweep", "toy-mtsac", "--seeds", "1", *TINY, "--out", str(out), "--storage", str(store)]) == 0
+    trial = manifest(out)["trials"][0]
+    assert trial["checkpoints"] == f"{store}/base/seed0/checkpoints" and (store / "base/seed0/checkpoints/step_400.pt").is_file()
+    assert not (out / "base/seed0/checkpoints").exists()  # under --out: what the driver was sent, not checkpoints
+    assert final_eval(out / "base/seed0")["step"] == 400 and (out / "base/seed0/config.yaml").is_file()
+    assert f"in {store / 'base/seed0'}" in (out / "base/seed0.log").read_text()  # a folder it sees: trained in place
+    capsys.readouterr()
+    # A rerun names another storage: refused; a new sweep on a folder that holds other files: refused, nothing written.
+    assert main(["sweep", "toy-mtsac", "--seeds", "1", *TINY, "--out", str(out), "--storage", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip() == (f"mtrl: error: --out '{out}' holds a sweep started with --storage {store}; "
+                                               "rerun it so, or choose another --out")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert main(["sweep", "toy-mtsac", "--seeds", "1", *TINY, "--out", str(tmp_path / "new"),
+                 "--storage", f"file://{tmp_path / 'other'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds files but no mtrl sweep" in err[0]
+    assert not (tmp_path / "new").exists() and os.listdir(tmp_path / "other") == ["notes.txt"]
+
+
+def test_a_node_that_cannot_see_the_sweep_directory_sends_its_files_and_keeps_its_checkpoints(tmp_path, monkeypatch):
+    """No --storage, and the trial's node does not see the driver's --out (no marker there):
+    it trains in its own folder and returns its small files for the driver to write."""
+    import torch
+
+    out, node = tmp_path / "driver-out", tmp_path / "node"
+    monkeypatch.setenv(WORKDIR_ENV, str(node))
+    trial = sweep.Trial("base", TINY, 0, "base/seed0")
+    result = sweep.run_trial(sweep.trial_config("toy-mtsac", trial, out), trial.run_dir, sweep.log_name(trial),
+                             torch.get_num_threads(), os.getcwd(), Storage(str(out), "abc", default=True))
+    assert result["state"] == "done" and not out.exists()
+    assert set(result["files"]) >= {"base/seed0/config.yaml", "base/seed0/metrics.jsonl", "base/seed0.log"}
+    assert result["checkpoints"].startswith("node ") and result["checkpoints"].endswith(f"{node}/mtrl-sweep-abc/base/seed0/checkpoints")
+    assert (node / "mtrl-sweep-abc/base/seed0/checkpoints/step_400.pt").is_file()  # kept on the node for a rerun there
+    write_files(out, trial.run_dir, result["files"])
+    assert final_eval(out / "base/seed0")["step"] == 400
+
+
+def test_a_storage_folder_a_node_does_not_see_fails_the_trial_in_one_line(tmp_path):
+    with pytest.raises(sweep.RunError, match=r"^--storage '.*/nowhere' is not reachable from node .*; use a folder every "
+                                             r"node mounts, or a URI such as s3://bucket/sweeps/lr$"):
+        workplace(Storage(str(tmp_path / "nowhere"), "abc"))
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_storage_that_fails_costs_copies_not_the_run_and_the_node_keeps_it(tmp_path, monkeypatch):
+    import torch
+
+    from mtrl import sweep_storage
+
+    node, store = tmp_path / "node", tmp_path / "store"
+    monkeypatch.setenv(WORKDIR_ENV, str(node))
+    storage = Storage(f"file://{store}", "abc")
+    claim(storage, tmp_path / "out")
+
+    def refuse(self, run_rel, log_rel):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sweep_storage.Workplace, "push", refuse)
+    trial = sweep.Trial("base", TINY, 0, "base/seed0")
+    result = sweep.run_trial(sweep.trial_config("toy-mtsac", trial, tmp_path / "out"), trial.run_dir,
+                             sweep.log_name(trial), torch.get_num_threads(), os.getcwd(), storage)
+    assert result["state"] == "failed"
+    assert result["error"] == f"could not copy the run to --storage file://{store} (OSError: [Errno 28] No space left on device)"
+    log = result["files"]["base/seed0.log"].decode()
+    assert "could not copy step_200.pt to the storage (OSError: [Errno 28] No space left on device); retrying at the next " \
+           "checkpoint" in log and "could not copy step_400.pt" in log and "--- done" in log  # training went on
+    assert (node / "mtrl-sweep-abc/base/seed0/checkpoints/step_400.pt").is_file()  # kept where it is
