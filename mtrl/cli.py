@@ -7,6 +7,7 @@
     mtrl single-task CONFIG --seeds N [key=value ...] [--out DIR]
     mtrl sweep CONFIG --seeds N [key=v1,v2 ...] [--address HEAD:6379] [--out DIR]
     mtrl list
+    mtrl convert-checkpoint PATH --trust
 
 User mistakes (bad config keys, missing run directories, ...) print one line
 ``mtrl: error: ...`` and exit with code 2; nothing is written before they are caught.
@@ -179,6 +180,25 @@ def cmd_embed_tasks(args: argparse.Namespace, console: Console) -> None:
     console.print(f"wrote {len(catalog)} task embeddings ({vectors.shape[1]}-d) to {out}")
 
 
+def cmd_convert_checkpoint(args: argparse.Namespace, console: Console) -> None:
+    from mtrl.checkpoint import CheckpointError, convert_checkpoint
+
+    path = Path(args.path)
+    if not path.is_file():
+        raise ConfigError(f"'{path}' is not a file; pass a checkpoint such as RUN_DIR/checkpoints/step_<N>.pt")
+    if not args.trust:
+        raise ConfigError(f"converting '{path}' unpickles it in full, which runs any code it holds; add --trust "
+                          "only for a checkpoint you made yourself or trust")
+    try:
+        backup = convert_checkpoint(path)
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
+    except Exception as e:  # whatever a foreign pickle raises: one line, the file is unchanged
+        raise ConfigError(f"cannot convert '{path}': {type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}") from None
+    console.print(f"converted {path} (loads without running code); the original is kept as {backup}",
+                  markup=False, highlight=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtrl", description="Multi-task RL on Meta-World and friends.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed_tasks)
     p = sub.add_parser("list", help="show registered suites, agents, schedulers and configs")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("convert-checkpoint", help="rewrite a trusted checkpoint of an older mtrl so that it loads without running code")
+    p.add_argument("path", help="the checkpoint file, RUN_DIR/checkpoints/step_<N>.pt")
+    p.add_argument("--trust", action="store_true", help="required: converting runs the code the file holds")
+    p.set_defaults(func=cmd_convert_checkpoint)
     return parser
 
 
