@@ -7,6 +7,7 @@
     mtrl single-task CONFIG --seeds N [key=value ...] [--out DIR]
     mtrl sweep CONFIG --seeds N [key=v1,v2 ...] [--address HEAD:6379] [--out DIR]
     mtrl list
+    mtrl export RUN_DIR --out DIR
     mtrl convert-checkpoint PATH --trust
 
 User mistakes (bad config keys, missing run directories, ...) print one line
@@ -180,6 +181,15 @@ def cmd_embed_tasks(args: argparse.Namespace, console: Console) -> None:
     console.print(f"wrote {len(catalog)} task embeddings ({vectors.shape[1]}-d) to {out}")
 
 
+def cmd_export(args: argparse.Namespace, console: Console) -> None:
+    from mtrl.export import export_policy
+
+    checkpoint = int(args.checkpoint) if args.checkpoint and args.checkpoint.isdigit() else args.checkpoint
+    weights = export_policy(Path(args.run_dir), Path(args.out), checkpoint)
+    console.print(f"wrote {weights.parent}: {weights.name}, policy.json, config.yaml (load with mtrl.load)",
+                  markup=False, highlight=False)
+
+
 def cmd_convert_checkpoint(args: argparse.Namespace, console: Console) -> None:
     from mtrl.checkpoint import CheckpointError, convert_checkpoint
 
@@ -245,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed_tasks)
     p = sub.add_parser("list", help="show registered suites, agents, schedulers and configs")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("export", help="write a run's policy as safetensors weights + config, to share (mtrl.load reads it)")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="a new or empty folder")
+    p.add_argument("--checkpoint", default=None, help="a step number or checkpoint file (default: the newest that verifies)")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("convert-checkpoint", help="rewrite a trusted checkpoint of an older mtrl so that it loads without running code")
     p.add_argument("path", help="the checkpoint file, RUN_DIR/checkpoints/step_<N>.pt")
     p.add_argument("--trust", action="store_true", help="required: converting runs the code the file holds")

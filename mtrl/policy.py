@@ -1,6 +1,7 @@
 """A trained agent as a policy for your own code: ``mtrl.load(RUN_DIR)``.
 
     policy = mtrl.load("runs/mt10-mtsac-seed0-...")       # the latest checkpoint that verifies
+    policy = mtrl.load("exports/mt10-mtsac")               # or what `mtrl export` wrote
     actions = policy.act(obs, ["reach-v3", "push-v3"])     # (B, obs_dim), task names or indices
 
 The agent is rebuilt from the run's ``config.yaml`` and the checkpoint alone: checkpoints
@@ -112,16 +113,24 @@ class TrainedPolicy:
 def load(run_dir: str | Path, checkpoint: str | Path | int | None = None, device: str = "auto") -> TrainedPolicy:
     """The trained policy of a run directory, ready to act.
 
+    ``run_dir`` may also be a folder written by ``mtrl export`` (safetensors weights).
     ``checkpoint``: None for the newest checkpoint that passes its checksum (newer broken
     ones are skipped with a warning), a step number (``RUN_DIR/checkpoints/step_<N>.pt``)
     or a checkpoint file. ``device``: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
     Problems (not a run directory, no or a broken checkpoint, a checkpoint that does not fit
     the config) raise a one-line :class:`~mtrl.errors.ConfigError`."""
+    from mtrl.export import is_export, read_export
+
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     cfg = read_run(run_dir)
     torch_device = resolve_device(device)
     suite = make_suite(cfg)
+    if is_export(run_dir):
+        if checkpoint is not None:
+            raise ConfigError(f"'{run_dir}' is an export (one policy, no checkpoints); load it without checkpoint=")
+        path, state = read_export(run_dir, torch_device)
+        return policy_from_checkpoint(cfg, suite, path, state, config_path, torch_device)
     path, state, skipped = read_checkpoint(run_dir, checkpoint, torch_device)
     for why in skipped:
         warnings.warn(f"mtrl: skipped {why}; loading {path.name}", stacklevel=2)
