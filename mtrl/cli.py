@@ -161,6 +161,8 @@ def cmd_list(args: argparse.Namespace, console: Console) -> None:
         for entry in registry.names(kind):
             missing = registry.unmet_requirement(entry)  # e.g. franka_kitchen without the kitchen extra
             table.add_row(entry.name, entry.summary + (f" ({escape(missing)})" if missing else ""))
+        for name, why in (registry.broken().items() if kind == "suite" else ()):
+            table.add_row(escape(name), f"[red]broken: {escape(why)}")
         console.print(table)
     console.print("configs: " + ", ".join(available_configs()))
 
