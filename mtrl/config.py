@@ -25,6 +25,7 @@ from mtrl.errors import (  # noqa: F401  (ConfigError: re-exported)
     at_least,
     check_values,
     did_you_mean,
+    finite,
     in_unit_interval,
     one_of,
     or_null,
@@ -397,6 +398,8 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
         except ValueError:
             pass
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not finite(float(value)):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
         return float(value)
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)  # 1e6 in YAML is a float

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, Callable, Iterable
 
 
@@ -45,6 +46,12 @@ def check_values(rows: Iterable[tuple[str, Any, Callable[[Any], bool], str]]) ->
     for key, value, ok, must in rows:
         if not ok(value):
             raise ConfigError(f"{key} must be {must}, got {value!r}")
+
+
+def finite(v: Any) -> bool:
+    """Not NaN and not infinite: every float a config holds must be (YAML's .inf and .nan,
+    1e999, are floats too). Checked with the field's type, before its range."""
+    return math.isfinite(v)
 
 
 def at_least(bound: float) -> Callable[[Any], bool]:
