@@ -233,9 +233,15 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 
 def check_value_support(cfg: Config) -> None:
-    """A categorical critic (``agent.v_max``, BRC) must hold the scaled returns: with
+    """Combinations of valid values that cannot work. ``sac.task_weighting_actor=false``
+    needs a ``sac.task_weighting`` to keep off the actor. A categorical critic
+    (``agent.v_max``, BRC) must hold the scaled returns: with
     ``sac.reward_scaling=returns`` they reach +-``sac.reward_scale_bound``, and the target
     projection would clip everything beyond the support."""
+    if not cfg.sac.task_weighting_actor and cfg.sac.task_weighting == "none":
+        raise ConfigError("sac.task_weighting_actor=false keeps sac.task_weighting's weights off the actor, but "
+                          "sac.task_weighting=none has none: set sac.task_weighting (one of "
+                          f"{', '.join(w for w in TASK_WEIGHTINGS if w != 'none')}) or drop sac.task_weighting_actor=false")
     v_max = getattr(cfg.agent, "v_max", None)
     bound = cfg.sac.reward_scale_bound
     if v_max is not None and cfg.sac.reward_scaling == "returns" and v_max < bound:

@@ -102,6 +102,8 @@ def one_error_line(capsys) -> str:
         ("env.goal_angles=[0,.inf,180,270]", "env.goal_angles[1] must be a finite number"),
         ("agent.name=care agent.attention_temperature=.inf", "agent.attention_temperature must be a finite number"),
         ("scheduler.name=learning_progress scheduler.noise_threshold=.inf", "scheduler.noise_threshold must be a finite"),
+        # a combination that would silently change nothing
+        ("sac.task_weighting_actor=false", "sac.task_weighting_actor=false keeps sac.task_weighting's weights off"),
         ("conflict.cagrad_c=-0.5", "conflict.cagrad_c"),
         ("conflict.monitor_every=-1", "conflict.monitor_every"),
         ("seed=-1", "seed"),
