@@ -348,6 +348,9 @@ def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
+        if not isinstance(key, str):
+            raise ConfigError(f"config key {key!r}{f' under {prefix.rstrip(chr(46))!r}' if prefix else ''} is not a name; "
+                              "keys are words such as total_steps")
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.5)
             hint = ", ".join(f"'{prefix}{c}'" for c in close) if close else ", ".join(f"'{prefix}{f}'" for f in fields)
@@ -369,6 +372,8 @@ def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
 
 def _build_component(meta: dict[str, str], data: Any, key: str) -> Any:
     """A registry-typed section: its selector key picks the dataclass that validates it."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"'{key}' must be a mapping, got {data!r}")
     data = dict(data or {})
     selector = meta["selector"]
     choice = data.setdefault(selector, meta["default"])

@@ -8,8 +8,21 @@ import math
 from typing import Any, Callable, Iterable
 
 
+# Every character str.splitlines() breaks at, shown escaped: a message quoting user input
+# (an override, a file name, a YAML key) stays one line whatever that input holds.
+_LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
+def one_line(message: object) -> str:
+    """``message`` as text with its line breaks escaped (``\\n``)."""
+    return str(message).translate(_LINE_BREAKS)
+
+
 class ConfigError(ValueError):
     """A user-facing configuration mistake; its message is one line saying what and how to fix."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(one_line(message))
 
 
 def did_you_mean(word: str, options: list[str], cutoff: float = 0.5) -> str:
@@ -21,6 +34,9 @@ def did_you_mean(word: str, options: list[str], cutoff: float = 0.5) -> str:
 class RunError(RuntimeError):
     """A run cannot go on (a failed write, repeated divergence, a broken environment); the
     message is one line saying what happened and what was kept."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(one_line(message))
 
 
 class WriteError(RunError):

@@ -24,7 +24,7 @@ import torch
 from mtrl.agent import Agent, EnvSpec
 from mtrl.config import Config
 from mtrl.errors import ConfigError, did_you_mean
-from mtrl.run_files import read_checkpoint, read_run
+from mtrl.run_files import check_summary, read_checkpoint, read_run
 from mtrl.seeding import run_seeds
 from mtrl.suite import Suite
 from mtrl.trainer import make_agent, make_spec, make_suite, resolve_device
@@ -142,8 +142,7 @@ def policy_from_checkpoint(cfg: Config, suite: Suite, checkpoint: Path, state: A
     """Build the agent of ``cfg`` and load the checkpoint's weights; one-line errors when the
     checkpoint does not fit the config (other tasks, other network sizes)."""
     misfit = f"checkpoint '{checkpoint}' does not fit the run's config '{config_path}'"
-    if not isinstance(state, dict):
-        raise ConfigError(f"{misfit}: it holds no training state; was it copied from elsewhere?")
+    check_summary(state, checkpoint)
     saved_tasks = state.get("task_names")
     if saved_tasks is not None and list(saved_tasks) != list(suite.task_names):
         raise ConfigError(
@@ -154,7 +153,7 @@ def policy_from_checkpoint(cfg: Config, suite: Suite, checkpoint: Path, state: A
     agent = make_agent(cfg, spec, device)
     try:
         agent.load_state_dict(state["sac"]["agent"])
-    except (RuntimeError, KeyError, TypeError) as e:
+    except Exception as e:  # torch's load_state_dict on weights of other names, shapes or kinds
         why = f"it has no {e} entry" if isinstance(e, KeyError) else _first_line(e)
         raise ConfigError(f"{misfit} ({why}); was it copied from another run?") from None
     agent.eval()

@@ -14,6 +14,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from mtrl.safe_state import check_like
+
 
 class Batch(NamedTuple):
     obs: torch.Tensor  # (B, obs_dim) float32
@@ -103,6 +105,8 @@ class MultiTaskReplay:
         return {**{k: getattr(self, k) for k in self.FIELDS}, "pos": self.pos.copy(), "size": self.size.copy()}
 
     def load_state_dict(self, state: dict) -> None:
+        check_like(self.pos, state["pos"], "replay.pos")
+        check_like(self.size, state["size"], "replay.size")
         for key in self.FIELDS:
             getattr(self, key).copy_(state[key])
         self.pos, self.size = state["pos"].copy(), state["size"].copy()

@@ -118,3 +118,33 @@ def legacy_numpy_globals() -> list[Any]:
         allowed += [(multiarray._reconstruct, f"{module}._reconstruct"), (multiarray.scalar, f"{module}.scalar")]
     allowed += list({type(np.dtype(code)) for code in "?bBhHiIlLqQefdg"} - {np.dtype})
     return allowed
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return f"a {tuple(value.shape)} {value.dtype} {'array' if isinstance(value, np.ndarray) else 'tensor'}"
+    return f"a {type(value).__name__}"
+
+
+def check_like(template: Any, value: Any, where: str) -> None:
+    """``ValueError`` unless a restored ``value`` has the kind of the live ``template``: an
+    array of the same dtype and shape, an int for an int, a dict with the same keys (checked
+    in turn). What a checkpoint sets by assignment passes here first, so that a file of the
+    right format but the wrong contents is refused on load, not in the middle of training."""
+    if isinstance(template, (np.ndarray, torch.Tensor)):
+        ok = type(value) is type(template) and value.dtype == template.dtype and tuple(value.shape) == tuple(template.shape)
+    elif isinstance(template, (bool, np.bool_)):
+        ok = isinstance(value, (bool, np.bool_))
+    elif isinstance(template, (int, np.integer)):
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    elif isinstance(template, (float, np.floating)):
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    elif isinstance(template, dict):
+        ok = isinstance(value, dict) and set(value) == set(template)
+        if ok:
+            for key in template:
+                check_like(template[key], value[key], f"{where}.{key}")
+    else:
+        ok = type(value) is type(template)
+    if not ok:
+        raise ValueError(f"{where} is {_kind(value)}, expected {_kind(template)}")

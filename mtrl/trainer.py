@@ -371,14 +371,14 @@ def restore(state: TrainingState, path: Path, saved: dict, tc) -> None:
         raise ConfigError(f"the checkpoint {path} holds no training state; start a new run with another run.dir")
     try:
         state.sac.load_state_dict(saved["sac"])
-    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+    except Exception as e:  # whatever torch's loaders raise on a state of the wrong shape or kind
         raise ConfigError(f"the checkpoint {path} does not fit this config's agent ({(str(e).splitlines() or [''])[0]})") from None
     if "loop" not in saved:
         raise ConfigError(f"the checkpoint {path} was written by an older mtrl and cannot be resumed; "
                           "evaluate it with `mtrl eval`, or start a new run")
     try:
         state.load_state_dict(saved)
-    except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:  # a malformed file
+    except Exception as e:  # a malformed file: numpy's, torch's and Python's RNG setters raise their own kinds
         raise ConfigError(f"the checkpoint {path} holds a training state this run cannot restore "
                           f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]}); start a new run with another run.dir") from None
     if state.finished and state.env_steps >= tc.total_steps:

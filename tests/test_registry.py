@@ -6,10 +6,23 @@ import textwrap
 from mtrl import registry
 
 
-def test_entry_point_suite_is_registered(tmp_path, monkeypatch):
+def install_plugins(tmp_path, monkeypatch, modules: dict[str, str], entry_points: str, name: str = "my-suite") -> None:
+    """An installed distribution (on sys.path, with its dist-info) holding ``modules``
+    (path -> source) and declaring ``entry_points`` in the mtrl.envs group."""
     pkg = tmp_path / "site"
-    (pkg / "my_suite").mkdir(parents=True)
-    (pkg / "my_suite" / "__init__.py").write_text(textwrap.dedent('''
+    for path, source in modules.items():
+        (pkg / path).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / path).write_text(textwrap.dedent(source))
+    dist = pkg / f"{name.replace('-', '_')}-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[mtrl.envs]\n{entry_points}")
+    monkeypatch.syspath_prepend(str(pkg))
+    monkeypatch.setattr(registry, "_loaded", False)
+
+
+def test_entry_point_suite_is_registered(tmp_path, monkeypatch):
+    install_plugins(tmp_path, monkeypatch, {"my_suite/__init__.py": '''
         from dataclasses import dataclass
         from envs.toy import ToyConfig, ToySuite
 
@@ -21,13 +34,7 @@ def test_entry_point_suite_is_registered(tmp_path, monkeypatch):
         class LineSuite(ToySuite):
             """A plugged-in suite."""
             Config = LineConfig
-    '''))
-    dist = pkg / "my_suite-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-suite\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[mtrl.envs]\nline = my_suite:LineSuite\n")
-    monkeypatch.syspath_prepend(str(pkg))
-    monkeypatch.setattr(registry, "_loaded", False)
+    '''}, "line = my_suite:LineSuite\n")
     entry = registry.get("suite", "line")
     assert entry.target.__name__ == "LineSuite" and entry.config_cls.__name__ == "LineConfig"
     assert "line" in [e.name for e in registry.names("suite")]
@@ -50,9 +57,7 @@ def test_a_plugin_that_fails_to_import_breaks_only_itself(tmp_path, monkeypatch,
     from mtrl.cli import main
     from mtrl.errors import ConfigError
 
-    pkg = tmp_path / "site"
-    (pkg / "good_suite").mkdir(parents=True)
-    (pkg / "good_suite" / "__init__.py").write_text(textwrap.dedent('''
+    install_plugins(tmp_path, monkeypatch, {"good_suite/__init__.py": '''
         from dataclasses import dataclass
         from envs.toy import ToyConfig, ToySuite
 
@@ -63,15 +68,8 @@ def test_a_plugin_that_fails_to_import_breaks_only_itself(tmp_path, monkeypatch,
         class DotSuite(ToySuite):
             """A working plug-in."""
             Config = DotConfig
-    '''))
-    (pkg / "crashing_suite.py").write_text("raise RuntimeError('needs a licence server')\n")
-    dist = pkg / "plugins-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plugins\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(
-        "[mtrl.envs]\nmissing = no_such_module:Suite\ncrashing = crashing_suite:Suite\ndot = good_suite:DotSuite\n")
-    monkeypatch.syspath_prepend(str(pkg))
-    monkeypatch.setattr(registry, "_loaded", False)
+    ''', "crashing_suite.py": "raise RuntimeError('needs a licence server')\n"},
+        "missing = no_such_module:Suite\ncrashing = crashing_suite:Suite\ndot = good_suite:DotSuite\n", name="plugins")
     try:
         assert registry.get("suite", "dot").target.__name__ == "DotSuite"
         assert registry.get("suite", "toy")
