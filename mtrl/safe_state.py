@@ -54,7 +54,7 @@ def encode(obj: Any, where: str = "state") -> Any:
         if all(a is b for a, b in zip(items, obj)):
             return obj
         return type(obj)(items)
-    if isinstance(obj, _LEAVES) and type(obj) is not torch.nn.Parameter:
+    if type(obj) in _LEAVES or type(obj) is torch.nn.Parameter:  # not subclasses: loading would refuse them
         return obj
     raise UnsupportedValue(f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}")
 

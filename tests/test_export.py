@@ -4,6 +4,7 @@ and that act exactly as the run they came from."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -90,3 +91,14 @@ def test_a_damaged_export_is_one_line(toy_run, tmp_path):
         mtrl.load(out, device="cpu")
     with pytest.raises(ConfigError, match="is an export"):
         mtrl.load(out, checkpoint=200, device="cpu")
+
+
+def test_mtrl_eval_of_an_export_gives_the_runs_evaluation(toy_run, tmp_path):
+    run, out = tmp_path / "run", tmp_path / "export"
+    shutil.copytree(toy_run, run)
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    for folder in (run, out):
+        assert main(["eval", str(folder), "--episodes", "3", "--device", "cpu"]) == 0
+    from_run, from_export = (json.loads((f / "eval.json").read_text()) for f in (run, out))
+    assert from_export.pop("checkpoint") == "policy.safetensors" and from_run.pop("checkpoint") == "step_400.pt"
+    assert from_run == from_export and from_run["env_steps"] == 400
