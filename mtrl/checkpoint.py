@@ -164,8 +164,8 @@ def _refusal(path: Path, payload: bytes | memoryview, error: Exception, legacy: 
     """One line: which file, what it asked to call, and (older files) how to convert a trusted one."""
     try:
         wants = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(payload))
-        allowed = {name for g in legacy_numpy_globals() for name in ([g[1]] if isinstance(g, tuple) else [])}
-        wants = [w for w in wants if w not in allowed]
+        allowed = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in legacy_numpy_globals()}
+        wants = [w for w in wants if not legacy or w not in allowed]  # name what was refused
     except Exception:  # not a zip file: the unpickler's own message names the global
         wants = re.findall(r"GLOBAL (\S+)", str(error))[:1]
     what = f"loading it would call {', '.join(wants[:3])}" if wants else "it holds more than tensors and plain values"
