@@ -69,14 +69,19 @@ def check_summary(state: Any, path: Path) -> dict[str, Any]:
         raise wrong("spec is not a mapping")
     for key in ("obs_dim", "act_dim"):
         value = (spec or {}).get(key)
-        if value is not None and not (type(value) is int and value >= 1):
+        if value is not None and not (_integer(value) and value >= 1):
             raise wrong(f"spec.{key} is {value!r}")
     descriptions = (spec or {}).get("descriptions")
     if descriptions is not None and not (isinstance(descriptions, list) and all(isinstance(d, str) for d in descriptions)):
         raise wrong("spec.descriptions is not a list of texts")
     steps = state.get("env_steps")
-    if steps is not None and type(steps) is not int:
+    if steps is not None and not _integer(steps):
         raise wrong(f"env_steps is {steps!r}")
     if not (isinstance(state.get("sac"), dict) and isinstance(state["sac"].get("agent"), dict)):
         raise wrong("it has no sac.agent weights")
     return state
+
+
+def _integer(value: Any) -> bool:
+    """An int (Python's or numpy's; a suite may report its sizes as numpy ints), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
