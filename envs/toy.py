@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mtrl.errors import ConfigError, at_least, check_values, positive
 from mtrl.registry import register
+from mtrl.safe_state import check_like
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
 
 _COMPASS = {0: "east", 45: "north-east", 90: "north", 135: "north-west", 180: "west",
@@ -88,6 +89,8 @@ class PointMassVecEnv(MultiTaskVecEnv):
         return {"rng": self.get_rng_state(), "pos": self.pos.copy(), "goal": self.goal.copy(), "t": self.t.copy()}
 
     def set_state(self, state: dict) -> None:
+        for key in ("pos", "goal", "t"):
+            check_like(getattr(self, key), state[key], f"env.{key}")
         self.set_rng_state(state["rng"])
         self.pos[:], self.goal[:], self.t[:] = state["pos"], state["goal"], state["t"]
 

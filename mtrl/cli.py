@@ -7,6 +7,8 @@
     mtrl single-task CONFIG --seeds N [key=value ...] [--out DIR]
     mtrl sweep CONFIG --seeds N [key=v1,v2 ...] [--address HEAD:6379] [--out DIR] [--storage PATH_OR_URI]
     mtrl list
+    mtrl export RUN_DIR --out DIR
+    mtrl convert-checkpoint PATH --trust
 
 User mistakes (bad config keys, missing run directories, ...) print one line
 ``mtrl: error: ...`` and exit with code 2; nothing is written before they are caught.
@@ -164,6 +166,8 @@ def cmd_list(args: argparse.Namespace, console: Console) -> None:
         for entry in registry.names(kind):
             missing = registry.unmet_requirement(entry)  # e.g. franka_kitchen without the kitchen extra
             table.add_row(entry.name, entry.summary + (f" ({escape(missing)})" if missing else ""))
+        for name, why in (registry.broken().items() if kind == "suite" else ()):
+            table.add_row(escape(name), f"[red]broken: {escape(why)}")
         console.print(table)
     console.print("configs: " + ", ".join(available_configs()))
 
@@ -182,6 +186,34 @@ def cmd_embed_tasks(args: argparse.Namespace, console: Console) -> None:
     vectors = compute_embeddings(list(catalog.values()))
     write_embeddings(out, args.suite, catalog, vectors)
     console.print(f"wrote {len(catalog)} task embeddings ({vectors.shape[1]}-d) to {out}")
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> None:
+    from mtrl.export import export_policy
+
+    checkpoint = int(args.checkpoint) if args.checkpoint and args.checkpoint.isdigit() else args.checkpoint
+    weights = export_policy(Path(args.run_dir), Path(args.out), checkpoint)
+    console.print(f"wrote {weights.parent}: {weights.name}, policy.json, config.yaml (load with mtrl.load)",
+                  markup=False, highlight=False)
+
+
+def cmd_convert_checkpoint(args: argparse.Namespace, console: Console) -> None:
+    from mtrl.checkpoint import CheckpointError, convert_checkpoint
+
+    path = Path(args.path)
+    if not path.is_file():
+        raise ConfigError(f"'{path}' is not a file; pass a checkpoint such as RUN_DIR/checkpoints/step_<N>.pt")
+    if not args.trust:
+        raise ConfigError(f"converting '{path}' unpickles it in full, which runs any code it holds; add --trust "
+                          "only for a checkpoint you made yourself or trust")
+    try:
+        backup = convert_checkpoint(path)
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
+    except Exception as e:  # whatever a foreign pickle raises: one line, the file is unchanged
+        raise ConfigError(f"cannot convert '{path}': {type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}") from None
+    console.print(f"converted {path} (loads without running code); the original is kept as {backup}",
+                  markup=False, highlight=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,6 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed_tasks)
     p = sub.add_parser("list", help="show registered suites, agents, schedulers and configs")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("export", help="write a run's policy as safetensors weights + config, to share (mtrl.load reads it)")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="a new or empty folder")
+    p.add_argument("--checkpoint", default=None, help="a step number or checkpoint file (default: the newest that verifies)")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("convert-checkpoint", help="rewrite a trusted checkpoint of an older mtrl so that it loads without running code")
+    p.add_argument("path", help="the checkpoint file, RUN_DIR/checkpoints/step_<N>.pt")
+    p.add_argument("--trust", action="store_true", help="required: converting runs the code the file holds")
+    p.set_defaults(func=cmd_convert_checkpoint)
     return parser
 
 

@@ -25,6 +25,7 @@ from mtrl.errors import (  # noqa: F401  (ConfigError: re-exported)
     at_least,
     check_values,
     did_you_mean,
+    finite,
     in_unit_interval,
     one_of,
     or_null,
@@ -237,9 +238,15 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 
 def check_value_support(cfg: Config) -> None:
-    """A categorical critic (``agent.v_max``, BRC) must hold the scaled returns: with
+    """Combinations of valid values that cannot work. ``sac.task_weighting_actor=false``
+    needs a ``sac.task_weighting`` to keep off the actor. A categorical critic
+    (``agent.v_max``, BRC) must hold the scaled returns: with
     ``sac.reward_scaling=returns`` they reach +-``sac.reward_scale_bound``, and the target
     projection would clip everything beyond the support."""
+    if not cfg.sac.task_weighting_actor and cfg.sac.task_weighting == "none":
+        raise ConfigError("sac.task_weighting_actor=false keeps sac.task_weighting's weights off the actor, but "
+                          "sac.task_weighting=none has none: set sac.task_weighting (one of "
+                          f"{', '.join(w for w in TASK_WEIGHTINGS if w != 'none')}) or drop sac.task_weighting_actor=false")
     v_max = getattr(cfg.agent, "v_max", None)
     bound = cfg.sac.reward_scale_bound
     if v_max is not None and cfg.sac.reward_scaling == "returns" and v_max < bound:
@@ -347,6 +354,9 @@ def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
+        if not isinstance(key, str):
+            raise ConfigError(f"config key {key!r}{f' under {prefix.rstrip(chr(46))!r}' if prefix else ''} is not a name; "
+                              "keys are words such as total_steps")
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.5)
             hint = ", ".join(f"'{prefix}{c}'" for c in close) if close else ", ".join(f"'{prefix}{f}'" for f in fields)
@@ -368,6 +378,8 @@ def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
 
 def _build_component(meta: dict[str, str], data: Any, key: str) -> Any:
     """A registry-typed section: its selector key picks the dataclass that validates it."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"'{key}' must be a mapping, got {data!r}")
     data = dict(data or {})
     selector = meta["selector"]
     choice = data.setdefault(selector, meta["default"])
@@ -403,6 +415,8 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
         except ValueError:
             pass
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not finite(float(value)):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
         return float(value)
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)  # 1e6 in YAML is a float

@@ -22,7 +22,7 @@ import torch
 from mtrl import registry
 from mtrl.agent import Agent, EnvSpec
 from mtrl.errors import ConfigError
-from mtrl.run_files import read_checkpoint, read_run
+from mtrl.run_files import check_summary, read_checkpoint, read_run
 
 
 def gaussian_kl(mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,8 @@ def load_teachers(paths: list[str], spec: EnvSpec, device: torch.device) -> Teac
     for raw in paths:
         run_dir = Path(raw)
         cfg = read_run(run_dir)
-        _, state, _ = read_checkpoint(run_dir, None, device)
+        path, state, _ = read_checkpoint(run_dir, None, device)
+        check_summary(state, path)
         where = f"teacher '{run_dir}'"
         if cfg.env.suite != spec.suite:
             raise ConfigError(f"{where} was trained on suite '{cfg.env.suite}', the student on '{spec.suite}'; "
@@ -92,7 +93,7 @@ def load_teachers(paths: list[str], spec: EnvSpec, device: torch.device) -> Teac
         agent = registry.get("agent", cfg.agent.name).target(cfg.agent, teacher_spec).to(device)
         try:
             agent.load_state_dict(state["sac"]["agent"])
-        except (RuntimeError, KeyError) as e:
+        except Exception as e:  # torch's load_state_dict on weights of other names, shapes or kinds
             raise ConfigError(f"{where}'s checkpoint does not fit its own config ({str(e).splitlines()[0][:120]})") from None
         agent.requires_grad_(False).eval()
         teachers.append(Teacher(spec.task_names.index(tasks[0]), agent, run_dir))

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from mtrl.atomic_write import atomic_write
-from mtrl.errors import ConfigError
+from mtrl.errors import ConfigError, finite
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 
@@ -68,6 +70,8 @@ def read_embedding_file(path: Path) -> dict:
         vector = entry["vector"]
         if not vector or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector):
             raise broken(f"holds a vector for task '{name}' that is not a non-empty list of numbers")
+        if not all(finite(x) and abs(x) <= FLOAT32_MAX for x in vector):  # JSON's NaN/Infinity, or past float32
+            raise broken(f"holds a non-finite number (NaN, Infinity or beyond float32) in the vector of task '{name}'")
         if dim is None:
             dim = len(vector)
         if len(vector) != dim:

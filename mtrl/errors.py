@@ -4,11 +4,25 @@
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, Callable, Iterable
+
+
+# Every character str.splitlines() breaks at, shown escaped: a message quoting user input
+# (an override, a file name, a YAML key) stays one line whatever that input holds.
+_LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
+def one_line(message: object) -> str:
+    """``message`` as text with its line breaks escaped (``\\n``)."""
+    return str(message).translate(_LINE_BREAKS)
 
 
 class ConfigError(ValueError):
     """A user-facing configuration mistake; its message is one line saying what and how to fix."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(one_line(message))
 
 
 def did_you_mean(word: str, options: list[str], cutoff: float = 0.5) -> str:
@@ -20,6 +34,9 @@ def did_you_mean(word: str, options: list[str], cutoff: float = 0.5) -> str:
 class RunError(RuntimeError):
     """A run cannot go on (a failed write, repeated divergence, a broken environment); the
     message is one line saying what happened and what was kept."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(one_line(message))
 
 
 class WriteError(RunError):
@@ -45,6 +62,12 @@ def check_values(rows: Iterable[tuple[str, Any, Callable[[Any], bool], str]]) ->
     for key, value, ok, must in rows:
         if not ok(value):
             raise ConfigError(f"{key} must be {must}, got {value!r}")
+
+
+def finite(v: Any) -> bool:
+    """Not NaN and not infinite: every float a config holds must be (YAML's .inf and .nan,
+    1e999, are floats too). Checked with the field's type, before its range."""
+    return math.isfinite(v)
 
 
 def at_least(bound: float) -> Callable[[Any], bool]:

@@ -1,4 +1,5 @@
-"""Evaluate a finished (or running) run from its directory: ``mtrl eval RUN_DIR``."""
+"""Evaluate a finished (or running) run from its directory: ``mtrl eval RUN_DIR``, or a
+policy ``mtrl export`` wrote: ``mtrl eval EXPORT_DIR``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mtrl.atomic_write import atomic_write
 from mtrl.errors import RenderUnavailable, WriteError, did_you_mean
 from mtrl.config import ConfigError
 from mtrl.evaluation import EvalResult, evaluate
+from mtrl.export import is_export, read_export
 from mtrl.policy import policy_from_checkpoint
 from mtrl.run_files import read_checkpoint, read_run
 from mtrl.seeding import run_seeds
@@ -58,7 +60,10 @@ def evaluate_and_film(run_dir: Path, episodes: int | None = None, device: str = 
     torch_device = resolve_device(device)
     # the newest checkpoint that passes its checksum (newer broken ones are named), or a
     # one-line error when there is none; before the suite is built (seconds for Meta-World)
-    checkpoint, state, skipped = read_checkpoint(run_dir, None, torch_device)
+    if is_export(run_dir):  # a folder `mtrl export` wrote: its one policy
+        (checkpoint, state), skipped = read_export(run_dir, torch_device), []
+    else:
+        checkpoint, state, skipped = read_checkpoint(run_dir, None, torch_device)
     suite = make_suite(cfg)
     to_film = _tasks_to_film(tasks, list(suite.task_names)) if video else []
     for why in skipped:

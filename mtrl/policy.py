@@ -1,6 +1,7 @@
 """A trained agent as a policy for your own code: ``mtrl.load(RUN_DIR)``.
 
     policy = mtrl.load("runs/mt10-mtsac-seed0-...")       # the latest checkpoint that verifies
+    policy = mtrl.load("exports/mt10-mtsac")               # or what `mtrl export` wrote
     actions = policy.act(obs, ["reach-v3", "push-v3"])     # (B, obs_dim), task names or indices
 
 The agent is rebuilt from the run's ``config.yaml`` and the checkpoint alone: checkpoints
@@ -23,7 +24,7 @@ import torch
 from mtrl.agent import Agent, EnvSpec
 from mtrl.config import Config
 from mtrl.errors import ConfigError, did_you_mean
-from mtrl.run_files import read_checkpoint, read_run
+from mtrl.run_files import check_summary, read_checkpoint, read_run
 from mtrl.seeding import run_seeds
 from mtrl.suite import Suite
 from mtrl.trainer import make_agent, make_spec, make_suite, resolve_device
@@ -112,16 +113,24 @@ class TrainedPolicy:
 def load(run_dir: str | Path, checkpoint: str | Path | int | None = None, device: str = "auto") -> TrainedPolicy:
     """The trained policy of a run directory, ready to act.
 
+    ``run_dir`` may also be a folder written by ``mtrl export`` (safetensors weights).
     ``checkpoint``: None for the newest checkpoint that passes its checksum (newer broken
     ones are skipped with a warning), a step number (``RUN_DIR/checkpoints/step_<N>.pt``)
     or a checkpoint file. ``device``: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
     Problems (not a run directory, no or a broken checkpoint, a checkpoint that does not fit
     the config) raise a one-line :class:`~mtrl.errors.ConfigError`."""
+    from mtrl.export import is_export, read_export
+
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     cfg = read_run(run_dir)
     torch_device = resolve_device(device)
     suite = make_suite(cfg)
+    if is_export(run_dir):
+        if checkpoint is not None:
+            raise ConfigError(f"'{run_dir}' is an export (one policy, no checkpoints); load it without checkpoint=")
+        path, state = read_export(run_dir, torch_device)
+        return policy_from_checkpoint(cfg, suite, path, state, config_path, torch_device)
     path, state, skipped = read_checkpoint(run_dir, checkpoint, torch_device)
     for why in skipped:
         warnings.warn(f"mtrl: skipped {why}; loading {path.name}", stacklevel=2)
@@ -133,8 +142,7 @@ def policy_from_checkpoint(cfg: Config, suite: Suite, checkpoint: Path, state: A
     """Build the agent of ``cfg`` and load the checkpoint's weights; one-line errors when the
     checkpoint does not fit the config (other tasks, other network sizes)."""
     misfit = f"checkpoint '{checkpoint}' does not fit the run's config '{config_path}'"
-    if not isinstance(state, dict):
-        raise ConfigError(f"{misfit}: it holds no training state; was it copied from elsewhere?")
+    check_summary(state, checkpoint)
     saved_tasks = state.get("task_names")
     if saved_tasks is not None and list(saved_tasks) != list(suite.task_names):
         raise ConfigError(
@@ -145,7 +153,7 @@ def policy_from_checkpoint(cfg: Config, suite: Suite, checkpoint: Path, state: A
     agent = make_agent(cfg, spec, device)
     try:
         agent.load_state_dict(state["sac"]["agent"])
-    except (RuntimeError, KeyError, TypeError) as e:
+    except Exception as e:  # torch's load_state_dict on weights of other names, shapes or kinds
         why = f"it has no {e} entry" if isinstance(e, KeyError) else _first_line(e)
         raise ConfigError(f"{misfit} ({why}); was it copied from another run?") from None
     agent.eval()

@@ -32,6 +32,8 @@ class Entry:
 
 
 _REGISTRY: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+# suite plug-ins whose entry point failed to load: name -> one line saying why
+_BROKEN: dict[str, str] = {}
 _loaded = False
 
 
@@ -55,8 +57,14 @@ def _load_builtin_and_plugins() -> None:
     _loaded = True
     for module in ("envs", "agents", "mtrl.scheduler"):
         importlib.import_module(module)
+    _BROKEN.clear()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        obj = ep.load()
+        try:
+            obj = ep.load()
+        except Exception as e:  # one broken plug-in must not take the other suites down with it
+            first = (str(e).splitlines() or [""])[0][:160]
+            _BROKEN[ep.name] = f"its entry point '{ep.value}' failed to import ({type(e).__name__}: {first})"
+            continue
         config_cls = getattr(obj, "Config", None)
         if isinstance(obj, type) and config_cls is not None and ep.name not in _REGISTRY["suite"]:
             register("suite", ep.name, config_cls)(obj)
@@ -68,6 +76,9 @@ def get(kind: str, name: str, key: str | None = None) -> Entry:
     _load_builtin_and_plugins()
     table = _REGISTRY[kind]
     where = f"'{key}': " if key else ""
+    if kind == "suite" and name in _BROKEN and name not in table:
+        raise ConfigError(f"{where}suite '{name}' is installed but {_BROKEN[name]}; fix or reinstall the package "
+                          "that provides it, or uninstall it")
     if name not in table:
         hint = did_you_mean(name, list(table), cutoff=0.4)
         raise ConfigError(
@@ -90,6 +101,12 @@ def unmet_requirement(entry: Entry) -> str | None:
     if importlib.util.find_spec(module) is not None:
         return None
     return f"needs the {extra} extra: pip install -e '.[{extra}]'"
+
+
+def broken() -> dict[str, str]:
+    """Suite plug-ins that failed to load: name -> why (for ``mtrl list``)."""
+    _load_builtin_and_plugins()
+    return dict(_BROKEN)
 
 
 def names(kind: str) -> list[Entry]:

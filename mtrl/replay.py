@@ -20,6 +20,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from mtrl.safe_state import check_like
+
 
 class Batch(NamedTuple):
     obs: torch.Tensor  # (B, obs_dim) float32
@@ -149,6 +151,8 @@ class MultiTaskReplay:
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        check_like(self.pos, state["pos"], "replay.pos")
+        check_like(self.size, state["size"], "replay.size")
         for key in self.FIELDS:
             getattr(self, key).copy_(state[key])
         self.pos, self.size = state["pos"].copy(), state["size"].copy()

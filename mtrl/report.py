@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import shlex
@@ -32,6 +33,7 @@ from mtrl.errors import ConfigError
 NON_METHOD_KEYS = ("seed", "run", "resume", "device", "train.progress")
 NEEDS_EXTRA = 'mtrl report needs the report extra: pip install -e ".[report]"'
 SUCCESS = "eval/success/"
+MAX_ENCODERS = 1024  # attention/<task>/<i> beyond this is not a model's (a damaged or foreign metrics.jsonl)
 
 
 def _rliable():
@@ -89,7 +91,8 @@ class Run:
 
     def attention(self) -> tuple[np.ndarray, list[str], list[str]] | None:
         """The latest CARE attention ``attention/<task>/<i>``: (tasks x encoders matrix, tasks, encoders)."""
-        weights = {tuple(k.rsplit("/", 1)): v for k, v in self.latest("attention/").items() if k.rsplit("/", 1)[-1].isdigit()}
+        weights = {tuple(k.rsplit("/", 1)): v for k, v in self.latest("attention/").items()
+                   if k.rsplit("/", 1)[-1].isdigit() and int(k.rsplit("/", 1)[-1]) < MAX_ENCODERS}
         if not weights:
             return None
         tasks, encoders = self._order({t for t, _ in weights}), [str(i) for i in range(1 + max(int(i) for _, i in weights))]
@@ -162,11 +165,18 @@ def load_run(path: Path) -> Run:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and isinstance(record.get("step"), (int, float)):
+        if isinstance(record, dict) and _number(record.get("step")) and abs(record["step"]) < 2**53:
+            # a metric that is not a finite number counts as not logged (the logger writes null for NaN)
+            record = {k: v if _number(v) else None for k, v in record.items()}
             records.append(record)
-            if isinstance(record.get("eval/success_mean"), (int, float)):
+            if _number(record.get("eval/success_mean")):
                 evals = [e for e in evals if e["step"] < record["step"]] + [record]
     return Run(path, config, records, evals)
+
+
+def _number(value: Any) -> bool:
+    """A finite int or float (not a bool, not NaN or infinity, not a string)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Run]:

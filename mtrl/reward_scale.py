@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtrl.safe_state import check_like
+
 
 class ReturnScale:
     def __init__(self, num_tasks: int, num_slots: int, gamma: float, bound: float):
@@ -54,6 +56,12 @@ class ReturnScale:
         return {"max": self.returns_max.copy(), "min": self.returns_min.copy(), "rewards": [list(r) for r in self.rewards]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        check_like(self.returns_max, state["max"], "reward_scale.max")
+        check_like(self.returns_min, state["min"], "reward_scale.min")
+        rewards = state["rewards"]
+        if not (isinstance(rewards, list) and len(rewards) == len(self.rewards)
+                and all(isinstance(r, list) and all(isinstance(x, float) for x in r) for r in rewards)):
+            raise ValueError(f"reward_scale.rewards is not {len(self.rewards)} lists of rewards")
         self.returns_max, self.returns_min = state["max"].copy(), state["min"].copy()
         self.rewards = [list(r) for r in state["rewards"]]
 

@@ -50,3 +50,38 @@ def read_checkpoint(run_dir: Path, checkpoint: str | Path | int | None, device: 
         return path, load_checkpoint(path, device), []
     except CheckpointError as e:
         raise ConfigError(str(e)) from None
+
+
+def check_summary(state: Any, path: Path) -> dict[str, Any]:
+    """The checkpoint's state, after checking the entries that describe it (``task_names``,
+    ``spec``, ``env_steps``, ``sac.agent``) are of the kinds mtrl writes; one-line
+    ConfigError otherwise (a file in the right format holding something else)."""
+    def wrong(what: str) -> ConfigError:
+        return ConfigError(f"checkpoint '{path}' is not a training state mtrl wrote ({what}); was it copied from elsewhere?")
+
+    if not isinstance(state, dict):
+        raise wrong("it holds no training state")
+    names = state.get("task_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise wrong("task_names is not a list of names")
+    spec = state.get("spec")
+    if spec is not None and not isinstance(spec, dict):
+        raise wrong("spec is not a mapping")
+    for key in ("obs_dim", "act_dim"):
+        value = (spec or {}).get(key)
+        if value is not None and not (_integer(value) and value >= 1):
+            raise wrong(f"spec.{key} is {value!r}")
+    descriptions = (spec or {}).get("descriptions")
+    if descriptions is not None and not (isinstance(descriptions, list) and all(isinstance(d, str) for d in descriptions)):
+        raise wrong("spec.descriptions is not a list of texts")
+    steps = state.get("env_steps")
+    if steps is not None and not _integer(steps):
+        raise wrong(f"env_steps is {steps!r}")
+    if not (isinstance(state.get("sac"), dict) and isinstance(state["sac"].get("agent"), dict)):
+        raise wrong("it has no sac.agent weights")
+    return state
+
+
+def _integer(value: Any) -> bool:
+    """An int (Python's or numpy's; a suite may report its sizes as numpy ints), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))

@@ -33,6 +33,7 @@ import numpy as np
 
 from mtrl.errors import ConfigError, at_least, check_values
 from mtrl.registry import register
+from mtrl.safe_state import check_like
 
 
 class Scheduler:
@@ -69,6 +70,8 @@ class Scheduler:
         return {"rng": self.rng.bit_generator.state, **{k: getattr(self, k).copy() for k in self.state_arrays}}
 
     def load_state_dict(self, state: dict) -> None:
+        for key in self.state_arrays:
+            check_like(getattr(self, key), state[key], f"scheduler.{key}")
         self.rng.bit_generator.state = state["rng"]
         for key in self.state_arrays:
             setattr(self, key, state[key].copy())

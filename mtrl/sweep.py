@@ -182,18 +182,42 @@ def flat_config(cfg: Any) -> dict[str, Any]:
 
 
 def read_manifest(sweep_dir: Path) -> dict | None:
+    """The sweep directory's manifest, its trials as :class:`Trial`; None when there is none.
+    One-line ConfigError for a file that is not one (of the kinds :func:`write_manifest` writes)."""
+    from mtrl.config import build_dataclass
+
     path = sweep_dir / MANIFEST
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
-        data["trials"] = [Trial(**t) for t in data["trials"]]
-        missing = [k for k in ("grid", "seeds", "base_config") if k not in data["sweep"]]
-        if missing:
-            raise KeyError(missing[0])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"'{path}' is not an mtrl sweep manifest ({type(e).__name__}: {e}); choose another --out") from None
+        why = _manifest_problem(data)
+        if why is None:
+            data["trials"] = [build_dataclass(Trial, t, f"trials[{i}].") for i, t in enumerate(data["trials"])]
+            why = next((f"trial state {t.state!r}" for t in data["trials"] if t.state not in STATES), None)
+    except (ValueError, ConfigError) as e:  # JSON errors (and UnicodeDecodeError) are ValueErrors
+        why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"
+    if why is not None:
+        raise ConfigError(f"'{path}' is not an mtrl sweep manifest ({why}); choose another --out")
     return data
+
+
+def _manifest_problem(data: Any) -> str | None:
+    """What is wrong with a manifest's layout, or None: ``sweep`` (grid, seeds, base_config,
+    points) and ``trials`` of the kinds :func:`write_manifest` writes."""
+    def names_to_lists(value: Any) -> bool:
+        return isinstance(value, dict) and all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in value.values())
+
+    if not isinstance(data, dict) or not isinstance(data.get("sweep"), dict) or not isinstance(data.get("trials"), list):
+        return "no 'sweep' mapping and 'trials' list"
+    sweep = data["sweep"]
+    if not names_to_lists(sweep.get("grid")) or ("points" in sweep and not names_to_lists(sweep["points"])):
+        return "its grid is not a mapping of keys to lists of values"
+    if type(sweep.get("seeds")) is not int or not isinstance(sweep.get("base_config"), dict):
+        return "no seed count or base config"
+    if not all(isinstance(t, dict) for t in data["trials"]):
+        return "a trial is not a mapping"
+    return None
 
 
 def same_sweep(old: dict, sweep: dict, sweep_dir: Path) -> None:

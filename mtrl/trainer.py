@@ -20,7 +20,7 @@ import torch
 from mtrl import registry
 from mtrl.agent import Agent, EnvSpec
 from mtrl.atomic_write import atomic_write, describe
-from mtrl.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_latest_good, save_checkpoint
+from mtrl.checkpoint import CheckpointError, UnsafeCheckpointError, latest_checkpoint, list_checkpoints, load_latest_good, save_checkpoint
 from mtrl.config import Config, ConfigError, config_yaml
 from mtrl.errors import RunError, RunStopped
 from mtrl.distillation import load_teachers
@@ -114,6 +114,8 @@ def resume_point(cfg: Config, run_dir: Path, device: torch.device) -> tuple[Path
         return None
     try:
         path, state, skipped = load_latest_good(run_dir, device)
+    except UnsafeCheckpointError as e:
+        raise ConfigError(str(e)) from None
     except CheckpointError as e:
         raise ConfigError(f"{e}; start a new run with another run.dir") from None
     for why in skipped:
@@ -383,14 +385,20 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> T
 
 def restore(state: TrainingState, path: Path, saved: dict, tc) -> None:
     """Load a checkpoint into a freshly built run; one line says where it resumes."""
+    if not isinstance(saved, dict):
+        raise ConfigError(f"the checkpoint {path} holds no training state; start a new run with another run.dir")
     try:
         state.sac.load_state_dict(saved["sac"])
-    except (RuntimeError, KeyError) as e:
-        raise ConfigError(f"the checkpoint {path} does not fit this config's agent ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # whatever torch's loaders raise on a state of the wrong shape or kind
+        raise ConfigError(f"the checkpoint {path} does not fit this config's agent ({(str(e).splitlines() or [''])[0]})") from None
     if "loop" not in saved:
         raise ConfigError(f"the checkpoint {path} was written by an older mtrl and cannot be resumed; "
                           "evaluate it with `mtrl eval`, or start a new run")
-    state.load_state_dict(saved)
+    try:
+        state.load_state_dict(saved)
+    except Exception as e:  # a malformed file: numpy's, torch's and Python's RNG setters raise their own kinds
+        raise ConfigError(f"the checkpoint {path} holds a training state this run cannot restore "
+                          f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]}); start a new run with another run.dir") from None
     if state.finished and state.env_steps >= tc.total_steps:
         raise ConfigError(f"the run in '{path.parent.parent}' already finished at step {state.env_steps:,} with its final "
                           "evaluation; raise train.total_steps to train it further, or use `mtrl eval`")

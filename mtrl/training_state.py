@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from mtrl.checkpoint import global_rng_state, set_global_rng_state
+from mtrl.safe_state import check_like
 from mtrl.replay import MultiTaskReplay
 from mtrl.reward_scale import ReturnScale
 from mtrl.sac import SAC
@@ -110,5 +111,24 @@ class TrainingState:
         if self.reward_scale is not None and "reward_scale" in state:
             self.reward_scale.load_state_dict(state["reward_scale"])
         self.finished = False  # absent from checkpoints written before it existed
-        for name, value in state["loop"].items():
+        loop = state["loop"]
+        self.check_loop(loop)
+        for name, value in loop.items():
             setattr(self, name, value)
+
+    def check_loop(self, loop: Any) -> None:
+        """``ValueError`` unless the saved loop fields are of this run's kinds and sizes."""
+        if not isinstance(loop, dict):
+            raise ValueError(f"loop is {type(loop).__name__}, expected a dict")
+        template = {name: getattr(self, name) for name in self._LOOP_FIELDS}
+        if self.obs is None:  # before the first episodes: (slots, obs_dim) observations
+            template["obs"] = np.zeros((len(self.tasks), int(self.spec.get("obs_dim", 0))), np.float32)
+        for name, value in loop.items():
+            if name not in template:
+                raise ValueError(f"loop.{name} is not a field of the training loop")
+            if name == "update_sums":  # metric name -> running sum, whichever metrics were logged
+                if not (isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, (float, torch.Tensor))
+                                                        for k, v in value.items())):
+                    raise ValueError("loop.update_sums is not a dict of metric sums")
+            else:
+                check_like(template[name], value, f"loop.{name}")

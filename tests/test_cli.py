@@ -92,6 +92,18 @@ def one_error_line(capsys) -> str:
         ("sac.initial_alpha=0", "sac.initial_alpha"),
         ("sac.max_grad_norm=0", "sac.max_grad_norm"),
         ("sac.actor_lr=.nan", "sac.actor_lr"),
+        # infinities: a float must be finite wherever it is read (YAML's .inf, or 1e999)
+        ("sac.actor_lr=.inf", "sac.actor_lr must be a finite number, got inf"),
+        ("sac.max_grad_norm=.inf", "sac.max_grad_norm must be a finite number"),
+        ("sac.task_loss_threshold=.inf", "sac.task_loss_threshold must be a finite number"),
+        ("distill.weight=1e999", "distill.weight must be a finite number"),
+        ("conflict.cagrad_c=.inf", "conflict.cagrad_c must be a finite number"),
+        ("env.goal_radius=-.inf", "env.goal_radius must be a finite number"),
+        ("env.goal_angles=[0,.inf,180,270]", "env.goal_angles[1] must be a finite number"),
+        ("agent.name=care agent.attention_temperature=.inf", "agent.attention_temperature must be a finite number"),
+        ("scheduler.name=learning_progress scheduler.noise_threshold=.inf", "scheduler.noise_threshold must be a finite"),
+        # a combination that would silently change nothing
+        ("sac.task_weighting_actor=false", "sac.task_weighting_actor=false keeps sac.task_weighting's weights off"),
         ("conflict.cagrad_c=-0.5", "conflict.cagrad_c"),
         ("conflict.monitor_every=-1", "conflict.monitor_every"),
         ("seed=-1", "seed"),
@@ -170,13 +182,17 @@ def test_eval_of_a_run_with_a_bad_saved_config_exits_2(tmp_path, capsys, config_
         ('{"model": "x", "tasks": {\n  "reach-east": {"description": "x", "vector": [1, 2]\n', "is not valid JSON (line 3, column 1: Expecting ',' delimiter)"),
         ('{"model": "all-MiniLM-L6-v2", "dim": 2}', 'has no "tasks" mapping'),
         ("short vector", "holds a vector of length 3 for task 'reach-north', expected 384"),
+        ("NaN", "holds a non-finite number (NaN, Infinity or beyond float32) in the vector of task 'reach-north'"),
+        ("Infinity", "holds a non-finite number"),
+        ("1e39", "holds a non-finite number"),
     ],
 )
 def test_broken_embedding_file_exits_2_naming_the_file_and_how_to_regenerate_it(tmp_path, capsys, contents, why):
     path = tmp_path / "embeddings.json"
-    if contents == "short vector":
+    if contents in ("short vector", "NaN", "Infinity", "1e39"):
         data = json.loads((Path(__file__).parent.parent / "envs" / "data" / "toy_embeddings.json").read_text())
-        data["tasks"]["reach-north"]["vector"] = [0.1, 0.2, 0.3]
+        vector = data["tasks"]["reach-north"]["vector"]
+        data["tasks"]["reach-north"]["vector"] = [0.1, 0.2, 0.3] if contents == "short vector" else [*vector[:-1], float(contents)]
         contents = json.dumps(data)
     path.write_text(contents)
     run_dir = tmp_path / "run"
