@@ -201,4 +201,4 @@ class PendingSteps:
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
-            getattr(self, key)[...] = value.numpy()
+            getattr(self, key)[...] = value.cpu().numpy()
