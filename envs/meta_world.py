@@ -1,7 +1,7 @@
 """Meta-World v3 through the ``metaworld`` 3.x package, with Meta-World+ defaults.
 
 Slots borrow raw ``SawyerXYZEnv`` objects of their episode's task (Meta-World tasks are
-different classes) from an :class:`~envs.env_lending.EnvLender`, which builds one only when
+different classes) from an :class:`~mtrl.envs.env_lending.EnvLender`, which builds one only when
 all of that task's envs are busy. Each reset picks one of the task's 50 fixed train
 goals at random, the observation is the goal-visible 39-d vector, the reward is V2 and
 episodes are cut at ``max_episode_steps`` (500) by truncation, never termination.
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.env_lending import EnvLender
-from envs.meta_world_descriptions import DESCRIPTIONS
+from mtrl.envs.env_lending import EnvLender
+from mtrl.envs.meta_world_descriptions import DESCRIPTIONS
 from mtrl.errors import ConfigError, did_you_mean
 from mtrl.registry import register
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite, time_limited_step
@@ -156,12 +156,12 @@ class MetaWorldVecEnv(MultiTaskVecEnv):
         return time_limited_step(obs, reward, success, self._t, self.max_episode_steps)
 
     render_size = 240  # pixels of a square video frame (a multiple of 16, as video codecs want)
-    _frames = None  # envs.mujoco_render.MujocoFrames, made on the first render_slots
+    _frames = None  # mtrl.envs.mujoco_render.MujocoFrames, made on the first render_slots
 
     def render_slots(self, slots: np.ndarray) -> list[np.ndarray]:
         """Each slot's scene from Meta-World's "corner" camera (``mtrl eval --video``)."""
         if self._frames is None:
-            from envs.mujoco_render import MujocoFrames
+            from mtrl.envs.mujoco_render import MujocoFrames
 
             self._frames = MujocoFrames(self.render_size, camera="corner", flip=True)
         return [self._frames.render(self._current[s]) for s in np.asarray(slots).tolist()]
@@ -209,7 +209,7 @@ class MetaWorldSuite(Suite):
     def make_env(self, num_slots: int, seed: int) -> MultiTaskVecEnv:
         if self.cfg.backend == "python":
             return self._python_env(num_slots, seed)
-        from envs.meta_world_envpool import EnvPoolVecEnv, require_envpool, split_tasks
+        from mtrl.envs.meta_world_envpool import EnvPoolVecEnv, require_envpool, split_tasks
 
         require_envpool()
         _, python_tasks = split_tasks(self.task_names, self.cfg.envpool_fallback)

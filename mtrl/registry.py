@@ -1,6 +1,6 @@
 """Name -> component registry for suites, agents and schedulers.
 
-Built-in components register themselves when the ``envs``/``agents`` packages and
+Built-in components register themselves when the ``mtrl.envs``/``mtrl.agents`` packages and
 ``mtrl.scheduler`` are imported; a separately installed package adds a suite through
 the entry-point group ``mtrl.envs`` (the entry point names a module that registers on
 import, or a :class:`mtrl.suite.Suite` subclass registered under the entry point's name).
@@ -53,7 +53,7 @@ def _load_builtin_and_plugins() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in ("envs", "agents", "mtrl.scheduler"):
+    for module in ("mtrl.envs", "mtrl.agents", "mtrl.scheduler"):
         importlib.import_module(module)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         obj = ep.load()

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from envs.meta_world import MetaWorldConfig, MetaWorldSuite, MetaWorldVecEnv, all_task_names
-from envs.meta_world_envpool import MISMATCHED_TASKS, EnvPoolVecEnv, envpool_id
+from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite, MetaWorldVecEnv, all_task_names
+from mtrl.envs.meta_world_envpool import MISMATCHED_TASKS, EnvPoolVecEnv, envpool_id
 from mtrl.errors import ConfigError
 from mtrl.logger import read_metrics
 from mtrl.trainer import train
@@ -131,7 +131,7 @@ def test_training_on_envpool_evaluates_on_python_envs(tmp_path):
 
 @pytest.mark.slow
 def test_scripted_experts_agree_on_every_mt10_task_except_the_known_mismatches():
-    from envs.envpool_fidelity import compare_task
+    from mtrl.envs.envpool_fidelity import compare_task
 
     for task in MetaWorldSuite(MetaWorldConfig(benchmark="MT10")).task_names:
         result = compare_task(task, episodes=100, random_episodes=100)

@@ -17,7 +17,7 @@ from mtrl.errors import ConfigError
 
 pytest.importorskip("gymnasium_robotics")
 
-from envs.franka_kitchen import (  # noqa: E402
+from mtrl.envs.franka_kitchen import (  # noqa: E402
     DESCRIPTIONS, SUBTASKS, FrankaKitchenConfig, FrankaKitchenSuite, make_kitchen_env,
 )
 
@@ -41,16 +41,16 @@ def put_at_goal(kitchen, subtask: str) -> None:
 
 
 def test_found_through_the_entry_point_only():
-    # a fresh interpreter: other tests here import envs.franka_kitchen themselves
+    # a fresh interpreter: other tests here import mtrl.envs.franka_kitchen themselves
     code = """
 import sys
 from importlib.metadata import entry_points
-import envs
+import mtrl.envs
 from mtrl import registry
-assert "envs.franka_kitchen" not in sys.modules, "envs/__init__.py imports the kitchen suite"
+assert "mtrl.envs.franka_kitchen" not in sys.modules, "envs/__init__.py imports the kitchen suite"
 assert "franka_kitchen" not in registry._REGISTRY["suite"], "registered without the entry point"
 (ep,) = [ep for ep in entry_points(group="mtrl.envs") if ep.name == "franka_kitchen"]
-assert ep.value == "envs.franka_kitchen:FrankaKitchenSuite", ep.value
+assert ep.value == "mtrl.envs.franka_kitchen:FrankaKitchenSuite", ep.value
 entry = registry.get("suite", "franka_kitchen")
 assert entry.target.__name__ == "FrankaKitchenSuite" and entry.config_cls.__name__ == "FrankaKitchenConfig"
 assert "gymnasium_robotics" not in sys.modules, "gymnasium_robotics imported before an env is built"

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from envs.meta_world import MetaWorldConfig, MetaWorldSuite, all_task_names
-from envs.meta_world_descriptions import DESCRIPTIONS
+from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite, all_task_names
+from mtrl.envs.meta_world_descriptions import DESCRIPTIONS
 from mtrl.cli import main
 from mtrl.errors import ConfigError
 from mtrl.logger import read_metrics

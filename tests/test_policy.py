@@ -69,7 +69,7 @@ def test_load_evaluates_to_mtrl_evals_eval_json(toy_run, tmp_path):
 
 
 def test_load_builds_no_environment(toy_run, monkeypatch):
-    from envs.toy import ToySuite
+    from mtrl.envs.toy import ToySuite
 
     def no_envs(*args, **kwargs):
         raise AssertionError("mtrl.load built an environment")

@@ -11,7 +11,7 @@ def test_entry_point_suite_is_registered(tmp_path, monkeypatch):
     (pkg / "my_suite").mkdir(parents=True)
     (pkg / "my_suite" / "__init__.py").write_text(textwrap.dedent('''
         from dataclasses import dataclass
-        from envs.toy import ToyConfig, ToySuite
+        from mtrl.envs.toy import ToyConfig, ToySuite
 
         @dataclass
         class LineConfig(ToyConfig):

@@ -33,7 +33,7 @@ from mtrl.errors import RunError, WriteError
 from mtrl.logger import read_metrics
 from mtrl.registry import register
 from mtrl.trainer import train
-from envs.toy import PointMassVecEnv, ToyConfig, ToySuite
+from mtrl.envs.toy import PointMassVecEnv, ToyConfig, ToySuite
 
 from conftest import make_config
 
