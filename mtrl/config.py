@@ -219,7 +219,17 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config
     data = read_yaml(path)
     data = merge(data, parse_overrides(overrides or []))
     data.setdefault("run", {}).setdefault("name", path.stem)
+    if data.get("resume") is True and not data["run"].get("dir") and is_run_config(path):
+        # `mtrl train RUN/config.yaml resume=true` (what a stopped run prints) continues RUN,
+        # also when its folder was chosen automatically and so is not in the file
+        data["run"]["dir"] = str(path.parent)
     return from_dict(data)
+
+
+def is_run_config(path: Path) -> bool:
+    """Whether ``path`` is the ``config.yaml`` a run wrote into its own folder."""
+    run_dir = path.parent
+    return path.name == "config.yaml" and ((run_dir / "metrics.jsonl").is_file() or (run_dir / "checkpoints").is_dir())
 
 
 def from_dict(data: dict[str, Any]) -> Config:
