@@ -112,6 +112,8 @@ class StepProgress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
+        elif exc[0] is None:
+            self.show()  # off a terminal, where it ended
 
     def speed_and_eta(self) -> tuple[str, str]:
         """``"312 steps/s"``, ``"14:05"`` from the recent window (``-`` while unmeasured)."""
