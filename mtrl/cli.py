@@ -162,7 +162,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> None:
         table.add_column("what it is")
         for entry in registry.names(kind):
             missing = registry.unmet_requirement(entry)  # e.g. franka_kitchen without the kitchen extra
-            table.add_row(entry.name, entry.summary + (f" ({escape(missing)})" if missing else ""))
+            table.add_row(escape(entry.name), escape(entry.summary + (f" ({missing})" if missing else "")))  # [..] is text, not markup
         console.print(table)
     console.print("configs: " + ", ".join(available_configs()))
 

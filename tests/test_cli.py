@@ -48,6 +48,7 @@ def test_list_shows_components(capsys):
     out = capsys.readouterr().out
     for name in ("toy", "metaworld", "mtsac", "mhsac", "round_robin", "uniform", "quickstart"):
         assert name in out
+    assert "[state || task" in out  # brc's summary: square brackets shown, not read as rich markup
 
 
 # --- bad input: one line `mtrl: error: ...`, exit code 2, nothing written ----------------

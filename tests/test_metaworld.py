@@ -25,6 +25,17 @@ def test_task_order_and_descriptions():
     assert all(d.endswith(".") and len(d.split()) >= 3 for d in DESCRIPTIONS.values())
 
 
+def test_a_task_subset_names_no_benchmark_in_its_saved_config():
+    import yaml
+
+    from mtrl.config import config_yaml, load_config
+
+    saved = yaml.safe_load(config_yaml(load_config("quickstart")))["env"]
+    assert saved["benchmark"] is None and len(saved["tasks"]) == 4  # not "MT10" beside its 4 tasks
+    assert load_config("mt10-mtsac").env.benchmark == "MT10"
+    assert MetaWorldSuite(MetaWorldConfig()).task_names == MetaWorldSuite(MetaWorldConfig(benchmark="MT10")).task_names
+
+
 @pytest.mark.parametrize(
     "cfg, message",
     [
