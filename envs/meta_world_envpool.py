@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mtrl.envs.env_lending import EnvLender
-from mtrl.errors import ConfigError
+from mtrl.errors import ConfigError, install_hint
 from mtrl.suite import MultiTaskVecEnv, StepResult, time_limited_step
 
 # Tasks whose EnvPool 1.2.5 version is not Meta-World's, with what was measured:
@@ -57,7 +57,7 @@ def require_envpool() -> Any:
         import envpool
     except ImportError:
         raise ConfigError(
-            "env.backend=envpool needs EnvPool: pip install 'mtrl[envpool]' (or use env.backend=python)"
+            f"env.backend=envpool needs EnvPool: {install_hint('envpool')} (or use env.backend=python)"
         ) from None
     return envpool
 

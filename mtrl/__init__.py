@@ -11,6 +11,9 @@ __version__ = "0.1.0"
 # (PYTHONPATH=the checkout), nothing maps them: this finder does, for that tree only.
 _ROOT = Path(__file__).resolve().parent.parent
 _SUBPACKAGES = ("agents", "envs")
+# The checkout this mtrl runs from (an editable install, or PYTHONPATH), or None when it is
+# installed from a wheel: install hints for extras differ (mtrl.errors.install_hint).
+SOURCE_CHECKOUT: Path | None = _ROOT if (_ROOT / "pyproject.toml").is_file() else None
 
 
 class _SourceTreeFinder:
@@ -23,7 +26,7 @@ class _SourceTreeFinder:
         return None
 
 
-if (_ROOT / "pyproject.toml").is_file() and not (Path(__file__).parent / "agents").exists():
+if SOURCE_CHECKOUT is not None and not (Path(__file__).parent / "agents").exists():
     sys.meta_path.insert(0, _SourceTreeFinder())
 
 

@@ -116,6 +116,10 @@ class TrainConfig:
     divergence_patience: int = 100
     save_replay: bool = False  # include the replay buffer in checkpoints (exact resume, large files)
     progress: bool = True
+    # torch's CPU threads (torch.set_num_threads) for this run; null: torch's default (one per
+    # core, or OMP_NUM_THREADS). One measured fastest here for mtrl's small networks, alone and
+    # beside other jobs (docs/PERFORMANCE.md); `mtrl sweep` sets it to --cpus-per-trial.
+    threads: int | None = 1
 
 
 @dataclass
@@ -273,6 +277,7 @@ def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str
         ("train.checkpoint_every", t.checkpoint_every, at_least(0), "at least 0 (0: only the final checkpoint)"),
         ("train.keep_checkpoints", t.keep_checkpoints, at_least(1), "at least 1"),
         ("train.divergence_patience", t.divergence_patience, at_least(1), "at least 1"),
+        ("train.threads", t.threads, or_null(at_least(1)), "at least 1 (or null: torch's default)"),
         ("sac.gamma", s.gamma, in_unit_interval, "in (0, 1]"),
         ("sac.tau", s.tau, in_unit_interval, "in (0, 1]"),
         ("sac.encoder_tau", s.encoder_tau, or_null(in_unit_interval), "in (0, 1] (or null: sac.tau)"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
-from mtrl.errors import ConfigError, did_you_mean
+from mtrl.errors import ConfigError, did_you_mean, install_hint
 
 KINDS = ("suite", "agent", "scheduler")
 ENTRY_POINT_GROUP = "mtrl.envs"
@@ -89,7 +89,9 @@ def unmet_requirement(entry: Entry) -> str | None:
     module, extra = requires
     if importlib.util.find_spec(module) is not None:
         return None
-    return f"needs the {extra} extra: pip install -e '.[{extra}]'"
+    if getattr(entry.target, "__module__", "").startswith("mtrl."):  # one of mtrl's own extras
+        return f"needs the {extra} extra: {install_hint(extra)}"
+    return f"needs the {extra} extra: pip install -e '.[{extra}]'"  # the extra of the plugin's own package
 
 
 def names(kind: str) -> list[Entry]:

@@ -2,7 +2,7 @@
 
 A run directory holds ``config.yaml`` and ``metrics.jsonl``. Runs whose configs agree once
 the keys that do not define a method are dropped (``seed``, ``run``, ``resume``, ``device``,
-``train.progress``) are seeds of one method. For each method the per-task success at every
+``train.progress``, ``train.threads``) are seeds of one method. For each method the per-task success at every
 run's last evaluation ("final") and its best one by mean success ("best") form a
 (runs x tasks) matrix; rliable gives the IQM and mean with 95 % stratified-bootstrap
 confidence intervals and the probability of improvement between methods. A run's
@@ -30,10 +30,13 @@ import numpy as np
 import yaml
 
 from mtrl.atomic_write import atomic_write
-from mtrl.errors import ConfigError
+from mtrl.errors import ConfigError, install_hint
 
-NON_METHOD_KEYS = ("seed", "run", "resume", "device", "train.progress")
-NEEDS_EXTRA = 'mtrl report needs the report extra: pip install -e ".[report]"'
+NON_METHOD_KEYS = ("seed", "run", "resume", "device", "train.progress", "train.threads")
+def needs_report_extra() -> str:
+    """What to say when rliable or matplotlib is missing."""
+    return f"mtrl report needs the report extra: {install_hint('report')}"
+
 SUCCESS = "eval/success/"
 
 
@@ -42,7 +45,7 @@ def _rliable():
         import matplotlib  # noqa: F401  (the plots; checked up front so nothing is half-written)
         from rliable import library, metrics
     except ImportError:
-        raise ConfigError(NEEDS_EXTRA) from None
+        raise ConfigError(needs_report_extra()) from None
     return library, metrics
 
 

@@ -37,13 +37,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mtrl.atomic_write import atomic_write
-from mtrl.errors import ConfigError, RunError, RunStopped
+from mtrl.errors import ConfigError, RunError, RunStopped, install_hint
 
 MANIFEST = "sweep.json"
 LOCK = ".sweep.lock"
 STATES = ("pending", "running", "done", "failed")
-NEEDS_RAY = "mtrl sweep needs the ray extra: pip install -e '.[ray]'"
-SET_BY_SWEEP = ("seed", "run.dir", "resume", "train.progress")  # per-trial keys the sweep owns
+SET_BY_SWEEP = ("seed", "run.dir", "resume", "train.progress", "train.threads")  # per-trial keys the sweep owns
 STOP_GRACE_S = 120  # after Ctrl-C / SIGTERM: how long running trials get to save a checkpoint
 
 
@@ -113,7 +112,7 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
             raise ConfigError(f"sweep argument '{item}' is not of the form dotted.key=value[,value...]")
         if key in SET_BY_SWEEP:
             raise ConfigError(f"'{key}' is set by mtrl sweep for every trial (seeds 0..N-1 by --seeds N, run "
-                              "directories under --out DIR); leave it out of the grid")
+                              "directories under --out DIR, torch threads by --cpus-per-trial); leave it out of the grid")
         if key in grid:
             raise ConfigError(f"sweep argument '{item}': '{key}' is given twice; list all its values in one key=v1,v2")
         values = split_values(raw)
@@ -270,7 +269,7 @@ def run_trial(cfg: Any, log_path: str, threads: int, cwd: str) -> dict:
     torch.set_num_threads(threads)
     run_dir = Path(cfg.run.dir)
     resume = (run_dir / "config.yaml").is_file() or bool(list_checkpoints(run_dir))
-    cfg = dataclasses.replace(cfg, resume=resume)
+    cfg = dataclasses.replace(cfg, resume=resume, train=dataclasses.replace(cfg.train, threads=threads))
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     final = finished_run(run_dir, cfg.train.total_steps) if resume else None
@@ -311,7 +310,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise ConfigError(NEEDS_RAY) from None
+        raise ConfigError(f"mtrl sweep needs the ray extra: {install_hint('ray')}") from None
     return ray
 
 
@@ -483,12 +482,12 @@ def run_all(ray, todo: list[Trial], configs: dict, sweep_dir: Path, cpus: int, g
 def make_report(sweep_dir: Path, trials: list[Trial]) -> tuple[Any, str | None]:
     """``mtrl report`` over the sweep directory (to ``sweep_dir/report``), when the report
     extra is installed; otherwise, or with no evaluated run, why not."""
-    from mtrl.report import NEEDS_EXTRA, _rliable, write_report
+    from mtrl.report import _rliable, needs_report_extra, write_report
 
     try:
         _rliable()
     except ConfigError:
-        return None, f"{NEEDS_EXTRA}, then: mtrl report {sweep_dir} --out {sweep_dir / 'report'}"
+        return None, f"{needs_report_extra()}, then: mtrl report {sweep_dir} --out {sweep_dir / 'report'}"
     if not any(t.state == "done" for t in trials):
         return None, "no trial finished; no report"
     try:

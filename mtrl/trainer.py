@@ -139,6 +139,8 @@ def train(cfg: Config) -> TrainResult:
     resume = resume_point(cfg, run_dir, device)
     created = not run_dir.exists()
     writable(run_dir)
+    if tc.threads is not None:
+        torch.set_num_threads(tc.threads)
     seeds = run_seeds(cfg.seed)  # independent streams: actions, env goals, scheduler, evaluation
     random.seed(seeds.torch)
     np.random.seed(seeds.torch % 2**32)

@@ -102,6 +102,7 @@ def one_error_line(capsys, after: str | None = None) -> str:
         ("conflict.cagrad_c=-0.5", "conflict.cagrad_c"),
         ("conflict.monitor_every=-1", "conflict.monitor_every"),
         ("seed=-1", "seed"),
+        ("train.threads=0", "train.threads"),
         ("agent.hidden_sizes=[]", "agent.hidden_sizes"),
         ("agent.hidden_sizes=[8,0]", "agent.hidden_sizes"),
         ("agent.name=mhsac agent.hidden_sizes=[]", "agent.hidden_sizes"),
@@ -284,3 +285,19 @@ def test_ctrl_c_during_eval_says_so_and_writes_nothing(trained_run, tmp_path):
     assert proc.stderr.read().strip().splitlines() == [
         f"mtrl: evaluation interrupted; nothing was written ({run_dir / 'eval.json'} is as it was)"]
     assert not (run_dir / "eval.json").exists()
+
+
+def test_train_threads_sets_torchs_cpu_threads(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["train", "toy-mtsac", *TINY_RUN, "train.threads=1", f"run.dir={tmp_path / 'one'}"]) == 0
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        assert main(["train", "toy-mtsac", *TINY_RUN, "train.threads=null", f"run.dir={tmp_path / 'default'}"]) == 0
+        assert torch.get_num_threads() == 2  # null: left as it was
+        assert yaml.safe_load((tmp_path / "one" / "config.yaml").read_text())["train"]["threads"] == 1
+    finally:
+        torch.set_num_threads(before)

@@ -13,7 +13,7 @@ import pytest
 
 from mtrl import registry
 from mtrl.cli import main
-from mtrl.errors import ConfigError
+from mtrl.errors import ConfigError, install_hint
 
 pytest.importorskip("gymnasium_robotics")
 
@@ -176,7 +176,7 @@ def test_a_slot_steps_as_the_single_task_env(name):
 def test_without_the_extra_list_says_how_to_install_and_training_is_a_config_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "gymnasium_robotics", None)  # imports fail, find_spec finds nothing
     monkeypatch.setenv("COLUMNS", "300")
-    hint = "needs the kitchen extra: pip install -e '.[kitchen]'"
+    hint = f"needs the kitchen extra: {install_hint('kitchen')}"  # from this checkout: pip install -e '<it>[kitchen]'
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "franka_kitchen" in out and hint in out

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from scipy.stats import trim_mean
 
 from mtrl.cli import main
 from mtrl.config import ConfigError, TrainConfig
+from mtrl.errors import install_hint
 from mtrl.report import find_runs, group_runs, probability_of_improvement, write_report
 
 from conftest import TOY_FAST, make_config
@@ -207,7 +209,7 @@ def test_errors(tmp_path, capsys, monkeypatch):
     with pytest.raises(ConfigError, match="same config but evaluate different tasks"):
         write_report([tmp_path / "t"], tmp_path / "out")
     monkeypatch.setitem(sys.modules, "rliable", None)
-    with pytest.raises(ConfigError, match=r'needs the report extra: pip install -e "\.\[report\]"'):
+    with pytest.raises(ConfigError, match=re.escape(f"needs the report extra: {install_hint('report')}")):
         write_report([tmp_path / "t"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -9,7 +9,7 @@ import pytest
 
 import mtrl
 from mtrl.cli import main
-from mtrl.errors import RenderUnavailable
+from mtrl.errors import RenderUnavailable, install_hint
 from mtrl.seeding import run_seeds
 from mtrl.suite import MultiTaskVecEnv
 from mtrl.trainer import make_suite
@@ -118,7 +118,7 @@ def test_missing_video_extra_exits_2_naming_it(toy_run, tmp_path, capsys, monkey
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails
     run_dir = fresh_copy(toy_run, tmp_path)
     assert main(["eval", str(run_dir), "--video", "--device", "cpu"]) == 2
-    assert "pip install 'mtrl[video]'" in one_error_line(capsys)
+    assert install_hint("video") in one_error_line(capsys)
     assert not (run_dir / "eval.json").exists()
 
 
