@@ -95,7 +95,7 @@ class StepProgress:
         self.rate = RecentRate(clock=clock)
         self.rate.restart(start)
         self._out = out or (lambda line: print(line, flush=True))
-        self._last_line = clock()
+        self._last_line, self._shown = clock(), None
         self.terminal = enabled and (stdout_is_terminal() if terminal is None else terminal)
         self._bar = None
         if self.terminal:
@@ -112,8 +112,8 @@ class StepProgress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
-        elif exc[0] is None:
-            self.show()  # off a terminal, where it ended
+        elif exc[0] is None and self._shown != self.done:
+            self.show()  # off a terminal, where it ended (unless the last line said so)
 
     def speed_and_eta(self) -> tuple[str, str]:
         """``"312 steps/s"``, ``"14:05"`` from the recent window (``-`` while unmeasured)."""
@@ -158,7 +158,7 @@ class StepProgress:
         """Print the plain line now (off a terminal)."""
         if self.enabled and self._bar is None:
             self._out(self.line())
-            self._last_line = self.clock()
+            self._last_line, self._shown = self.clock(), self.done
 
 
 def TrainingProgress(total_steps: int, start_step: int, enabled: bool = True, warmup_end: int = 0) -> StepProgress:
