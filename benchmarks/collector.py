@@ -24,8 +24,8 @@ import time
 import gymnasium as gym
 import numpy as np
 
-from envs.meta_world import MetaWorldConfig, MetaWorldSuite
-from envs.meta_world_envpool import EnvPoolVecEnv, envpool_id
+from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite
+from mtrl.envs.meta_world_envpool import EnvPoolVecEnv, envpool_id
 from mtrl.replay import MultiTaskReplay
 
 TASKS = 10

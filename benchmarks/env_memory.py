@@ -21,7 +21,7 @@ import numpy as np
 
 
 def child(backend: str, slots: int, rounds: int) -> dict:
-    from envs.meta_world import MetaWorldConfig, MetaWorldSuite
+    from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite
 
     suite = MetaWorldSuite(MetaWorldConfig(benchmark="MT50", backend=backend), seed=0)
     suite.make_eval_env(1, seed=0)  # builds the cached benchmark, so the baseline includes it

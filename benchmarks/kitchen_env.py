@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from envs.franka_kitchen import FrankaKitchenConfig, FrankaKitchenSuite
+from mtrl.envs.franka_kitchen import FrankaKitchenConfig, FrankaKitchenSuite
 
 
 def measure(num_slots: int, seconds: float) -> tuple[float, float]:

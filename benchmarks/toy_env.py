@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from envs.toy import ToyConfig, ToySuite
+from mtrl.envs.toy import ToyConfig, ToySuite
 
 
 def measure(num_slots: int, seconds: float) -> float:

@@ -1,3 +1,3 @@
 """Environment suites. Importing this package registers the built-in ones."""
 
-from envs import meta_world, toy  # noqa: F401  (registration side effects)
+from mtrl.envs import meta_world, toy  # noqa: F401  (registration side effects)

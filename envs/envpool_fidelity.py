@@ -1,6 +1,6 @@
 """Does EnvPool's Meta-World match the reference ``metaworld`` envs? Measured per task.
 
-    python -m envs.envpool_fidelity [--tasks MT10] [--episodes 100] [--random-episodes 100]
+    python -m mtrl.envs.envpool_fidelity [--tasks MT10] [--episodes 100] [--random-episodes 100]
 
 For each task, on both backends through mtrl's own vector envs: the success rate of
 Meta-World's scripted expert (``metaworld.policies``; success = success at any step), the
@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from envs.meta_world import MetaWorldConfig, MetaWorldSuite, MetaWorldVecEnv
-from envs.meta_world_envpool import EnvPoolVecEnv
+from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite, MetaWorldVecEnv
+from mtrl.envs.meta_world_envpool import EnvPoolVecEnv
 from mtrl.suite import MultiTaskVecEnv
 
 SUCCESS_TOLERANCE = 0.10  # absolute difference of expert success rates, over 100 episodes each

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from mtrl.errors import ConfigError, at_least, check_values, did_you_mean
+from mtrl.errors import ConfigError, at_least, check_values, did_you_mean, install_hint
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
 
 ENV_ID = "FrankaKitchen-v1"
@@ -69,7 +69,6 @@ DESCRIPTIONS = {
 }
 
 EXTRA = "kitchen"
-INSTALL_HINT = f"needs the {EXTRA} extra: pip install -e '.[{EXTRA}]'"
 
 
 @dataclass
@@ -110,7 +109,7 @@ def make_kitchen_env(subtasks: list[str], cfg: FrankaKitchenConfig) -> Any:
         with contextlib.redirect_stderr(io.StringIO()):
             import gymnasium_robotics
     except ImportError:
-        raise ConfigError(f"suite 'franka_kitchen' {INSTALL_HINT}") from None
+        raise ConfigError(f"suite 'franka_kitchen' needs the {EXTRA} extra: {install_hint(EXTRA)}") from None
     import gymnasium
 
     gymnasium.register_envs(gymnasium_robotics)

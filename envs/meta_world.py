@@ -1,7 +1,7 @@
 """Meta-World v3 through the ``metaworld`` 3.x package, with Meta-World+ defaults.
 
 Slots borrow raw ``SawyerXYZEnv`` objects of their episode's task (Meta-World tasks are
-different classes) from an :class:`~envs.env_lending.EnvLender`, which builds one only when
+different classes) from an :class:`~mtrl.envs.env_lending.EnvLender`, which builds one only when
 all of that task's envs are busy. Each reset picks one of the task's 50 fixed train
 goals at random, the observation is the goal-visible 39-d vector, the reward is V2 and
 episodes are cut at ``max_episode_steps`` (500) by truncation, never termination.
@@ -19,14 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from envs.env_lending import EnvLender
-from envs.meta_world_descriptions import DESCRIPTIONS
+from mtrl.envs.env_lending import EnvLender
+from mtrl.envs.meta_world_descriptions import DESCRIPTIONS
 from mtrl.errors import ConfigError, did_you_mean
 from mtrl.registry import register
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite, time_limited_step
 
 BENCHMARKS = ("MT1", "MT10", "MT25", "MT50")
 BACKENDS = ("python", "envpool")
+DEFAULT_BENCHMARK = "MT10"  # without env.benchmark and env.tasks
 MAX_EPISODE_STEPS = 500  # Meta-World's own cap: stepping past it raises
 
 
@@ -35,7 +36,9 @@ class MetaWorldConfig:
     """Options of the Meta-World suite."""
 
     suite: str = "metaworld"
-    benchmark: str = "MT10"  # MT1 | MT10 | MT25 | MT50
+    # MT1 | MT10 | MT25 | MT50; null: MT10, or with env.tasks a subset of the 50 tasks (a saved
+    # config.yaml then does not name a benchmark the run did not train on)
+    benchmark: str | None = None
     tasks: list[str] | None = None  # MT1: the one task; otherwise a custom subset, in this order
     max_episode_steps: int = MAX_EPISODE_STEPS
     reward_function_version: str = "v2"
@@ -43,7 +46,7 @@ class MetaWorldConfig:
     envpool_fallback: bool = True  # tasks EnvPool gets wrong run on python; false refuses them
 
     def validate(self) -> None:
-        if self.benchmark not in BENCHMARKS:
+        if self.benchmark is not None and self.benchmark not in BENCHMARKS:
             raise ConfigError(f"env.benchmark must be one of {', '.join(BENCHMARKS)}, got '{self.benchmark}'")
         if self.backend not in BACKENDS:
             raise ConfigError(f"env.backend must be one of {', '.join(BACKENDS)}, got '{self.backend}'")
@@ -96,7 +99,7 @@ def _single_task_benchmark(task: str, seed: int) -> Any:
 def task_goals(cfg: MetaWorldConfig, seed: int) -> tuple[list[str], dict[str, type], dict[str, list]]:
     """Task names, env classes and the 50 train goals of each task (cached per process)."""
     if cfg.tasks is None:
-        bench = _benchmark(cfg.benchmark, seed)
+        bench = _benchmark(cfg.benchmark or DEFAULT_BENCHMARK, seed)
         names = list(bench.train_classes)
         classes = dict(bench.train_classes)
         tasks = bench.train_tasks
@@ -156,12 +159,12 @@ class MetaWorldVecEnv(MultiTaskVecEnv):
         return time_limited_step(obs, reward, success, self._t, self.max_episode_steps)
 
     render_size = 240  # pixels of a square video frame (a multiple of 16, as video codecs want)
-    _frames = None  # envs.mujoco_render.MujocoFrames, made on the first render_slots
+    _frames = None  # mtrl.envs.mujoco_render.MujocoFrames, made on the first render_slots
 
     def render_slots(self, slots: np.ndarray) -> list[np.ndarray]:
         """Each slot's scene from Meta-World's "corner" camera (``mtrl eval --video``)."""
         if self._frames is None:
-            from envs.mujoco_render import MujocoFrames
+            from mtrl.envs.mujoco_render import MujocoFrames
 
             self._frames = MujocoFrames(self.render_size, camera="corner", flip=True)
         return [self._frames.render(self._current[s]) for s in np.asarray(slots).tolist()]
@@ -193,11 +196,12 @@ class MetaWorldSuite(Suite):
     def task_names(self) -> list[str]:
         if self.cfg.tasks is not None:
             return list(self.cfg.tasks)
-        if self.cfg.benchmark == "MT50":
+        benchmark = self.cfg.benchmark or DEFAULT_BENCHMARK
+        if benchmark == "MT50":
             return all_task_names()
         import metaworld.env_dict
 
-        return list(getattr(metaworld.env_dict, f"{self.cfg.benchmark}_V3").keys())
+        return list(getattr(metaworld.env_dict, f"{benchmark}_V3").keys())
 
     @property
     def descriptions(self) -> dict[str, str]:
@@ -209,7 +213,7 @@ class MetaWorldSuite(Suite):
     def make_env(self, num_slots: int, seed: int) -> MultiTaskVecEnv:
         if self.cfg.backend == "python":
             return self._python_env(num_slots, seed)
-        from envs.meta_world_envpool import EnvPoolVecEnv, require_envpool, split_tasks
+        from mtrl.envs.meta_world_envpool import EnvPoolVecEnv, require_envpool, split_tasks
 
         require_envpool()
         _, python_tasks = split_tasks(self.task_names, self.cfg.envpool_fallback)

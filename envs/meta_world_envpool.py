@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from envs.env_lending import EnvLender
-from mtrl.errors import ConfigError
+from mtrl.envs.env_lending import EnvLender
+from mtrl.errors import ConfigError, install_hint
 from mtrl.suite import MultiTaskVecEnv, StepResult, time_limited_step
 
 # Tasks whose EnvPool 1.2.5 version is not Meta-World's, with what was measured:
-# ``python -m envs.envpool_fidelity --tasks MT50`` (100 expert and 100 random episodes per
+# ``python -m mtrl.envs.envpool_fidelity --tasks MT50`` (100 expert and 100 random episodes per
 # task and backend; see docs/PERFORMANCE.md). Ratios are EnvPool / Meta-World.
 MISMATCHED_TASKS = {
     "button-press-topdown-wall-v3": "its expert earns almost no reward (expert reward ratio 0.00)",
@@ -57,7 +57,7 @@ def require_envpool() -> Any:
         import envpool
     except ImportError:
         raise ConfigError(
-            "env.backend=envpool needs EnvPool: pip install 'mtrl[envpool]' (or use env.backend=python)"
+            f"env.backend=envpool needs EnvPool: {install_hint('envpool')} (or use env.backend=python)"
         ) from None
     return envpool
 
@@ -81,7 +81,7 @@ class EnvPoolVecEnv(MultiTaskVecEnv):
     Python-backend env with the same slots, used only for the tasks in ``python_tasks``.
 
     A slot borrows an env, a (pool, env id) pair, of its episode's task from an
-    :class:`~envs.env_lending.EnvLender`; a task's pools grow by ``chunk`` envs (its fair
+    :class:`~mtrl.envs.env_lending.EnvLender`; a task's pools grow by ``chunk`` envs (its fair
     share of the slots) when all of its envs are busy.
     """
 

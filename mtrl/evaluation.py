@@ -50,9 +50,10 @@ class EvalResult:
 
 
 def evaluate(policy: Policy, env: MultiTaskVecEnv, task_names: list[str], num_episodes: int, stop_on_success: bool = True,
-             first_episode: int = 0) -> EvalResult:
+             first_episode: int = 0, on_episode: Callable[[int], None] | None = None) -> EvalResult:
     """Run exactly ``num_episodes`` episodes of every task; slot s runs task ``s % num_tasks``;
-    a task's j-th episode runs its variant ``first_episode + j``.
+    a task's j-th episode runs its variant ``first_episode + j``. ``on_episode`` is told the
+    number of episodes finished so far, over all tasks, after each vector step that ends some.
 
     ``stop_on_success`` ends an episode at its first successful step (Meta-World+'s
     evaluation does the same): its success is then decided, and the return is the return
@@ -94,6 +95,8 @@ def evaluate(policy: Policy, env: MultiTaskVecEnv, task_names: list[str], num_ep
             successes[slot_task[s]].append(bool(ep_success[s]))
             returns[slot_task[s]].append(float(ep_return[s]))
         active[ended] = False
+        if on_episode is not None and ended.any():
+            on_episode(sum(len(s) for s in successes))
         start(np.flatnonzero(ended))
 
     return EvalResult(

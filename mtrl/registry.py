@@ -1,6 +1,6 @@
 """Name -> component registry for suites, agents and schedulers.
 
-Built-in components register themselves when the ``envs``/``agents`` packages and
+Built-in components register themselves when the ``mtrl.envs``/``mtrl.agents`` packages and
 ``mtrl.scheduler`` are imported; a separately installed package adds a suite through
 the entry-point group ``mtrl.envs`` (the entry point names a module that registers on
 import, or a :class:`mtrl.suite.Suite` subclass registered under the entry point's name).
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
-from mtrl.errors import ConfigError, did_you_mean
+from mtrl.errors import ConfigError, did_you_mean, install_hint
 
 KINDS = ("suite", "agent", "scheduler")
 ENTRY_POINT_GROUP = "mtrl.envs"
@@ -55,7 +55,7 @@ def _load_builtin_and_plugins() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in ("envs", "agents", "mtrl.scheduler"):
+    for module in ("mtrl.envs", "mtrl.agents", "mtrl.scheduler"):
         importlib.import_module(module)
     _BROKEN.clear()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -100,7 +100,9 @@ def unmet_requirement(entry: Entry) -> str | None:
     module, extra = requires
     if importlib.util.find_spec(module) is not None:
         return None
-    return f"needs the {extra} extra: pip install -e '.[{extra}]'"
+    if getattr(entry.target, "__module__", "").startswith("mtrl."):  # one of mtrl's own extras
+        return f"needs the {extra} extra: {install_hint(extra)}"
+    return f"needs the {extra} extra: pip install -e '.[{extra}]'"  # the extra of the plugin's own package
 
 
 def broken() -> dict[str, str]:

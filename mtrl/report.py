@@ -2,10 +2,13 @@
 
 A run directory holds ``config.yaml`` and ``metrics.jsonl``. Runs whose configs agree once
 the keys that do not define a method are dropped (``seed``, ``run``, ``resume``, ``device``,
-``train.progress``) are seeds of one method. For each method the per-task success at every
+``train.progress``, ``train.threads``) are seeds of one method. For each method the per-task success at every
 run's last evaluation ("final") and its best one by mean success ("best") form a
 (runs x tasks) matrix; rliable gives the IQM and mean with 95 % stratified-bootstrap
-confidence intervals and the probability of improvement between methods.
+confidence intervals and the probability of improvement between methods. A run's
+``eval.json`` (``mtrl eval``) counts as an evaluation at its checkpoint's step (training's own
+evaluation at the same step wins), and of runs with the same method and seed only the one
+evaluated furthest counts (a stopped run and its restart are one seed, not two).
 
     report = write_report(["runs/"], "report")   # summary.md/.csv/.json, per_task.csv, PNGs
 """
@@ -28,10 +31,15 @@ import numpy as np
 import yaml
 
 from mtrl.atomic_write import atomic_write
-from mtrl.errors import ConfigError
+from mtrl.errors import ConfigError, install_hint
 
-NON_METHOD_KEYS = ("seed", "run", "resume", "device", "train.progress")
-NEEDS_EXTRA = 'mtrl report needs the report extra: pip install -e ".[report]"'
+NON_METHOD_KEYS = ("seed", "run", "resume", "device", "train.progress", "train.threads")
+
+
+def needs_report_extra() -> str:
+    """What to say when rliable or matplotlib is missing."""
+    return f"mtrl report needs the report extra: {install_hint('report')}"
+
 SUCCESS = "eval/success/"
 MAX_ENCODERS = 1024  # attention/<task>/<i> beyond this is not a model's (a damaged or foreign metrics.jsonl)
 
@@ -41,7 +49,7 @@ def _rliable():
         import matplotlib  # noqa: F401  (the plots; checked up front so nothing is half-written)
         from rliable import library, metrics
     except ImportError:
-        raise ConfigError(NEEDS_EXTRA) from None
+        raise ConfigError(needs_report_extra()) from None
     return library, metrics
 
 
@@ -76,6 +84,7 @@ class Run:
 
     def summary(self) -> dict[str, Any]:
         return {"dir": str(self.path), "final_step": self.final_step, "final_success_mean": self.evals[-1]["eval/success_mean"],
+                "final_source": self.evals[-1].get("source", "metrics.jsonl"),
                 "best_step": self.best["step"], "best_success_mean": self.best["eval/success_mean"]}
 
     def latest(self, prefix: str) -> dict[str, float]:
@@ -171,12 +180,58 @@ def load_run(path: Path) -> Run:
             records.append(record)
             if _number(record.get("eval/success_mean")):
                 evals = [e for e in evals if e["step"] < record["step"]] + [record]
+    extra = eval_json_record(path)
+    if extra is not None and extra["step"] not in {e["step"] for e in evals}:  # training's own evaluation wins a tie
+        evals = sorted([*evals, extra], key=lambda e: e["step"])
     return Run(path, config, records, evals)
 
 
 def _number(value: Any) -> bool:
     """A finite int or float (not a bool, not NaN or infinity, not a string)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+EVAL_JSON = "eval.json"
+
+
+def eval_json_record(path: Path) -> dict[str, Any] | None:
+    """``RUN_DIR/eval.json`` (written by ``mtrl eval``) as an evaluation record at its
+    checkpoint's step, marked ``"source": "eval.json"``; None when there is none."""
+    file = path / EVAL_JSON
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text())
+        record = {"step": int(data["env_steps"]), "eval/success_mean": float(data["success_mean"]), "source": EVAL_JSON,
+                  **{SUCCESS + task: float(v["success"]) for task, v in data["tasks"].items()}}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"'{file}' is not an evaluation written by `mtrl eval` ({type(e).__name__}: {e}); "
+                          "delete it or run `mtrl eval` again") from None
+    return record
+
+
+def drop_repeats(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
+    """One run per method and seed: of runs with the same method-defining config and seed (a
+    stopped run and its restart in another folder, say), the one evaluated furthest is kept
+    (ties: the one that logged furthest, then the first found); one note per run left out."""
+    kept: dict[str, Run] = {}
+    notes = []
+    furthest = lambda r: (r.final_step, r.records[-1]["step"] if r.records else 0)  # noqa: E731
+    for run in runs:
+        if run.config.get("seed") is None:  # not written by mtrl train: nothing says which seed it is
+            kept[str(id(run))] = run
+            continue
+        key = json.dumps([method_key(run.config), run.config["seed"]], sort_keys=True)
+        other = kept.get(key)
+        if other is None:
+            kept[key] = run
+            continue
+        keep, drop = (run, other) if furthest(run) > furthest(other) else (other, run)
+        kept[key] = keep
+        notes.append(f"'{drop.path}' repeats the method and seed {run.config.get('seed')} of '{keep.path}', which got "
+                     f"further (evaluated at step {keep.final_step:,}, against {drop.final_step:,}); counted once, as '{keep.path}'")
+    chosen = {id(r) for r in kept.values()}
+    return [r for r in runs if id(r) in chosen], notes
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Run]:
@@ -387,7 +442,8 @@ def _markdown(results: dict[str, Any], out: Path | None = None) -> str:
     lines += _md_table(["task", *(m["label"] for m in ms)], [[t, *(cell(m["per_task"].get(t)) for m in ms)] for t in tasks])
     lines += ["", "## Runs", ""]
     lines += _md_table(["method", "run", "final step", "final success", "best step", "best success"],
-                       [[m["label"], r["dir"], f"{r['final_step']:,}", f"{r['final_success_mean']:.3f}", f"{r['best_step']:,}",
+                       [[m["label"], r["dir"], f"{r['final_step']:,}" + (" (eval.json)" if r.get("final_source") == EVAL_JSON else ""),
+                         f"{r['final_success_mean']:.3f}", f"{r['best_step']:,}",
                          f"{r['best_success_mean']:.3f}"] for m in ms for r in m["runs"]])
     videos = [(r["dir"], sorted((Path(r["dir"]) / "videos").glob("*.mp4"))) for m in ms for r in m["runs"]]
     if any(files for _, files in videos):  # links relative to the report, written by `mtrl eval RUN_DIR --video`
@@ -480,6 +536,8 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path = "report", re
     evaluated = [r for r in runs if r.tasks]
     if not evaluated:
         raise ConfigError("no run has an evaluation yet: " + ", ".join(f"'{r.path}'" for r in runs))
+    evaluated, repeats = drop_repeats(evaluated)
+    warnings += repeats
     methods = group_runs(evaluated)
     results = aggregate(methods, reps, seed)
     out = Path(out_dir)

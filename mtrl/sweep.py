@@ -41,15 +41,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mtrl.atomic_write import atomic_write
-from mtrl.errors import ConfigError, RunError, RunStopped
+from mtrl.errors import ConfigError, RunError, RunStopped, install_hint
 from mtrl.sweep_leftovers import PREFIX as LEFTOVER_PREFIX, clean_leftovers, mark_driver
 from mtrl.sweep_storage import Storage, claim, fetch_small, parse_storage, workplace, write_files
 
 MANIFEST = "sweep.json"
 LOCK = ".sweep.lock"
 STATES = ("pending", "running", "done", "failed")
-NEEDS_RAY = "mtrl sweep needs the ray extra: pip install -e '.[ray]'"
-SET_BY_SWEEP = ("seed", "run.dir", "resume", "train.progress")  # per-trial keys the sweep owns
+SET_BY_SWEEP = ("seed", "run.dir", "resume", "train.progress", "train.threads")  # per-trial keys the sweep owns
 STOP_GRACE_S = 120  # after Ctrl-C / SIGTERM: how long running trials get to save a checkpoint
 
 
@@ -120,7 +119,7 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
             raise ConfigError(f"sweep argument '{item}' is not of the form dotted.key=value[,value...]")
         if key in SET_BY_SWEEP:
             raise ConfigError(f"'{key}' is set by mtrl sweep for every trial (seeds 0..N-1 by --seeds N, run "
-                              "directories under --out DIR); leave it out of the grid")
+                              "directories under --out DIR, torch threads by --cpus-per-trial); leave it out of the grid")
         if key in grid:
             raise ConfigError(f"sweep argument '{item}': '{key}' is given twice; list all its values in one key=v1,v2")
         values = split_values(raw)
@@ -309,7 +308,8 @@ def run_trial(cfg: Any, run_rel: str, log_rel: str, threads: int, cwd: str, stor
         place.pull([run_rel, log_rel])
     except Exception as e:  # noqa: BLE001 (storage unreachable from this node)
         return {"state": "failed", "error": one_line(e)}
-    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(place.root / run_rel)))
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(place.root / run_rel)),
+                              train=dataclasses.replace(cfg.train, threads=threads))
     out = train_trial(cfg, place.root / log_rel, lambda _: place.push(run_rel, log_rel))
     try:
         place.push(run_rel, log_rel)
@@ -381,7 +381,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise ConfigError(NEEDS_RAY) from None
+        raise ConfigError(f"mtrl sweep needs the ray extra: {install_hint('ray')}") from None
     return ray
 
 
@@ -588,12 +588,12 @@ def same_storage(recorded: str | None, requested: str | None, sweep_dir: Path) -
 def make_report(sweep_dir: Path, trials: list[Trial]) -> tuple[Any, str | None]:
     """``mtrl report`` over the sweep directory (to ``sweep_dir/report``), when the report
     extra is installed; otherwise, or with no evaluated run, why not."""
-    from mtrl.report import NEEDS_EXTRA, _rliable, write_report
+    from mtrl.report import _rliable, needs_report_extra, write_report
 
     try:
         _rliable()
     except ConfigError:
-        return None, f"{NEEDS_EXTRA}, then: mtrl report {sweep_dir} --out {sweep_dir / 'report'}"
+        return None, f"{needs_report_extra()}, then: mtrl report {sweep_dir} --out {sweep_dir / 'report'}"
     if not any(t.state == "done" for t in trials):
         return None, "no trial finished; no report"
     try:

@@ -149,6 +149,8 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> T
     resume = resume_point(cfg, run_dir, device)
     created = not run_dir.exists()
     writable(run_dir)
+    if tc.threads is not None:
+        torch.set_num_threads(tc.threads)
     seeds = run_seeds(cfg.seed)  # independent streams: actions, env goals, scheduler, evaluation
     random.seed(seeds.torch)
     np.random.seed(seeds.torch % 2**32)
@@ -264,7 +266,7 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> T
             raise RunError(f"training diverged: {state.bad_updates_in_a_row} updates in a row had non-finite or exploding "
                            f"losses (step {state.env_steps}); {kept}; lower the learning rates or sac.max_grad_norm")
 
-    progress = TrainingProgress(tc.total_steps, state.env_steps, enabled=tc.progress)
+    progress = TrainingProgress(tc.total_steps, state.env_steps, enabled=tc.progress, warmup_end=state.learn_from)
     t_log, steps_at_log = time.perf_counter(), state.env_steps
     env_faults_in_a_row = 0
 
@@ -316,6 +318,7 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> T
 
     try:
         with progress, StopSignals() as stop:
+            say(f"run directory: {run_dir}")  # once a stop can be caught: Ctrl-C from here on saves and says how to resume
             while state.env_steps < tc.total_steps:
                 # 1. Act: uniform random during warm-up, then the stochastic policy.
                 obs, tasks = state.obs, state.tasks
@@ -363,6 +366,7 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> T
                         if cfg.conflict.monitor_every and state.updates % cfg.conflict.monitor_every == 0:
                             log_conflicts(sac.measure_conflicts(batch))
                 # 5. Bookkeeping.
+                progress.advance(state.env_steps)
                 if crossed(state.env_steps, num_slots, tc.log_every):
                     log_training()
                 if schedule.due(state.env_steps, num_slots):
@@ -371,7 +375,6 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> T
                     checkpoint()
                 if stop.received:
                     raise RunStopped(f"stopped by {stop.received} at step {state.env_steps:,}; checkpoint saved; {resume_hint}")
-                progress.advance(state.env_steps)
 
         final_eval = evaluate_now(final=True)
         state.finished = True

@@ -19,7 +19,7 @@ import numpy as np
 
 from mtrl.atomic_write import atomic_write
 from mtrl.errors import ConfigError
-from mtrl.report import _bootstrap_seed, _csv, _md_table, _savefig, find_runs, group_runs
+from mtrl.report import _bootstrap_seed, _csv, _md_table, _savefig, drop_repeats, find_runs, group_runs
 
 
 @dataclass
@@ -30,16 +30,16 @@ class TransferReport:
     files: list[Path] = field(default_factory=list)
 
 
-def single_task_scores(st_paths: Sequence[str | Path]) -> dict[str, list[float]]:
-    """task -> final success of each single-task run evaluated on it."""
+def single_task_scores(st_paths: Sequence[str | Path]) -> tuple[dict[str, list[float]], list[str]]:
+    """task -> final success of each single-task run evaluated on it (one run per config and
+    seed: :func:`~mtrl.report.drop_repeats`), and the notes on runs left out as repeats."""
     out: dict[str, list[float]] = {}
-    for run in find_runs(st_paths):
-        if not run.evals:
-            continue
+    runs, notes = drop_repeats([r for r in find_runs(st_paths) if r.evals])
+    for run in runs:
         for task, score in zip(run.tasks, run.scores(run.evals[-1], run.tasks)):
             if not np.isnan(score):
                 out.setdefault(task, []).append(float(score))
-    return out
+    return out, notes
 
 
 def bootstrap_difference(x: np.ndarray, y: np.ndarray, reps: int, rng: np.random.Generator) -> tuple[float, float]:
@@ -52,14 +52,15 @@ def bootstrap_difference(x: np.ndarray, y: np.ndarray, reps: int, rng: np.random
 
 def write_transfer_report(mt_paths: Sequence[str | Path], st_paths: Sequence[str | Path], out_dir: str | Path,
                           reps: int = 2000, seed: int = 0) -> TransferReport:
-    single = single_task_scores(st_paths)
+    single, notes = single_task_scores(st_paths)
     if not single:
         raise ConfigError(f"no single-task run with an evaluation under {', '.join(map(str, st_paths))}; "
                           "train them first (mtrl single-task CONFIG --seeds N)")
-    methods = group_runs([r for r in find_runs(mt_paths) if r.evals])
-    if not methods:
+    mt_runs, mt_notes = drop_repeats([r for r in find_runs(mt_paths) if r.evals])
+    if not mt_runs:
         raise ConfigError(f"no multi-task run with an evaluation under {', '.join(map(str, mt_paths))}")
-    report = TransferReport(Path(out_dir), [])
+    methods = group_runs(mt_runs)
+    report = TransferReport(Path(out_dir), [], warnings=[*notes, *mt_notes])
     for m in methods:
         final = m.scores("final")
         for i, task in enumerate(m.tasks):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mtrl.atomic_write import atomic_write
-from mtrl.errors import ConfigError, RenderUnavailable
+from mtrl.errors import ConfigError, RenderUnavailable, install_hint
 from mtrl.evaluation import Policy
 from mtrl.suite import MultiTaskVecEnv
 
@@ -50,7 +50,7 @@ def require_video_extra() -> None:
         import imageio_ffmpeg  # noqa: F401
     except ImportError as e:
         raise ConfigError(f"--video needs imageio and imageio-ffmpeg ({e.name} is missing): "
-                          "pip install 'mtrl[video]'") from None
+                          f"{install_hint('video')}") from None
 
 
 def video_path(out_dir: Path, task: str) -> Path:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from envs.meta_world import MetaWorldConfig, MetaWorldSuite, all_task_names
-from envs.toy import ToyConfig, ToySuite
+from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite, all_task_names
+from mtrl.envs.toy import ToyConfig, ToySuite
 from mtrl.care import CAREEncoder, TaskEmbedding
 from mtrl.errors import ConfigError
 from mtrl.introspection import attention_by_task
@@ -56,7 +56,7 @@ def test_batched_encoders_equal_a_loop_over_encoders():
 
 
 def _care_sac(actor_encoder="own", suite=None, **kw):
-    from agents.care import CAREConfig, make_care
+    from mtrl.agents.care import CAREConfig, make_care
     from mtrl.agent import EnvSpec
     from mtrl.config import SACConfig
 
@@ -117,7 +117,7 @@ def test_initial_context_vectors_tell_meta_world_tasks_apart():
     attention that hardly differs between tasks (mean total variation 0.009 on one state);
     the reference init (orthogonal, zero bias) gives 0.59 and 0.036."""
     suite = MetaWorldSuite(MetaWorldConfig(benchmark="MT10"))
-    from agents.care import CAREConfig, make_care
+    from mtrl.agents.care import CAREConfig, make_care
     from mtrl.agent import EnvSpec
 
     spec = EnvSpec(39, 4, tuple(suite.task_names), tuple(suite.descriptions[n] for n in suite.task_names),

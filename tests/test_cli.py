@@ -1,5 +1,7 @@
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +48,7 @@ def test_list_shows_components(capsys):
     out = capsys.readouterr().out
     for name in ("toy", "metaworld", "mtsac", "mhsac", "round_robin", "uniform", "quickstart"):
         assert name in out
+    assert "[state || task" in out  # brc's summary: square brackets shown, not read as rich markup
 
 
 # --- bad input: one line `mtrl: error: ...`, exit code 2, nothing written ----------------
@@ -56,9 +59,13 @@ TINY_RUN = ["train.total_steps=40", "train.warmup_steps=40", "train.num_slots=1"
             "train.final_eval_episodes=1", "train.progress=false", "agent.hidden_sizes=[8]", "device=cpu"]
 
 
-def one_error_line(capsys) -> str:
+def one_error_line(capsys, after: str | None = None) -> str:
+    """stderr's one line, an error (after a line starting with ``after``, when given)."""
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
+    if after is not None:
+        assert lines[0].startswith(after), err
+        lines = lines[1:]
     assert len(lines) == 1 and lines[0].startswith("mtrl: error: "), err
     return lines[0]
 
@@ -107,6 +114,7 @@ def one_error_line(capsys) -> str:
         ("conflict.cagrad_c=-0.5", "conflict.cagrad_c"),
         ("conflict.monitor_every=-1", "conflict.monitor_every"),
         ("seed=-1", "seed"),
+        ("train.threads=0", "train.threads"),
         ("agent.hidden_sizes=[]", "agent.hidden_sizes"),
         ("agent.hidden_sizes=[8,0]", "agent.hidden_sizes"),
         ("agent.name=mhsac agent.hidden_sizes=[]", "agent.hidden_sizes"),
@@ -267,6 +275,45 @@ def test_eval_whose_eval_json_write_fails_exits_2_with_the_result(trained_run, t
     run_dir = copy_of(trained_run, tmp_path)
     monkeypatch.setattr(mtrl.atomic_write.os, "fsync", disk_full)
     assert main(["eval", str(run_dir), "--device", "cpu", "--episodes", "1"]) == 2
-    line = one_error_line(capsys)
+    line = one_error_line(capsys, after="mtrl: evaluating ")
     assert f"could not write '{run_dir / 'eval.json'}': the disk is full" in line and "mean success" in line
     assert not (run_dir / "eval.json").exists() and not list(run_dir.glob(".*.tmp"))  # nothing half-written
+
+
+def test_eval_says_what_it_evaluates_and_shows_its_progress(trained_run, tmp_path, capsys):
+    run_dir = copy_of(trained_run, tmp_path)
+    assert main(["eval", str(run_dir), "--device", "cpu", "--episodes", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"mtrl: evaluating {run_dir / 'checkpoints' / 'step_400.pt'} (step 400): 3 episodes x 4 tasks; "
+                                "Ctrl-C stops it and writes nothing"]
+    assert "eval 12/12 (100%)" in out  # off a terminal: the progress line where it ended
+
+
+def test_ctrl_c_during_eval_says_so_and_writes_nothing(trained_run, tmp_path):
+    run_dir = copy_of(trained_run, tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "mtrl.cli", "eval", str(run_dir), "--device", "cpu", "--episodes", "100000"],
+                            env=env, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = proc.stderr.readline()
+    assert first.startswith("mtrl: evaluating "), first + proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    assert proc.stderr.read().strip().splitlines() == [
+        f"mtrl: evaluation interrupted; nothing was written ({run_dir / 'eval.json'} is as it was)"]
+    assert not (run_dir / "eval.json").exists()
+
+
+def test_train_threads_sets_torchs_cpu_threads(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["train", "toy-mtsac", *TINY_RUN, "train.threads=1", f"run.dir={tmp_path / 'one'}"]) == 0
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        assert main(["train", "toy-mtsac", *TINY_RUN, "train.threads=null", f"run.dir={tmp_path / 'default'}"]) == 0
+        assert torch.get_num_threads() == 2  # null: left as it was
+        assert yaml.safe_load((tmp_path / "one" / "config.yaml").read_text())["train"]["threads"] == 1
+    finally:
+        torch.set_num_threads(before)

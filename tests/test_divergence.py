@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from agents.mhsac import MHSACConfig, make_mhsac
-from agents.mtsac import MTSACConfig, make_mtsac
+from mtrl.agents.mhsac import MHSACConfig, make_mhsac
+from mtrl.agents.mtsac import MTSACConfig, make_mtsac
 from mtrl import sac as sac_module
 from mtrl.agent import Agent, EnvSpec
 from mtrl.care import CAREEncoder, TaskEmbedding

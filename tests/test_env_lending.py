@@ -3,7 +3,7 @@ and envs are built only for the peak number of slots running a task together."""
 
 import numpy as np
 
-from envs.env_lending import EnvLender
+from mtrl.envs.env_lending import EnvLender
 
 
 def test_envs_are_built_for_peak_concurrent_use_and_reused():

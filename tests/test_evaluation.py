@@ -73,7 +73,7 @@ def test_episodes_visit_consecutive_variants_from_first_episode(num_slots):
 def test_meta_world_evaluation_visits_every_goal_once_in_50_episodes():
     """The protocol: 50 episodes of a task, one per each of its 50 train goals; and
     evaluations of 10 episodes that advance first_episode rotate through the goals."""
-    from envs.meta_world import MetaWorldConfig, MetaWorldSuite
+    from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite
 
     suite = MetaWorldSuite(MetaWorldConfig(tasks=["reach-v3"], max_episode_steps=1), seed=0)
     env = suite.make_eval_env(50, seed=0)

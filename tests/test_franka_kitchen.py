@@ -13,11 +13,11 @@ import pytest
 
 from mtrl import registry
 from mtrl.cli import main
-from mtrl.errors import ConfigError
+from mtrl.errors import ConfigError, install_hint
 
 pytest.importorskip("gymnasium_robotics")
 
-from envs.franka_kitchen import (  # noqa: E402
+from mtrl.envs.franka_kitchen import (  # noqa: E402
     DESCRIPTIONS, SUBTASKS, FrankaKitchenConfig, FrankaKitchenSuite, make_kitchen_env,
 )
 
@@ -41,16 +41,16 @@ def put_at_goal(kitchen, subtask: str) -> None:
 
 
 def test_found_through_the_entry_point_only():
-    # a fresh interpreter: other tests here import envs.franka_kitchen themselves
+    # a fresh interpreter: other tests here import mtrl.envs.franka_kitchen themselves
     code = """
 import sys
 from importlib.metadata import entry_points
-import envs
+import mtrl.envs
 from mtrl import registry
-assert "envs.franka_kitchen" not in sys.modules, "envs/__init__.py imports the kitchen suite"
+assert "mtrl.envs.franka_kitchen" not in sys.modules, "envs/__init__.py imports the kitchen suite"
 assert "franka_kitchen" not in registry._REGISTRY["suite"], "registered without the entry point"
 (ep,) = [ep for ep in entry_points(group="mtrl.envs") if ep.name == "franka_kitchen"]
-assert ep.value == "envs.franka_kitchen:FrankaKitchenSuite", ep.value
+assert ep.value == "mtrl.envs.franka_kitchen:FrankaKitchenSuite", ep.value
 entry = registry.get("suite", "franka_kitchen")
 assert entry.target.__name__ == "FrankaKitchenSuite" and entry.config_cls.__name__ == "FrankaKitchenConfig"
 assert "gymnasium_robotics" not in sys.modules, "gymnasium_robotics imported before an env is built"
@@ -176,7 +176,7 @@ def test_a_slot_steps_as_the_single_task_env(name):
 def test_without_the_extra_list_says_how_to_install_and_training_is_a_config_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "gymnasium_robotics", None)  # imports fail, find_spec finds nothing
     monkeypatch.setenv("COLUMNS", "300")
-    hint = "needs the kitchen extra: pip install -e '.[kitchen]'"
+    hint = f"needs the kitchen extra: {install_hint('kitchen')}"  # from this checkout: pip install -e '<it>[kitchen]'
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "franka_kitchen" in out and hint in out

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from envs.meta_world import MetaWorldConfig, MetaWorldSuite, all_task_names
-from envs.meta_world_descriptions import DESCRIPTIONS
+from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite, all_task_names
+from mtrl.envs.meta_world_descriptions import DESCRIPTIONS
 from mtrl.cli import main
 from mtrl.errors import ConfigError
 from mtrl.logger import read_metrics
@@ -23,6 +23,17 @@ def test_task_order_and_descriptions():
     assert names == all_task_names() and len(names) == 50
     assert set(DESCRIPTIONS) == set(names)
     assert all(d.endswith(".") and len(d.split()) >= 3 for d in DESCRIPTIONS.values())
+
+
+def test_a_task_subset_names_no_benchmark_in_its_saved_config():
+    import yaml
+
+    from mtrl.config import config_yaml, load_config
+
+    saved = yaml.safe_load(config_yaml(load_config("quickstart")))["env"]
+    assert saved["benchmark"] is None and len(saved["tasks"]) == 4  # not "MT10" beside its 4 tasks
+    assert load_config("mt10-mtsac").env.benchmark == "MT10"
+    assert MetaWorldSuite(MetaWorldConfig()).task_names == MetaWorldSuite(MetaWorldConfig(benchmark="MT10")).task_names
 
 
 @pytest.mark.parametrize(

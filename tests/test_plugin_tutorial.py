@@ -63,7 +63,7 @@ def test_the_installed_suite_is_found_through_the_entry_point(installed):
     tmp, env = installed
     code = (
         "from importlib.metadata import entry_points\n"
-        "import envs, sys\n"
+        "import mtrl.envs, sys\n"
         "from mtrl import registry\n"
         "assert 'line' not in registry._REGISTRY['suite'] and 'my_suite' not in sys.modules\n"
         "print([ep.value for ep in entry_points(group='mtrl.envs') if ep.name == 'line'])\n"

@@ -69,7 +69,7 @@ def test_load_evaluates_to_mtrl_evals_eval_json(toy_run, tmp_path):
 
 
 def test_load_builds_no_environment(toy_run, monkeypatch):
-    from envs.toy import ToySuite
+    from mtrl.envs.toy import ToySuite
 
     def no_envs(*args, **kwargs):
         raise AssertionError("mtrl.load built an environment")
@@ -198,3 +198,23 @@ def test_load_on_metaworlds_gymnasium_mt10_vector_env(tmp_path):
         envs.close()
     with pytest.raises(ConfigError, match="one-hot task id is appended"):
         policy.act(np.zeros((10, 49)), tasks)
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs_on_a_run_of_any_meta_world_tasks(tmp_path):
+    """README's "Using a trained agent" block, as written, on a (tiny) quickstart run: 4 tasks, not MT10."""
+    import ast
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "mtrl.load(" in b]
+    run_dir = tmp_path / "quickstart"
+    assert main(["train", "quickstart", "train.total_steps=40", "train.warmup_steps=20", "train.eval_every=0",
+                 "train.final_eval_episodes=1", "env.max_episode_steps=20", "train.buffer_per_task=1000",
+                 "train.batch_per_task=8", "train.log_every=0", "train.checkpoint_every=0", "agent.hidden_sizes=[32]",
+                 "conflict.monitor_every=0", "device=cpu", "train.progress=false", f"run.dir={run_dir}"]) == 0
+    assert 'mtrl.load("runs/my-run")' in code
+    proc = subprocess.run([sys.executable, "-c", code.replace('"runs/my-run"', repr(str(run_dir)))],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert list(ast.literal_eval(proc.stdout.strip().splitlines()[-1])) == ["reach-v3", "drawer-close-v3", "handle-press-v3", "plate-slide-v3"]

@@ -24,7 +24,7 @@ def install_plugins(tmp_path, monkeypatch, modules: dict[str, str], entry_points
 def test_entry_point_suite_is_registered(tmp_path, monkeypatch):
     install_plugins(tmp_path, monkeypatch, {"my_suite/__init__.py": '''
         from dataclasses import dataclass
-        from envs.toy import ToyConfig, ToySuite
+        from mtrl.envs.toy import ToyConfig, ToySuite
 
         @dataclass
         class LineConfig(ToyConfig):

@@ -33,7 +33,7 @@ from mtrl.errors import RunError, WriteError
 from mtrl.logger import read_metrics
 from mtrl.registry import register
 from mtrl.trainer import train
-from envs.toy import PointMassVecEnv, ToyConfig, ToySuite
+from mtrl.envs.toy import PointMassVecEnv, ToyConfig, ToySuite
 
 from conftest import make_config
 
@@ -101,7 +101,8 @@ def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig, 
         time.sleep(0.05)
     proc.send_signal(sig)
     assert proc.wait(timeout=120) == code
-    lines = proc.stderr.read().strip().splitlines()
+    start, *lines = proc.stderr.read().strip().splitlines()
+    assert start == f"mtrl: run directory: {run_dir}"  # said when training starts
     assert len(lines) == 1 and f"stopped by {sig.name} at step" in lines[0] and "resume=true" in lines[0], lines
     (checkpoint,) = list_checkpoints(run_dir)
     step = load_checkpoint(checkpoint)["env_steps"]
@@ -109,6 +110,30 @@ def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig, 
     hinted = lines[0].split("resume with: mtrl ")[1].split()  # the command the line gives, run for a few more steps
     assert main([*hinted, f"train.total_steps={step + 100}"]) == 0
     assert read_metrics(run_dir)[-1]["step"] == step + 100
+
+
+def test_the_printed_resume_command_works_verbatim_when_the_run_directory_was_chosen_automatically(tmp_path):
+    def stop_when(proc: subprocess.Popen, said: str) -> list[str]:
+        """Ctrl-C once the run has said ``said`` on stderr; its stderr lines."""
+        lines = []
+        while not any(said in line for line in lines):
+            line = proc.stderr.readline()
+            assert line, f"the run ended before saying {said!r}: {lines}"
+            lines.append(line.strip())
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+        return lines + proc.stderr.read().strip().splitlines()
+
+    args = [a for a in TINY if not a.startswith("train.log_every")] + ["train.total_steps=200000", "train.log_every=20"]
+    lines = stop_when(cli(args, cwd=tmp_path), "run directory:")  # no run.dir: runs/toy-mtsac-seed3-<time>
+    run_dir = lines[0].removeprefix("mtrl: run directory: ")
+    assert run_dir.startswith("runs/toy-mtsac-seed3-") and lines[-1].endswith(f"resume with: mtrl train {run_dir}/config.yaml resume=true")
+    step = load_checkpoint(list_checkpoints(tmp_path / run_dir)[-1])["env_steps"]
+    hinted = lines[-1].split("resume with: mtrl train ")[1].split()
+    again = stop_when(cli(hinted, cwd=tmp_path), "run directory:")  # the command as printed, nothing added
+    assert f"mtrl: resumed from step {step:,} (step_{step}.pt)" in again and f"mtrl: run directory: {run_dir}" in again, again
+    assert len(list((tmp_path / "runs").iterdir())) == 1
+    assert load_checkpoint(list_checkpoints(tmp_path / run_dir)[-1])["env_steps"] > step
 
 
 def test_corrupt_latest_checkpoint_is_skipped_with_the_reason(tmp_path, capsys):

@@ -2,7 +2,9 @@
 
 import csv
 import json
+import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from scipy.stats import trim_mean
 
 from mtrl.cli import main
 from mtrl.config import ConfigError, TrainConfig
+from mtrl.errors import install_hint
 from mtrl.report import find_runs, group_runs, probability_of_improvement, write_report
 
 from conftest import TOY_FAST, make_config
@@ -23,6 +26,7 @@ FINAL = {
 }
 EARLY = [0.5, 0.5, 0.5, 0.5]  # step 1000 of mtsac seed 0 beats its final eval: its "best"
 REPS = 300
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def config(agent, seed, name=None, **extra):
@@ -205,7 +209,7 @@ def test_errors(tmp_path, capsys, monkeypatch):
     with pytest.raises(ConfigError, match="same config but evaluate different tasks"):
         write_report([tmp_path / "t"], tmp_path / "out")
     monkeypatch.setitem(sys.modules, "rliable", None)
-    with pytest.raises(ConfigError, match=r'needs the report extra: pip install -e "\.\[report\]"'):
+    with pytest.raises(ConfigError, match=re.escape(f"needs the report extra: {install_hint('report')}")):
         write_report([tmp_path / "t"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -237,3 +241,59 @@ def test_step_reads_every_run_as_it_stood_then(runs_root, tmp_path):
     assert np.allclose(care.scores("final"), halves)
     assert "--step 1000" in report.results["command"]
     assert main(["report", str(runs_root), "--out", str(tmp_path / "bad"), "--step", "-1"]) == 2
+
+
+def test_eval_json_from_mtrl_eval_counts_as_an_evaluation(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", "toy-mtsac", "train.total_steps=400", "train.warmup_steps=100", "train.eval_every=0",
+                 "train.final_eval_episodes=1", "train.progress=false", "agent.hidden_sizes=[16]", "device=cpu",
+                 f"run.dir={run_dir}"]) == 0
+    metrics = run_dir / "metrics.jsonl"  # as if stopped before its first evaluation
+    metrics.write_text("".join(line + "\n" for line in metrics.read_text().splitlines() if "eval/success_mean" not in line))
+    with pytest.raises(ConfigError, match="no run has an evaluation yet"):
+        write_report([run_dir], tmp_path / "out0", reps=REPS)
+    assert main(["eval", str(run_dir), "--episodes", "2", "--device", "cpu"]) == 0
+    evaluated = json.loads((run_dir / "eval.json").read_text())
+    report = write_report([run_dir], tmp_path / "out", reps=REPS)
+    (run,) = report.results["methods"][0]["runs"]
+    assert run["final_step"] == 400 and run["final_source"] == "eval.json"
+    assert run["final_success_mean"] == pytest.approx(evaluated["success_mean"])
+    assert "| 400 (eval.json) |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_eval_json_adds_a_later_evaluation_but_training_wins_a_tie(tmp_path):
+    def with_eval_json(path, step, success):
+        (path / "eval.json").write_text(json.dumps({"checkpoint": f"step_{step}.pt", "env_steps": step, "episodes_per_task": 50,
+                                                    "success_mean": success, "return_mean": 0.0,
+                                                    "tasks": {t: {"success": success, "return": 0.0, "episodes": 50} for t in TASKS}}))
+        return path
+
+    later = with_eval_json(write_run(tmp_path / "a", config("care", 0), [eval_record(1000, EARLY)]), 1500, 1.0)
+    tie = with_eval_json(write_run(tmp_path / "b", config("care", 1), [eval_record(1000, EARLY)]), 1000, 1.0)
+    (a,), (b,) = find_runs([later]), find_runs([tie])
+    assert [(e["step"], e["eval/success_mean"]) for e in a.evals] == [(1000, 0.5), (1500, 1.0)]
+    assert [(e["step"], e["eval/success_mean"]) for e in b.evals] == [(1000, 0.5)]
+    (tmp_path / "a" / "eval.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="is not an evaluation written by `mtrl eval`"):
+        find_runs([later])
+
+
+def test_a_stopped_run_and_its_restart_count_as_one_seed(tmp_path, capsys):
+    stopped = write_run(tmp_path / "runs" / "a-stopped", config("mtsac", 0), [eval_record(1000, EARLY)])
+    finished = write_run(tmp_path / "runs" / "b-finished", config("mtsac", 0), [eval_record(1000, EARLY), eval_record(2000, FINAL["mtsac"][0])])
+    write_run(tmp_path / "runs" / "c-seed1", config("mtsac", 1), [eval_record(1000, EARLY), eval_record(2000, FINAL["mtsac"][1])])
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--reps", "200"]) == 0
+    (entry,) = json.loads((tmp_path / "out" / "summary.json").read_text())["methods"]
+    assert [r["dir"] for r in entry["runs"]] == [str(finished), str(tmp_path / "runs" / "c-seed1")]
+    assert entry["curve"]["step"] == [1000, 2000]  # the curve and the table read the same runs
+    (warning,) = capsys.readouterr().err.strip().splitlines()
+    assert warning.startswith(f"mtrl: warning: '{stopped}' repeats the method and seed 0 of '{finished}'"), warning
+
+
+def test_the_committed_quickstart_report_is_what_mtrl_report_gives(tmp_path):
+    """docs/results/quickstart/report is reproduced number for number by its own command."""
+    results = ROOT / "docs" / "results" / "quickstart"
+    committed = json.loads((results / "report" / "summary.json").read_text())
+    again = write_report([results], tmp_path / "report").results
+    for old, new in zip(committed["methods"], again["methods"], strict=True):
+        assert {k: old[k] for k in ("final", "best", "per_task", "curve")} == {k: new[k] for k in ("final", "best", "per_task", "curve")}

@@ -134,8 +134,8 @@ def test_task_weights_follow_meta_world_plus_and_weight_the_critic_loss():
 
 
 def test_encoder_tau_moves_the_target_encoder_at_its_own_rate():
-    from agents.care import CAREConfig, make_care
-    from envs.toy import ToyConfig, ToySuite
+    from mtrl.agents.care import CAREConfig, make_care
+    from mtrl.envs.toy import ToyConfig, ToySuite
     from mtrl.agent import EnvSpec
 
     suite = ToySuite(ToyConfig())

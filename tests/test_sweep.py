@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from mtrl.cli import main
+from mtrl.errors import install_hint
 
 ray = pytest.importorskip("ray")
 
@@ -187,7 +188,7 @@ def test_grid_values_split_on_top_level_commas_only():
 def test_without_ray_says_which_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     assert main(["sweep", "toy-mtsac", "--seeds", "1", *TINY, "--out", str(tmp_path / "s")]) == 2
-    assert capsys.readouterr().err.strip() == "mtrl: error: mtrl sweep needs the ray extra: pip install -e '.[ray]'"
+    assert capsys.readouterr().err.strip() == f"mtrl: error: mtrl sweep needs the ray extra: {install_hint('ray')}"
     assert not (tmp_path / "s").exists()
 
 

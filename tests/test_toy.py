@@ -1,6 +1,6 @@
 import numpy as np
 
-from envs.toy import ToyConfig, ToySuite
+from mtrl.envs.toy import ToyConfig, ToySuite
 
 
 def test_tasks_conflict_from_the_same_state():

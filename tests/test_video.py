@@ -9,7 +9,7 @@ import pytest
 
 import mtrl
 from mtrl.cli import main
-from mtrl.errors import RenderUnavailable
+from mtrl.errors import RenderUnavailable, install_hint
 from mtrl.seeding import run_seeds
 from mtrl.suite import MultiTaskVecEnv
 from mtrl.trainer import make_suite
@@ -79,7 +79,7 @@ def test_video_without_tasks_films_every_task_and_eval_json_is_unchanged(toy_run
 
 def test_the_bar_is_red_until_the_first_success_and_green_from_it(tmp_path):
     """A scripted policy that heads straight for the goal: success within a few steps, then 2 more."""
-    from envs.toy import ToyConfig, ToySuite
+    from mtrl.envs.toy import ToyConfig, ToySuite
 
     suite = ToySuite(ToyConfig())
     env = suite.make_eval_env(1, seed=0)
@@ -118,7 +118,7 @@ def test_missing_video_extra_exits_2_naming_it(toy_run, tmp_path, capsys, monkey
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails
     run_dir = fresh_copy(toy_run, tmp_path)
     assert main(["eval", str(run_dir), "--video", "--device", "cpu"]) == 2
-    assert "pip install 'mtrl[video]'" in one_error_line(capsys)
+    assert install_hint("video") in one_error_line(capsys)
     assert not (run_dir / "eval.json").exists()
 
 
@@ -126,11 +126,11 @@ def test_without_an_opengl_backend_one_line_says_what_to_install_and_eval_json_i
                                                                                           monkeypatch):
     """The toy suite draws with numpy; here its renderer behaves as a MuJoCo suite's does where
     no OpenGL backend works (envs/mujoco_render.py's check made to find none)."""
-    import envs.mujoco_render
-    from envs.mujoco_render import MujocoFrames
-    from envs.toy import PointMassVecEnv
+    import mtrl.envs.mujoco_render
+    from mtrl.envs.mujoco_render import MujocoFrames
+    from mtrl.envs.toy import PointMassVecEnv
 
-    monkeypatch.setattr(envs.mujoco_render, "gl_backend", lambda: None)
+    monkeypatch.setattr(mtrl.envs.mujoco_render, "gl_backend", lambda: None)
     monkeypatch.setattr(PointMassVecEnv, "render_slots", lambda self, slots: [MujocoFrames(128, "corner").render(self)])
     run_dir = fresh_copy(toy_run, tmp_path)
     assert main(["eval", str(run_dir), "--video", "--episodes", "1", "--device", "cpu"]) == 0
@@ -141,7 +141,7 @@ def test_without_an_opengl_backend_one_line_says_what_to_install_and_eval_json_i
 
 
 def test_a_suite_that_cannot_render_says_so_and_still_evaluates(toy_run, tmp_path, capsys, monkeypatch):
-    from envs.toy import PointMassVecEnv
+    from mtrl.envs.toy import PointMassVecEnv
 
     monkeypatch.setattr(PointMassVecEnv, "render_slots", MultiTaskVecEnv.render_slots)  # the contract's default: None
     run_dir = fresh_copy(toy_run, tmp_path)
@@ -151,20 +151,20 @@ def test_a_suite_that_cannot_render_says_so_and_still_evaluates(toy_run, tmp_pat
 
 
 def test_a_backend_that_fails_in_process_is_a_render_unavailable(monkeypatch):
-    import envs.mujoco_render
+    import mtrl.envs.mujoco_render
 
     class Broken:
         model = data = None
 
-    monkeypatch.setattr(envs.mujoco_render, "gl_backend", lambda: "egl")
+    monkeypatch.setattr(mtrl.envs.mujoco_render, "gl_backend", lambda: "egl")
     monkeypatch.setattr("gymnasium.envs.mujoco.mujoco_rendering.MujocoRenderer",
                         lambda *a, **k: type("R", (), {"render": lambda self, mode: 1 / 0, "close": lambda self: None})())
     with pytest.raises(RenderUnavailable, match="MuJoCo rendering failed with MUJOCO_GL=.*division by zero.*libosmesa6"):
-        envs.mujoco_render.MujocoFrames(16, "corner").render(Broken())
+        mtrl.envs.mujoco_render.MujocoFrames(16, "corner").render(Broken())
 
 
 def test_an_unknown_mujoco_gl_value_is_no_backend(monkeypatch):
-    from envs.mujoco_render import gl_backend
+    from mtrl.envs.mujoco_render import gl_backend
 
     monkeypatch.setenv("MUJOCO_GL", "bogus")
     gl_backend.cache_clear()
@@ -204,8 +204,8 @@ def test_report_without_videos_has_no_videos_section(toy_run, tmp_path):
 
 @pytest.mark.slow
 def test_metaworld_video_of_a_scripted_expert_shows_its_success(tmp_path):
-    from envs.meta_world import MetaWorldConfig, MetaWorldSuite
-    from envs.mujoco_render import GL_HINT, gl_backend
+    from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite
+    from mtrl.envs.mujoco_render import GL_HINT, gl_backend
 
     if gl_backend() is None:
         pytest.skip(f"no OpenGL backend for MuJoCo here: {GL_HINT}")
