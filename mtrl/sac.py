@@ -158,15 +158,18 @@ class SAC:
 
     def _step(self, opt: torch.optim.Optimizer, params: list[torch.Tensor], loss: torch.Tensor,
               per_sample: torch.Tensor | None = None, task: torch.Tensor | None = None, shared: list[torch.Tensor] | None = None,
-              clip: bool = True) -> bool:
+              clip: bool = True, keep: torch.Tensor | None = None) -> bool:
         """Backward, conflict aggregation, clipping and the optimiser step on ``params``
         (``clip=False``: never clipped, the temperatures). Returns True when the step was
-        skipped because the loss or the total gradient norm is not finite."""
+        skipped because the loss or the total gradient norm is not finite. The aggregation
+        sees only the tasks with samples (``keep``: the unmasked ones): an absent or masked
+        task's zero row would shrink a mean-scaled direction by (T - k) / T."""
         opt.zero_grad(set_to_none=True)
         if self.conflict.method != "none" and shared:
             grads = per_task_gradients(per_sample, task, self.num_tasks, shared)
             loss.backward()  # the task-specific parameters (heads) keep their plain gradient
-            direction = aggregate(grads, self.conflict.method, self.conflict.cagrad_c)
+            present = torch.bincount(task if keep is None else task[keep], minlength=self.num_tasks) > 0
+            direction = aggregate(grads[present], self.conflict.method, self.conflict.cagrad_c)
             offset = 0
             for p in shared:
                 p.grad = direction[offset : offset + p.numel()].view_as(p).clone()
@@ -272,7 +275,7 @@ class SAC:
         if weight is not None:
             critic_per_sample = critic_per_sample * weight
         loss_critic = _kept_mean(critic_per_sample, keep) + sum(m.penalty() for m in self.penalized["critic"])
-        skipped = self._step(self.critic_opt, self.critic_params, loss_critic, critic_per_sample, task, self.shared["critic"])
+        skipped = self._step(self.critic_opt, self.critic_params, loss_critic, critic_per_sample, task, self.shared["critic"], keep=keep)
 
         # Actor (and its encoder), judged by the freshly updated critics.
         with self.autocast():
@@ -288,7 +291,7 @@ class SAC:
         if actor_weight is not None:
             actor_per_sample = actor_per_sample * actor_weight
         loss_actor = _kept_mean(actor_per_sample, keep) + sum(m.penalty() for m in self.penalized["actor"])
-        skipped += self._step(self.actor_opt, self.actor_params, loss_actor, actor_per_sample, task, self.shared["actor"])
+        skipped += self._step(self.actor_opt, self.actor_params, loss_actor, actor_per_sample, task, self.shared["actor"], keep=keep)
 
         # Temperatures: one per task, driven only by that task's samples.
         if keep is None:

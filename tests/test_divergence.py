@@ -116,6 +116,21 @@ def test_masking_works_with_gradient_aggregation_and_task_weights():
     assert all(bool(torch.isfinite(v).all()) for v in params(sac).values())
 
 
+def test_a_masked_or_absent_task_is_left_out_of_the_aggregation(monkeypatch):
+    """Its zero gradient row would shrink the aggregated step by (T - k) / T."""
+    seen = []
+    aggregate = sac_module.aggregate
+    monkeypatch.setattr(sac_module, "aggregate", lambda grads, *a, **k: seen.append(grads) or aggregate(grads, *a, **k))
+    sac = make_sac("mhsac", conflict="pcgrad")
+    sac.update(with_task_value(make_batch(), "reward", 3, float("inf")))  # task 3 masked
+    assert [g.shape[0] for g in seen] == [T - 1, T - 1] and all(bool((g.norm(dim=1) > 0).all()) for g in seen)
+    seen.clear()
+    batch = make_batch()
+    present = batch.task != 2
+    sac.update(Batch(*(x[present] if x is not None else None for x in batch)))  # task 2 absent
+    assert [g.shape[0] for g in seen] == [T - 1, T - 1]
+
+
 # --- (b) non-finite gradients or losses: the step is skipped -----------------------------
 
 
