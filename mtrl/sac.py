@@ -141,6 +141,9 @@ class SAC:
         self.actor_opt = adam(self.actor_params, cfg.actor_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
         self.task_blocks = agent.task_specific_blocks()
+        # Adam's step count at each task slice's last reset (reset_tasks), NaN where never
+        # reset: their bias correction counts from there (_bias_correct_reset_slices).
+        self.reset_at: dict[str, torch.Tensor] = {}
         self.penalized = {"critic": penalized(agent.critic), "actor": penalized(agent.actor)}
         self.weighting = TaskWeighting(cfg.task_weighting, num_tasks, device, lr=cfg.task_weighting_lr)
         self.last_masked = torch.zeros(num_tasks, dtype=torch.bool, device=device)
@@ -187,6 +190,8 @@ class SAC:
             opt.zero_grad(set_to_none=True)
             return True
         opt.step()
+        if self.reset_at:
+            self._bias_correct_reset_slices(opt)
         return False
 
     @torch.no_grad()
@@ -334,8 +339,9 @@ class SAC:
         masked task is set to the mean of the unmasked tasks' slices, in the online networks
         and, with the same values, in the target networks; the Adam moments of those slices
         are zeroed; log_alpha of a masked task becomes the unmasked tasks' mean log_alpha,
-        its moments zeroed too. Adam's step count is per tensor, so a reset slice's first
-        steps afterwards are not bias-corrected (up to ~3x the usual step size).
+        its moments zeroed too. Adam's step count is per tensor, so each reset slice's bias
+        correction is restarted by hand after every step (``_bias_correct_reset_slices``):
+        it then moves as a fresh Adam would (without that, up to ~3x the usual step).
 
         With no unmasked task (a single task, or all masked) there is nothing to interpolate
         from: the network parameters are left alone and log_alpha of the masked tasks goes
@@ -351,9 +357,10 @@ class SAC:
             shape[dim] = self.num_tasks
             return mask.view(shape)
 
-        def reset(param: torch.Tensor, view: Callable[[torch.Tensor], torch.Tensor], dim: int, fallback: float | None = None) -> None:
+        def reset(name: str, param: torch.Tensor, view: Callable[[torch.Tensor], torch.Tensor], dim: int,
+                  fallback: float | None = None) -> None:
             """Masked tasks' slices of ``param`` <- mean of the kept tasks' (or ``fallback``);
-            their Adam moments <- 0."""
+            their Adam moments <- 0, their bias correction restarted."""
             slices = view(param)
             m, k = on_task_axis(masked, slices, dim), on_task_axis(keep, slices, dim)
             if n_keep:
@@ -362,19 +369,53 @@ class SAC:
                 value = torch.full_like(slices, fallback)
             slices.copy_(torch.where(m, value, slices))
             for opt in (self.critic_opt, self.actor_opt, self.alpha_opt):
-                for key, moment in opt.state.get(param, {}).items():
+                state = opt.state.get(param, {})
+                for key, moment in state.items():
                     if key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
                         moment_slices = view(moment)
                         moment_slices.copy_(torch.where(m, 0.0, moment_slices))
+                if "step" in state:
+                    since = self.reset_at.get(name, torch.full((self.num_tasks,), math.nan, device=masked.device))
+                    self.reset_at[name] = torch.where(masked, float(state["step"]), since)
 
         for block in self.task_blocks if n_keep else ():
             def view(x: torch.Tensor, block=block) -> torch.Tensor:
                 return block.view(x, self.num_tasks)
-            reset(online[block.name], view, block.dim)
+            reset(block.name, online[block.name], view, block.dim)
             if block.name in target:  # the target's slices take the online values
                 target_slices, online_slices = view(target[block.name]), view(online[block.name])
                 target_slices.copy_(torch.where(on_task_axis(masked, target_slices, block.dim), online_slices, target_slices))
-        reset(self.log_alpha, lambda x: x, 0, fallback=math.log(self.cfg.initial_alpha))
+        reset("log_alpha", self.log_alpha, lambda x: x, 0, fallback=math.log(self.cfg.initial_alpha))
+
+    @torch.no_grad()
+    def _bias_correct_reset_slices(self, opt: torch.optim.Optimizer) -> None:
+        """After ``opt``'s step: each reset slice of its parameters moves by Adam's update with
+        the bias correction of k = steps since its reset instead of the tensor's step count t
+        (the applied update is added back, the wanted one taken). Once beta2^k < 1e-9 the two
+        agree to float precision and the slice is no longer tracked."""
+        named = {**dict(self.agent.named_parameters()), "log_alpha": self.log_alpha}
+        views = {b.name: (b.view, b.dim) for b in self.task_blocks} | {"log_alpha": (lambda x, n: x, 0)}
+        for name, since in list(self.reset_at.items()):
+            param = named[name]
+            state = opt.state.get(param)
+            if not state or "exp_avg" not in state:
+                continue
+            group = next(g for g in opt.param_groups if any(p is param for p in g["params"]))
+            (b1, b2), lr, eps = group["betas"], group["lr"], group["eps"]
+            t = float(state["step"])
+            view, dim = views[name]
+            m, v, slices = (view(x, self.num_tasks) for x in (state["exp_avg"], state["exp_avg_sq"], param))
+            shape = [1] * m.dim()
+            shape[dim] = self.num_tasks
+            tracked = ~torch.isnan(since)
+            k = torch.where(tracked, t - since, t).clamp(min=1).view(shape)
+            applied = lr / (1 - b1 ** t) * m / (v.sqrt() / math.sqrt(1 - b2 ** t) + eps)
+            wanted = lr / (1 - b1 ** k) * m / (v.sqrt() / torch.sqrt(1 - b2 ** k) + eps)
+            slices.add_(torch.where(tracked.view(shape), applied - wanted, 0.0))
+            done = tracked & (b2 ** (t - since) < 1e-9)
+            self.reset_at[name] = torch.where(done, math.nan, since)
+            if not bool((~torch.isnan(self.reset_at[name])).any()):
+                del self.reset_at[name]
 
     def measure_conflicts(self, batch: Batch) -> dict[str, ConflictStats]:
         """Per-task gradients of the critic and actor losses on the shared parameters of the
@@ -405,6 +446,7 @@ class SAC:
             "actor_opt": self.actor_opt.state_dict(),
             "alpha_opt": self.alpha_opt.state_dict(),
             "weighting": self.weighting.state_dict(),
+            "reset_at": {name: since.clone() for name, since in self.reset_at.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -417,3 +459,4 @@ class SAC:
         self.alpha_opt.load_state_dict(state["alpha_opt"])
         if "weighting" in state:  # absent from checkpoints written before sac.task_weighting
             self.weighting.load_state_dict(state["weighting"])
+        self.reset_at = {name: since.to(self.log_alpha.device) for name, since in state.get("reset_at", {}).items()}

@@ -342,3 +342,34 @@ def test_healthy_batches_update_exactly_as_without_the_guards(kind, max_grad_nor
         results.append(snapshot(sac))
     for other in results[1:]:
         assert all(torch.equal(results[0][k], other[k]) for k in results[0])
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_a_reset_slice_moves_as_a_fresh_adam_would(weight_decay):
+    """After reset_tasks, a task's head slice and its temperature follow exactly the steps a new
+    Adam started at the reset would take on the same gradients (bias correction from k = 1)."""
+    sac = make_sac("mhsac", weight_decay=weight_decay)
+    for seed in range(3):
+        sac.update(make_batch(seed=seed))
+    sac.reset_tasks(torch.tensor([False, True, False, False]))
+    block = next(b for b in sac.task_blocks if b.name.startswith("critic") and b.name.endswith("weight"))
+    head = dict(sac.agent.named_parameters())[block.name]
+    start = {"head": block.view(head, T).select(block.dim, 1).detach().clone(), "alpha": sac.log_alpha[1:2].detach().clone()}
+    grads = {"head": [], "alpha": []}
+    hooks = [sac.critic_opt.register_step_pre_hook(lambda *_: grads["head"].append(block.view(head.grad, T).select(block.dim, 1).clone())),
+             sac.alpha_opt.register_step_pre_hook(lambda *_: grads["alpha"].append(sac.log_alpha.grad[1:2].clone()))]
+    for seed in range(3, 9):
+        sac.update(make_batch(seed=seed))
+    for hook in hooks:
+        hook.remove()
+    fresh = {"head": (start["head"], sac.cfg.critic_lr, torch.optim.AdamW if weight_decay else torch.optim.Adam),
+             "alpha": (start["alpha"], sac.cfg.alpha_lr, torch.optim.Adam)}
+    for part, (value, lr, optimizer) in fresh.items():
+        x = value.clone().requires_grad_(True)
+        opt = optimizer([x], lr=lr, **({"weight_decay": weight_decay} if optimizer is torch.optim.AdamW else {}))
+        for g in grads[part]:
+            x.grad = g
+            opt.step()
+        ours = block.view(head, T).select(block.dim, 1) if part == "head" else sac.log_alpha[1:2]
+        torch.testing.assert_close(ours.detach(), x.detach(), rtol=1e-5, atol=1e-7)
+    assert len(grads["head"]) == 6 and "log_alpha" in sac.state_dict()["reset_at"]
