@@ -141,8 +141,8 @@ class SAC:
         self.actor_opt = adam(self.actor_params, cfg.actor_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
         self.task_blocks = agent.task_specific_blocks()
-        # Adam's step count at each task slice's last reset (reset_tasks), NaN where never
-        # reset: their bias correction counts from there (_bias_correct_reset_slices).
+        # Adam's step count at each task slice's last reset (reset_tasks), -1 where not (or no
+        # longer) tracked: their bias correction counts from there (_bias_correct_reset_slices).
         self.reset_at: dict[str, torch.Tensor] = {}
         self.penalized = {"critic": penalized(agent.critic), "actor": penalized(agent.actor)}
         self.weighting = TaskWeighting(cfg.task_weighting, num_tasks, device, lr=cfg.task_weighting_lr)
@@ -375,7 +375,7 @@ class SAC:
                         moment_slices = view(moment)
                         moment_slices.copy_(torch.where(m, 0.0, moment_slices))
                 if "step" in state:
-                    since = self.reset_at.get(name, torch.full((self.num_tasks,), math.nan, device=masked.device))
+                    since = self.reset_at.get(name, torch.full((self.num_tasks,), -1.0, device=masked.device))
                     self.reset_at[name] = torch.where(masked, float(state["step"]), since)
 
         for block in self.task_blocks if n_keep else ():
@@ -407,14 +407,14 @@ class SAC:
             m, v, slices = (view(x, self.num_tasks) for x in (state["exp_avg"], state["exp_avg_sq"], param))
             shape = [1] * m.dim()
             shape[dim] = self.num_tasks
-            tracked = ~torch.isnan(since)
+            tracked = since >= 0
             k = torch.where(tracked, t - since, t).clamp(min=1).view(shape)
             applied = lr / (1 - b1 ** t) * m / (v.sqrt() / math.sqrt(1 - b2 ** t) + eps)
             wanted = lr / (1 - b1 ** k) * m / (v.sqrt() / torch.sqrt(1 - b2 ** k) + eps)
             slices.add_(torch.where(tracked.view(shape), applied - wanted, 0.0))
             done = tracked & (b2 ** (t - since) < 1e-9)
-            self.reset_at[name] = torch.where(done, math.nan, since)
-            if not bool((~torch.isnan(self.reset_at[name])).any()):
+            self.reset_at[name] = torch.where(done, -1.0, since)
+            if not bool((self.reset_at[name] >= 0).any()):
                 del self.reset_at[name]
 
     def measure_conflicts(self, batch: Batch) -> dict[str, ConflictStats]:

@@ -186,8 +186,8 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> T
             run_dir.rmdir()  # a failed start leaves nothing behind
         raise
     atomic_write(run_dir / "config.yaml", config_yaml(cfg))
-    if precision_note:  # said once the run has started: a refused start stays one line
-        say(precision_note)
+    if precision_note:  # with the run's progress on stdout: stderr is for what a user must act on
+        print(f"mtrl: {precision_note}", flush=True)
     logger = Logger(run_dir, resume_from=(state.log_offset, state.env_steps) if cfg.resume else None)
     schedule = EvaluationSchedule(eval_env, list(spec.task_names), tc, logger.log)
     schedule.evaluations = state.evaluations

@@ -92,4 +92,4 @@ def test_auto_precision_is_recorded_in_the_run_and_said(tmp_path, capsys):
     train(cfg)
     chosen, _ = resolve_precision("auto", torch.device("cpu"))
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["sac"]["precision"] == chosen
-    assert f"sac.precision=auto: {chosen}" in capsys.readouterr().err
+    assert f"sac.precision=auto: {chosen}" in capsys.readouterr().out

@@ -28,8 +28,9 @@ def fresh_copy(run_dir: Path, tmp_path: Path) -> Path:
 
 
 def one_error_line(capsys) -> str:
+    """The one line stderr has besides `mtrl eval`'s own "evaluating ..." progress line."""
     err = capsys.readouterr().err
-    lines = err.strip().splitlines()
+    lines = [line for line in err.strip().splitlines() if not line.startswith("mtrl: evaluating ")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
