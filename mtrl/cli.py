@@ -19,6 +19,7 @@ exits with 1; SIGINT / SIGTERM save a checkpoint and exit with 130 / 143.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -54,10 +55,15 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> None:
     from mtrl.evaluate_run import evaluate_and_film
 
     run_dir = Path(args.run_dir)
+    # Ctrl-C interrupts even where the parent started us with SIGINT ignored (a shell's
+    # background job): Python then installs no KeyboardInterrupt handler of its own.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         run = evaluate_and_film(run_dir, args.episodes, args.device, args.video, args.tasks, progress=True)
     except KeyboardInterrupt:
         raise RunStopped(f"evaluation interrupted; nothing was written ({run_dir / 'eval.json'} is as it was)") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
     result = run.result
     console.print(_success_table(result, f"{args.run_dir}: {int(result.episodes[0])} episodes per task"))
     console.print(f"wrote {run.eval_json}")

@@ -30,7 +30,8 @@ def test_training_to_a_pipe_prints_progress_lines_while_it_trains(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "mtrl.cli", "train", *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    # the run's own notes ("mtrl: sac.precision=auto: ...") are not progress lines
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout if not line.startswith("mtrl: ")], daemon=True).start()
     try:
         # each evaluation prints a line at once (flushed): lines arrive long before the run's end
         first, second = lines.get(timeout=300), lines.get(timeout=300)
