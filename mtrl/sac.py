@@ -144,6 +144,10 @@ class SAC:
         # Adam's step count at each task slice's last reset (reset_tasks), -1 where not (or no
         # longer) tracked: their bias correction counts from there (_bias_correct_reset_slices).
         self.reset_at: dict[str, torch.Tensor] = {}
+        # each reset-able parameter by name: (parameter, its per-task view, the task axis)
+        named = dict(agent.named_parameters())
+        self._task_slices = {b.name: (named[b.name], b.view, b.dim) for b in self.task_blocks}
+        self._task_slices["log_alpha"] = (self.log_alpha, lambda x, n: x, 0)
         self.penalized = {"critic": penalized(agent.critic), "actor": penalized(agent.actor)}
         self.weighting = TaskWeighting(cfg.task_weighting, num_tasks, device, lr=cfg.task_weighting_lr)
         self.last_masked = torch.zeros(num_tasks, dtype=torch.bool, device=device)
@@ -208,7 +212,7 @@ class SAC:
             next_probs = critic.probs(critic.logits(target_features, next_action, task))
             atoms = critic_target(batch.reward.unsqueeze(-1), batch.terminated.unsqueeze(-1), critic.support.view(1, 1, -1),
                                   next_log_prob.unsqueeze(-1), alpha.unsqueeze(-1),
-                                  gamma if batch.discount is None else gamma.unsqueeze(-1))
+                                  gamma.unsqueeze(-1) if torch.is_tensor(gamma) else gamma)
             return project(atoms, next_probs, critic.support)
         next_q = critic(target_features, next_action, task)
         return critic_target(batch.reward, batch.terminated, next_q, next_log_prob, alpha, gamma)
@@ -393,17 +397,14 @@ class SAC:
         the bias correction of k = steps since its reset instead of the tensor's step count t
         (the applied update is added back, the wanted one taken). Once beta2^k < 1e-9 the two
         agree to float precision and the slice is no longer tracked."""
-        named = {**dict(self.agent.named_parameters()), "log_alpha": self.log_alpha}
-        views = {b.name: (b.view, b.dim) for b in self.task_blocks} | {"log_alpha": (lambda x, n: x, 0)}
         for name, since in list(self.reset_at.items()):
-            param = named[name]
+            param, view, dim = self._task_slices[name]
             state = opt.state.get(param)
             if not state or "exp_avg" not in state:
                 continue
             group = next(g for g in opt.param_groups if any(p is param for p in g["params"]))
             (b1, b2), lr, eps = group["betas"], group["lr"], group["eps"]
             t = float(state["step"])
-            view, dim = views[name]
             m, v, slices = (view(x, self.num_tasks) for x in (state["exp_avg"], state["exp_avg_sq"], param))
             shape = [1] * m.dim()
             shape[dim] = self.num_tasks
