@@ -33,13 +33,19 @@ def representation_metrics(agent: Agent, batch: Batch, task_names: list[str]) ->
     ``care/<part>/attention_entropy/<task>`` -- the mean entropy of a sample's mixture
     weights, divided by log k (1 = uniform, 0 = one encoder) -- and
     ``care/<part>/context_cosine_mean``, the mean cosine between different tasks' context
-    vectors (near 1: the context does not tell the tasks apart)."""
+    vectors (near 1: the context does not tell the tasks apart); and the scale each task's
+    samples hand the heads: ``care/<part>/mixture_norm/<task>`` (mean L2 norm of the mixed
+    encoder output) and ``care/<part>/context_norm/<task>`` (of its context vector)."""
     out: dict[str, float] = {}
     num_tasks = len(task_names)
     for part, encoder in (("critic", agent.encoder), ("actor", agent.actor_encoder)):
         if encoder is None or not hasattr(encoder, "attention_weights"):
             continue
-        w = encoder.attention_weights(batch.obs, batch.task)
+        features, w, _ = encoder.encode(batch.obs, batch.task)
+        mixed, context = features.chunk(2, dim=-1)
+        for name, part_features in (("mixture_norm", mixed), ("context_norm", context)):
+            norms = _per_task_mean(part_features.norm(dim=-1), batch.task, num_tasks)
+            out.update({f"care/{part}/{name}/{n}": float(norms[i]) for i, n in enumerate(task_names)})
         entropy = -(w * w.clamp(min=1e-12).log()).sum(-1) / math.log(max(w.shape[1], 2))
         per_task = _per_task_mean(entropy, batch.task, num_tasks)
         out.update({f"care/{part}/attention_entropy/{n}": float(per_task[i]) for i, n in enumerate(task_names)})

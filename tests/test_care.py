@@ -10,7 +10,7 @@ from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite, all_task_names
 from mtrl.envs.toy import ToyConfig, ToySuite
 from mtrl.care import CAREEncoder, TaskEmbedding
 from mtrl.errors import ConfigError
-from mtrl.introspection import attention_by_task
+from mtrl.introspection import attention_by_task, representation_metrics
 from mtrl.logger import read_metrics
 from mtrl.replay import Batch
 from mtrl.sac import SAC
@@ -229,3 +229,18 @@ def test_attention_by_task_averages_per_task():
     table = attention_by_task(agent, batch, 4)
     w = agent.encoder.attention_weights(obs, task)
     assert torch.allclose(table[1], w[3:6].mean(0))
+
+
+def test_representation_metrics_give_each_tasks_mixture_and_context_norms():
+    agent, _ = _care_sac()
+    obs, task = torch.randn(12, 2), torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+    batch = Batch(obs, torch.zeros(12, 2), torch.zeros(12), obs, torch.zeros(12), task)
+    names = ["a", "b", "c", "d"]
+    out = representation_metrics(agent, batch, names)
+    features = agent.encoder(obs, task)
+    mixed, context = features[:, :features.shape[1] // 2], features[:, features.shape[1] // 2:]
+    for i, name in enumerate(names):
+        rows = slice(3 * i, 3 * i + 3)
+        assert out[f"care/critic/mixture_norm/{name}"] == pytest.approx(float(mixed[rows].norm(dim=1).mean()), rel=1e-5)
+        assert out[f"care/critic/context_norm/{name}"] == pytest.approx(float(context[rows].norm(dim=1).mean()), rel=1e-5)
+    assert 0.0 <= out["care/critic/attention_entropy/a"] <= 1.0
