@@ -46,9 +46,10 @@ from stable_baselines3.common.vec_env import VecEnv
 from mtrl.config import Config, ConfigError, load_config, parse_overrides, to_dict
 from mtrl.evaluation import EvalResult, EvaluationSchedule, crossed
 from mtrl.logger import Logger
+from mtrl.run_files import refuse_used_run_dir
 from mtrl.seeding import run_seeds
 from mtrl.suite import MultiTaskVecEnv, Suite
-from mtrl.trainer import make_suite, resolve_device
+from mtrl.builders import make_suite, resolve_device
 
 METHOD_NAME = "sb3-sac"
 
@@ -317,10 +318,7 @@ def run_directory(cfg: Config) -> Path:
     if not cfg.run.dir:
         raise ConfigError("run.dir=<a new folder> is required")
     run_dir = Path(cfg.run.dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"run.dir '{run_dir}' is a file; choose another run.dir")
-    if any((run_dir / name).exists() for name in ("config.yaml", "metrics.jsonl", "checkpoints")):
-        raise ConfigError(f"run.dir '{run_dir}' already holds a run; choose another run.dir")
+    refuse_used_run_dir(run_dir)
     return run_dir
 
 

@@ -39,6 +39,9 @@ class RunConfig:
 
     name: str = "run"
     dir: str = ""
+    wandb: bool = False  # also log to Weights & Biases (the wandb extra); metrics.jsonl and TensorBoard always
+    wandb_project: str = "mtrl"
+    wandb_mode: str = ""  # online | offline | disabled; empty: WANDB_MODE, else online
 
 
 @dataclass
@@ -275,6 +278,7 @@ def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str
     return [
         ("seed", cfg.seed, at_least(0), "at least 0"),
         ("device", cfg.device, *one_of(DEVICES)),
+        ("run.wandb_mode", cfg.run.wandb_mode, *one_of(("", "online", "offline", "disabled"))),
         ("train.total_steps", t.total_steps, at_least(1), "at least 1"),
         ("train.num_slots", t.num_slots, or_null(at_least(1)), "at least 1 (or null: one per task)"),
         ("train.warmup_steps", t.warmup_steps, at_least(0), "at least 0"),

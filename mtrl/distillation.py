@@ -21,6 +21,7 @@ import torch
 
 from mtrl import registry
 from mtrl.agent import Agent, EnvSpec
+from mtrl.builders import agent_from_checkpoint
 from mtrl.errors import ConfigError
 from mtrl.run_files import check_summary, read_checkpoint, read_run
 
@@ -90,11 +91,7 @@ def load_teachers(paths: list[str], spec: EnvSpec, device: torch.device) -> Teac
         suite_cls = registry.get("suite", cfg.env.suite).target
         teacher_spec = EnvSpec(spec.obs_dim, spec.act_dim, (tasks[0],), tuple(sizes.get("descriptions") or ("",)),
                                cfg.env.suite, getattr(suite_cls, "embedding_file", None))
-        agent = registry.get("agent", cfg.agent.name).target(cfg.agent, teacher_spec).to(device)
-        try:
-            agent.load_state_dict(state["sac"]["agent"])
-        except Exception as e:  # torch's load_state_dict on weights of other names, shapes or kinds
-            raise ConfigError(f"{where}'s checkpoint does not fit its own config ({str(e).splitlines()[0][:120]})") from None
-        agent.requires_grad_(False).eval()
+        agent = agent_from_checkpoint(cfg, teacher_spec, state, device, f"{where}'s checkpoint does not fit its own config")
+        agent.requires_grad_(False)
         teachers.append(Teacher(spec.task_names.index(tasks[0]), agent, run_dir))
     return Teachers(teachers, len(spec.task_names))

@@ -18,7 +18,7 @@ from mtrl.policy import policy_from_checkpoint
 from mtrl.progress import StepProgress
 from mtrl.run_files import read_checkpoint, read_run
 from mtrl.seeding import run_seeds
-from mtrl.trainer import make_suite, resolve_device
+from mtrl.builders import make_suite, resolve_device
 from mtrl.video import Video, film, require_video_extra
 
 

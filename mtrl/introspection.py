@@ -1,14 +1,17 @@
 """What an agent's representation does per task, for logs: CARE's attention weights, their
-entropy, and how far apart the tasks' context vectors are."""
+entropy, and how far apart the tasks' context vectors are; :class:`RepresentationProbe`
+is the training loop's metric source for them."""
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
+import numpy as np
 import torch
 
 from mtrl.agent import Agent
-from mtrl.replay import Batch
+from mtrl.replay import Batch, MultiTaskReplay
 
 
 @torch.no_grad()
@@ -54,3 +57,32 @@ def representation_metrics(agent: Agent, batch: Batch, task_names: list[str]) ->
             off_diagonal = ~torch.eye(num_tasks, dtype=torch.bool, device=cos.device)
             out[f"care/{part}/context_cosine_mean"] = float(cos[off_diagonal].mean())
     return out
+
+
+class RepresentationProbe:
+    """The training loop's source (:class:`mtrl.training_metrics.MetricSource`) of CARE's
+    numbers: at each log point, one batch of ``batch_per_task`` samples per task from the
+    replay, its :func:`representation_metrics`, ``attention/<task>/<encoder>`` weights and a
+    tasks x encoders heatmap drawn by ``heatmap(tag, matrix)``.
+
+    The batch is drawn for every agent, attention or not, once the replay holds samples:
+    the draw advances the replay's random stream, which later batches (and so the whole run)
+    depend on, and runs before the redesign drew it the same way."""
+
+    def __init__(self, agent: Agent, replay: MultiTaskReplay, batch_per_task: int, task_names: list[str],
+                 heatmap: Callable[[str, np.ndarray], None]):
+        self.agent, self.replay, self.batch_per_task = agent, replay, batch_per_task
+        self.task_names, self.heatmap = list(task_names), heatmap
+
+    def metrics(self) -> dict[str, float]:
+        if not len(self.replay):
+            return {}
+        probe = self.replay.sample(self.batch_per_task)
+        attention = attention_by_task(self.agent, probe, len(self.task_names))
+        if attention is None:
+            return {}
+        record = representation_metrics(self.agent, probe, self.task_names)
+        for i, name in enumerate(self.task_names):
+            record.update({f"attention/{name}/{j}": float(w) for j, w in enumerate(attention[i])})
+        self.heatmap("attention/tasks_x_encoders", attention.cpu().numpy())
+        return record

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from mtrl.agent import Agent, EnvSpec
+from mtrl.builders import agent_from_checkpoint, make_spec, make_suite, resolve_device
 from mtrl.config import Config
 from mtrl.errors import ConfigError, did_you_mean
 from mtrl.run_files import check_summary, read_checkpoint, read_run
 from mtrl.seeding import run_seeds
 from mtrl.suite import Suite
-from mtrl.trainer import make_agent, make_spec, make_suite, resolve_device
 
 TaskIds = Union[str, int, Sequence[Union[str, int]], np.ndarray]
 
@@ -150,13 +150,7 @@ def policy_from_checkpoint(cfg: Config, suite: Suite, checkpoint: Path, state: A
             f"has {suite.num_tasks} ({_names(suite.task_names)}); was it copied from another run?"
         )
     spec = make_spec(suite, _sizes(suite, state.get("spec") or {}, cfg.seed))
-    agent = make_agent(cfg, spec, device)
-    try:
-        agent.load_state_dict(state["sac"]["agent"])
-    except Exception as e:  # torch's load_state_dict on weights of other names, shapes or kinds
-        why = f"it has no {e} entry" if isinstance(e, KeyError) else _first_line(e)
-        raise ConfigError(f"{misfit} ({why}); was it copied from another run?") from None
-    agent.eval()
+    agent = agent_from_checkpoint(cfg, spec, state, device, misfit, "; was it copied from another run?")
     return TrainedPolicy(agent, spec, cfg, checkpoint, state.get("env_steps"), device)
 
 
@@ -175,10 +169,3 @@ def _names(names: Sequence[str], shown: int = 4) -> str:
     names = list(names)
     return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")
 
-
-def _first_line(e: BaseException, limit: int = 200) -> str:
-    """The gist of an exception in one line: torch's ``Error(s) in loading state_dict for
-    Agent:`` header is skipped for the first problem under it."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
-    line = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
-    return line if len(line) <= limit else line[: limit - 3] + "..."

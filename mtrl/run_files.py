@@ -1,6 +1,7 @@
 """Reading a run directory's config and checkpoint with one-line errors: shared by
 ``mtrl.load`` / ``mtrl eval`` (mtrl/policy.py) and distillation's teachers
-(mtrl/distillation.py), without the trainer."""
+(mtrl/distillation.py), without the trainer; and the guard that keeps a new run out of a
+folder that holds one (the trainer and benchmarks/sb3_peer.py)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,16 @@ def check_summary(state: Any, path: Path) -> dict[str, Any]:
 def _integer(value: Any) -> bool:
     """An int (Python's or numpy's; a suite may report its sizes as numpy ints), not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def refuse_used_run_dir(run_dir: Path, how_to_continue: str = "", resuming: bool = False) -> None:
+    """One-line :class:`ConfigError` when ``run_dir`` is a file or (unless ``resuming``)
+    already holds a run (a config, metrics or checkpoints), so that nothing of it is
+    overwritten. ``how_to_continue`` (e.g. ``"pass resume=true to continue it or "``) comes
+    before "choose another run.dir"."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run.dir '{run_dir}' is a file; choose a folder")
+    if resuming:
+        return
+    if any((run_dir / name).exists() for name in ("config.yaml", "metrics.jsonl")) or list_checkpoints(run_dir):
+        raise ConfigError(f"run.dir '{run_dir}' already holds a run; {how_to_continue}choose another run.dir")

@@ -19,7 +19,7 @@ from typing import Callable
 from mtrl.config import load_config
 from mtrl.errors import ConfigError
 from mtrl.sweep import SweepResult, run_sweep
-from mtrl.trainer import make_suite
+from mtrl.builders import make_suite
 
 PER_TASK_KEYS = ("total_steps", "warmup_steps", "eval_every", "log_every", "checkpoint_every")
 

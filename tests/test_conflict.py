@@ -15,7 +15,8 @@ from mtrl.conflict import (METHODS, TORCHJD_METHODS, aggregate, cagrad, cagrad_d
 from mtrl.logger import read_metrics
 from mtrl.replay import MultiTaskReplay
 from mtrl.sac import SAC
-from mtrl.trainer import make_agent, make_spec, make_suite, train
+from mtrl.builders import make_agent, make_spec, make_suite
+from mtrl.trainer import train
 
 from conftest import TOY_FAST, make_config
 

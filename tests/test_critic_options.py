@@ -10,7 +10,7 @@ from torch import nn
 from conftest import TOY_FAST, make_config
 from mtrl.config import ConfigError
 from mtrl.networks import EnsembleLayerNorm, EnsembleMLP
-from mtrl.trainer import make_agent, make_spec, make_suite
+from mtrl.builders import make_agent, make_spec, make_suite
 
 
 def test_ensemble_layer_norm_equals_torch_layer_norm_per_member():

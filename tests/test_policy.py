@@ -15,7 +15,7 @@ from mtrl.cli import main
 from mtrl.config import ConfigError, from_dict, read_yaml
 from mtrl.evaluation import evaluate
 from mtrl.seeding import run_seeds
-from mtrl.trainer import make_agent, make_policy, make_spec, make_suite
+from mtrl.builders import make_agent, make_policy, make_spec, make_suite
 
 from conftest import TINY_TOY
 

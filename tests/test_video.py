@@ -12,7 +12,7 @@ from mtrl.cli import main
 from mtrl.errors import RenderUnavailable, install_hint
 from mtrl.seeding import run_seeds
 from mtrl.suite import MultiTaskVecEnv
-from mtrl.trainer import make_suite
+from mtrl.builders import make_suite
 from mtrl.video import NOT_YET, SUCCESS, film
 
 iio = pytest.importorskip("imageio.v3")
