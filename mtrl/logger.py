@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
@@ -93,7 +94,7 @@ class WandbSink:
 
         id_file = Path(run_dir) / "wandb" / "run_id"
         id_file.parent.mkdir(parents=True, exist_ok=True)
-        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
         id_file.write_text(run_id)
         from mtrl.config import to_dict
 
