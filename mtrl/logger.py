@@ -99,9 +99,15 @@ class WandbSink:
         from mtrl.config import to_dict
 
         self._wandb = wandb
-        self.run = wandb.init(project=cfg.run.wandb_project, name=Path(run_dir).name, id=run_id, resume="allow",
-                              dir=str(run_dir), mode=cfg.run.wandb_mode or None, config=to_dict(cfg),
-                              settings=wandb.Settings(silent=True, console="off"))
+        try:
+            self.run = wandb.init(project=cfg.run.wandb_project, name=Path(run_dir).name, id=run_id, resume="allow",
+                                  dir=str(run_dir), mode=cfg.run.wandb_mode or None, config=to_dict(cfg),
+                                  settings=wandb.Settings(silent=True, console="off"))
+        except Exception as e:  # no login, no network, a bad project: wandb's own kinds
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ConfigError(f"run.wandb=true: W&B could not start a run ({why}); run `wandb login`, or set "
+                              f"run.wandb_mode=offline and `wandb sync` later; resume with: mtrl train "
+                              f"{Path(run_dir) / 'config.yaml'} resume=true") from None
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         self.run.log(values, step=step)

@@ -86,8 +86,13 @@ class Trainer:
         self.agent, self.sac, self.replay, self.scheduler = run.agent, state.sac, state.replay, state.scheduler
         self.eval_env, self.task_names = run.eval_env, list(run.spec.task_names)
         self.num_slots, self.act_dim = len(state.tasks), run.spec.act_dim
-        self.logger = Logger(run.run_dir, resume_from=(state.log_offset, state.env_steps) if cfg.resume else None,
-                             sinks=sinks_for(cfg, run.run_dir))
+        try:
+            self.logger = Logger(run.run_dir, resume_from=(state.log_offset, state.env_steps) if cfg.resume else None,
+                                 sinks=sinks_for(cfg, run.run_dir))
+        except BaseException:
+            state.env.close()
+            run.eval_env.close()
+            raise
         self.schedule = EvaluationSchedule(run.eval_env, self.task_names, self.tc, self.logger.log)
         self.schedule.evaluations = state.evaluations
         # the run's own config.yaml is the fully resolved config: resuming from it needs nothing else

@@ -111,3 +111,16 @@ def test_a_bad_wandb_mode_is_one_line(tmp_path, capsys):
     assert main(["train", "toy-mtsac", *TINY_TOY, f"run.dir={tmp_path / 'run'}", "run.wandb_mode=cloud"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run.wandb_mode" in err[0]
+
+
+def test_a_wandb_run_that_cannot_start_is_one_line_saying_what_to_do(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("wandb")
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no W&B login
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # and nothing to reach
+    run_dir = tmp_path / "run"
+    assert main(["train", "toy-mtsac", *TINY_TOY, f"run.dir={run_dir}", "run.wandb=true", "run.wandb_mode=online"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "W&B could not start a run" in err[0] and "run.wandb_mode=offline" in err[0]
