@@ -480,15 +480,15 @@ def plot(methods: Sequence[Method], results: dict[str, Any], out_dir: Path) -> l
     from matplotlib.figure import Figure
 
     files, ms = [], results["methods"]
-    styles = method_styles(len(ms))
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    styles, many = method_styles(len(ms)), len(ms) > 10  # many: the legend beside the plot, fainter CI bands
+    fig = Figure(figsize=(10 if many else 7, 4.5), layout="constrained")
     ax = fig.subplots()
     for m, style in zip(ms, styles):
         c = m["curve"]
         ax.plot(c["step"], c["iqm"], ms=3, label=m["label"], **style)
-        ax.fill_between(c["step"], c["lo"], c["hi"], alpha=0.2, color=style["color"])
+        ax.fill_between(c["step"], c["lo"], c["hi"], alpha=0.07 if many else 0.2, color=style["color"])
     ax.set(xlabel="environment steps", ylabel="success rate, IQM over runs x tasks", ylim=(-0.02, 1.02), title="success (95 % CI)")
-    ax.legend(fontsize=8, ncols=1 + len(ms) // 12)
+    ax.legend(fontsize=8, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1), "ncols": 1 + len(ms) // 25} if many else {}))
     save_figure(fig, out_dir / "success_curve.png")
     files.append(out_dir / "success_curve.png")
     tasks = list(dict.fromkeys(t for m in ms for t in m["tasks"]))
