@@ -334,3 +334,15 @@ def test_committed_results_record_run_dir_relative_to_their_results_folder():
         run_dir = yaml.safe_load(path.read_text())["run"]["dir"]
         inside = path.parent.relative_to(results)
         assert run_dir == Path(*inside.parts[1:]).as_posix(), f"{path.relative_to(ROOT)}: run.dir {run_dir}"
+
+
+def test_read_metrics_skips_what_it_cannot_read_as_the_report_did(tmp_path):
+    """The one reader of metrics.jsonl (report, sweep, tests): unreadable lines, records
+    without a finite step and a trailing line still being written are skipped; a value that
+    is not a finite number reads as None."""
+    from mtrl.logger import read_metrics
+
+    lines = ['{"step": 1, "a": 0.5}', "not json", "[1, 2]", '{"step": "2", "a": 1}', '{"step": NaN}',
+             '{"step": 3, "a": Infinity, "b": "x", "c": true, "d": 2}', '{"step": 4, "a": 0.25}']
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines))  # the last line's newline not written yet
+    assert read_metrics(tmp_path) == [{"step": 1, "a": 0.5}, {"step": 3, "a": None, "b": None, "c": None, "d": 2}]
