@@ -1,4 +1,16 @@
-"""Multi-task soft actor-critic: the losses as plain functions and one update step.
+"""Multi-task soft actor-critic: the losses as plain functions and the update in parts.
+
+``SAC.update(batch)`` (the batch as sampled: raw rewards):
+
+1. reward scaling (``sac.reward_scaling=returns``): r / d_task (mtrl/reward_scale.py);
+2. the critic's per-sample losses, from which ``LossTerms.prepare`` (mtrl/loss_terms.py)
+   decides this update's per-sample weights and PaCo's task mask;
+3. ``update_critic``, ``update_actor``, ``update_alpha``: each turns its per-sample terms
+   into one loss through ``LossTerms`` (the multi-task levers, composed there) and takes
+   one gradient step (``_step``: backward, with ``conflict.method``'s aggregation of the
+   per-task gradients on the shared parameters, then clip and the optimiser step), and
+   returns its logs;
+4. the target networks' soft update, and PaCo's reset of the masked tasks.
 
 Temperatures are one tensor ``log_alpha`` of shape (num_tasks,); every sample uses its
 own task's alpha, and since a batch holds the same number of samples per task, the
