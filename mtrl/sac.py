@@ -155,7 +155,8 @@ class SAC:
 
     # --- reward scaling (sac.reward_scaling=returns) ------------------------------------
 
-    def observe_rewards(self, tasks: np.ndarray, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
+    def observe_rewards(self, tasks: np.ndarray, reward: np.ndarray, terminated: np.ndarray,
+                        truncated: np.ndarray) -> None:
         """One env step's rewards of each slot (raw, as stored in the replay); a no-op
         without reward scaling."""
         if self.reward_scale is not None:
@@ -255,7 +256,8 @@ class SAC:
         if terms.keep is not None:
             self.reset_tasks(terms.masked)
         skipped = critic.pop(SKIPPED) + actor.pop(SKIPPED) + temperature.pop(SKIPPED)  # of the three steps
-        return {**critic, **actor, **temperature, SKIPPED: skipped, "divergence/masked_tasks": terms.masked.sum().float()}
+        masked = terms.masked.sum().float()
+        return {**critic, **actor, **temperature, SKIPPED: skipped, "divergence/masked_tasks": masked}
 
     def update_critic(self, batch: Batch, alpha: torch.Tensor, terms: UpdateTerms,
                       first_pass: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -264,7 +266,8 @@ class SAC:
         with self.autocast():
             per_sample, q = first_pass if first_pass is not None else self.critic_terms(batch, alpha)
         per_sample, loss = self.terms.critic(per_sample, terms)
-        skipped = self._step(self.critic_opt, self.critic_params, loss, per_sample, batch.task, self.shared["critic"], keep=terms.keep)
+        skipped = self._step(self.critic_opt, self.critic_params, loss, per_sample, batch.task, self.shared["critic"],
+                             keep=terms.keep)
         q = q.detach()
         return {
             "loss/critic": loss.detach(),
@@ -275,22 +278,26 @@ class SAC:
             "per_task/q_mean": task_means(q.mean(0), batch.task, self.num_tasks)[0],
         }
 
-    def update_actor(self, batch: Batch, alpha: torch.Tensor, terms: UpdateTerms) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def update_actor(self, batch: Batch, alpha: torch.Tensor,
+                     terms: UpdateTerms) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The actor (and its encoder) against the freshly updated critics. Returns the logs
         and log pi of the sampled actions (the temperatures' step reads it)."""
         with self.autocast():
             per_sample, log_prob = self.actor_terms(batch.obs, batch.task, alpha)
         per_sample, loss, logs = self.terms.actor(per_sample, terms, self.agent, batch.obs, batch.task)
-        skipped = self._step(self.actor_opt, self.actor_params, loss, per_sample, batch.task, self.shared["actor"], keep=terms.keep)
+        skipped = self._step(self.actor_opt, self.actor_params, loss, per_sample, batch.task, self.shared["actor"],
+                             keep=terms.keep)
         return {"loss/actor": loss.detach(), "train/entropy": -kept_mean(log_prob.detach(), terms.keep),
                 SKIPPED: torch.tensor(float(skipped)), **logs}, log_prob
 
-    def update_alpha(self, task: torch.Tensor, log_prob: torch.Tensor, keep: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def update_alpha(self, task: torch.Tensor, log_prob: torch.Tensor,
+                     keep: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """The temperatures: one per task, each driven only by its task's (kept) samples."""
         if keep is None:
             loss = temperature_loss(self.log_alpha[task], log_prob, self.target_entropy)
         else:
-            loss = kept_mean(temperature_loss(self.log_alpha[task], log_prob, self.target_entropy, reduction="none"), keep)
+            per_sample = temperature_loss(self.log_alpha[task], log_prob, self.target_entropy, reduction="none")
+            loss = kept_mean(per_sample, keep)
         skipped = self._step(self.alpha_opt, [self.log_alpha], loss, clip=False)
         return {"loss/alpha": loss.detach(), SKIPPED: torch.tensor(float(skipped))}
 
@@ -304,7 +311,8 @@ class SAC:
         gradient norm is not finite."""
         opt.zero_grad(set_to_none=True)
         if self.conflict.method != "none" and shared:
-            aggregated_backward(loss, per_sample, task, self.num_tasks, shared, self.conflict.method, self.conflict.cagrad_c, keep)
+            aggregated_backward(loss, per_sample, task, self.num_tasks, shared, self.conflict.method,
+                                self.conflict.cagrad_c, keep)
         else:
             loss.backward()
         if clip and self.cfg.max_grad_norm is not None:

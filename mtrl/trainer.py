@@ -164,7 +164,8 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> T
         spec = make_spec(suite, env)
         agent = make_agent(cfg, spec, device)
         teachers = load_teachers(cfg.distill.teachers, spec, device) if cfg.distill.teachers else None
-        sac = SAC(agent, num_tasks, spec.act_dim, cfg.sac, cfg.conflict, teachers, cfg.distill.weight, num_slots=num_slots)
+        sac = SAC(agent, num_tasks, spec.act_dim, cfg.sac, cfg.conflict, teachers, cfg.distill.weight,
+                  num_slots=num_slots)
         replay = MultiTaskReplay(num_tasks, tc.buffer_per_task, spec.obs_dim, spec.act_dim, device,
                                  n_step=cfg.sac.n_step, gamma=cfg.sac.gamma, num_slots=num_slots)
         sched_entry = registry.get("scheduler", cfg.scheduler.name)
@@ -330,7 +331,7 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> T
                     continue
                 # 2. Store: step.obs is the true next state even at a time limit (bootstrapped).
                 replay.add(tasks, obs, action, step.reward, step.obs, step.terminated, step.truncated)
-                sac.observe_rewards(tasks, step.reward, step.terminated, step.truncated)  # raw rewards stored; SAC scales batches
+                sac.observe_rewards(tasks, step.reward, step.terminated, step.truncated)  # reward scaling sees raw rewards
                 state.env_steps += num_slots
                 state.ep_return += step.reward
                 state.ep_success |= step.success
