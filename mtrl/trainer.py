@@ -30,7 +30,6 @@ from mtrl.introspection import attention_by_task, representation_metrics
 from mtrl.logger import Logger
 from mtrl.progress import TrainingProgress, status
 from mtrl.replay import MultiTaskReplay
-from mtrl.reward_scale import ReturnScale
 from mtrl.sac import SAC, task_loss_weights
 from mtrl.scheduler import Scheduler
 from mtrl.seeding import run_seeds
@@ -165,7 +164,8 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> T
         spec = make_spec(suite, env)
         agent = make_agent(cfg, spec, device)
         teachers = load_teachers(cfg.distill.teachers, spec, device) if cfg.distill.teachers else None
-        sac = SAC(agent, num_tasks, spec.act_dim, cfg.sac, cfg.conflict, teachers, cfg.distill.weight)
+        sac = SAC(agent, num_tasks, spec.act_dim, cfg.sac, cfg.conflict, teachers, cfg.distill.weight,
+                  num_slots=num_slots)
         replay = MultiTaskReplay(num_tasks, tc.buffer_per_task, spec.obs_dim, spec.act_dim, device,
                                  n_step=cfg.sac.n_step, gamma=cfg.sac.gamma, num_slots=num_slots)
         sched_entry = registry.get("scheduler", cfg.scheduler.name)
@@ -173,9 +173,7 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> T
         eval_env = suite.make_eval_env(max(tc.eval_episodes, tc.final_eval_episodes), seed=seeds.evaluation)
         state = TrainingState(sac, scheduler, env, replay, np.random.default_rng(seeds.actions),
                               scheduler.initial_tasks(), tuple(spec.task_names),
-                              spec={"obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "descriptions": list(spec.descriptions)},
-                              reward_scale=(ReturnScale(num_tasks, num_slots, cfg.sac.gamma, cfg.sac.reward_scale_bound)
-                                            if cfg.sac.reward_scaling == "returns" else None))
+                              spec={"obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "descriptions": list(spec.descriptions)})
         if resume is not None:
             restore(state, *resume, tc)
         else:
@@ -300,8 +298,8 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> T
             weights = (task_loss_weights(sac.log_alpha) if cfg.sac.task_weights else 1.0) * sac.weighting.last
             weights = weights.cpu().numpy()
             record.update({f"task_weight/{name}": weights[i] for i, name in enumerate(spec.task_names)})
-        if state.reward_scale is not None:
-            divisors = state.reward_scale.divisors(sac.log_alpha.detach().exp(), sac.target_entropy).cpu().numpy()
+        divisors = sac.reward_divisors()
+        if divisors is not None:
             record.update({f"reward_scale/{name}": 1.0 / divisors[i] for i, name in enumerate(spec.task_names)})
         for net, modules in sac.penalized.items():  # soft sharing: how alike the tasks' networks are
             spreads = [m.relative_spread() for m in modules if hasattr(m, "relative_spread")]
@@ -333,8 +331,7 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> T
                     continue
                 # 2. Store: step.obs is the true next state even at a time limit (bootstrapped).
                 replay.add(tasks, obs, action, step.reward, step.obs, step.terminated, step.truncated)
-                if state.reward_scale is not None:  # raw rewards are stored; batches are scaled below
-                    state.reward_scale.observe(tasks, step.reward, step.terminated, step.truncated)
+                sac.observe_rewards(tasks, step.reward, step.terminated, step.truncated)  # reward scaling sees raw rewards
                 state.env_steps += num_slots
                 state.ep_return += step.reward
                 state.ep_success |= step.success
@@ -358,9 +355,6 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> T
                 if state.env_steps >= state.learn_from:
                     for _ in range(tc.updates_per_step):
                         batch = replay.sample(batch_counts())
-                        if state.reward_scale is not None:  # sac.reward_scaling=returns: r / d_task
-                            divisors = state.reward_scale.divisors(sac.log_alpha.detach().exp(), sac.target_entropy)
-                            batch = batch._replace(reward=batch.reward / divisors[batch.task])
                         record_update(sac.update(batch))
                         state.updates += 1
                         if cfg.conflict.monitor_every and state.updates % cfg.conflict.monitor_every == 0:
