@@ -3,6 +3,7 @@
     python benchmarks/learner.py [--updates 20] [--rounds 3] [--device cpu|cuda] [--compile]
     python benchmarks/learner.py --architectures [mt10|study-mt10] [--updates 5] [--rounds 2]
     python benchmarks/learner.py --critics [--updates 10] [--rounds 3]
+    python benchmarks/learner.py --adam [--updates 20] [--rounds 5]
 
 Both learners get 39-d observations + a 10-task one-hot, 4-d actions, 3x400 actor and
 critics, batch 1280 (128 per task), replay filled with random transitions, on the CPU.
@@ -18,6 +19,10 @@ second, and the cost of an update relative to MT-SAC's measured in the same roun
 
 ``--critics``: the recipe screen's MT-SAC (``configs/screen-mt10-mtsac.yaml``: 2x256, 64 samples
 per task, bfloat16) with wider LayerNorm critics, each update's cost relative to the screen's.
+
+``--adam``: the screen's MT-SAC (float32 and bfloat16) with torch's three Adam implementations on
+the CPU: the per-parameter loop (torch's CPU default), ``foreach`` and ``fused``; each update's
+speed relative to the loop's in the same round.
 """
 
 from __future__ import annotations
@@ -107,6 +112,7 @@ def main() -> None:
     parser.add_argument("--architectures", nargs="?", const="mt10", default=None, choices=["mt10", "study-mt10"],
                         help="time every agent at its MT10 paper scale (or the study's)")
     parser.add_argument("--critics", action="store_true", help="the recipe screen's MT-SAC with wider LayerNorm critics")
+    parser.add_argument("--adam", action="store_true", help="the screen's MT-SAC with Adam's loop, foreach and fused paths")
     args = parser.parse_args()
     torch.manual_seed(0)
     d = args.device
@@ -114,6 +120,8 @@ def main() -> None:
         return architectures(args)
     if args.critics:
         return critics(args)
+    if args.adam:
+        return adam_variants(args)
     runs = {"mtsac": ours("mtsac", device=d), "mtsac_bf16": ours("mtsac", "bfloat16", d), "care": ours("care", device=d),
             "sb3": sb3(d)}
     if args.compile:
@@ -186,6 +194,35 @@ def critics(args) -> None:
         "critics": {name: {"updates_per_s": round(statistics.median(rates[name]), 2),
                            "cost_over_2x256": round(statistics.median(b / r for b, r in zip(rates["2x256"], rates[name])), 2)}
                     for name in runs},
+    }))
+
+
+ADAM_PATHS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+
+
+def adam_variants(args) -> None:
+    """The screen's MT-SAC with each Adam path (torch.optim.Adam patched while the learner is
+    built), alternated per round; speed-ups over the loop per round, medians printed."""
+    real_adam = torch.optim.Adam
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        for path, kwargs in ADAM_PATHS.items():
+            torch.optim.Adam = lambda params, _kw=kwargs, **kw: real_adam(params, **kw, **_kw)
+            try:
+                runs[f"{precision}_{path}"] = ours("mtsac", precision, args.device, prefix="screen-mt10", per_task=64)
+            finally:
+                torch.optim.Adam = real_adam
+    rates: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(args.rounds):
+        for name, run in runs.items():
+            rates[name].append(rate(run, args.updates))
+    print(json.dumps({
+        "benchmark": "learner_adam", "setting": "configs/screen-mt10-mtsac.yaml (2x256, batch 640)",
+        "device": args.device, "threads": torch.get_num_threads(), "rounds": args.rounds, "updates_per_round": args.updates,
+        "variants": {name: {"updates_per_s": round(statistics.median(rates[name]), 2),
+                            "speedup_over_loop": round(statistics.median(
+                                r / b for r, b in zip(rates[name], rates[name.rsplit("_", 1)[0] + "_loop"])), 3)}
+                     for name in runs},
     }))
 
 

@@ -8,7 +8,8 @@
 default: trained by the actor loss), else from the critic's encoder, detached or not
 (``actor_encoder``). Agents in ``agents/`` differ only in the encoders (one-hot, CARE, ...)
 and in whether the actor and critic have one output head per task. :mod:`mtrl.sac` trains
-any of them.
+any of them. What the parts may provide beyond this (a loss penalty, a categorical critic,
+attention weights) is declared in :mod:`mtrl.hooks`.
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ class CategoricalQ(nn.Module):
 
     ``forward`` returns the expected value under the members' mean distribution, as one
     row (1, B): BRC's actor maximises that, and the min over rows SAC's actor loss takes is
-    then the value itself. ``categorical = True`` tells ``SAC`` to train it by cross-entropy.
+    then the value itself. ``categorical = True`` tells ``SAC`` to train it by cross-entropy
+    (mtrl/hooks.py's ``CategoricalCritic``).
     """
 
     categorical = True

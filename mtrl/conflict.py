@@ -76,6 +76,23 @@ def per_task_gradients(per_sample_loss: torch.Tensor, task: torch.Tensor, num_ta
     return torch.stack(rows)
 
 
+def aggregated_backward(loss: torch.Tensor, per_sample_loss: torch.Tensor, task: torch.Tensor, num_tasks: int,
+                        shared: list[torch.Tensor], method: str, cagrad_c: float = 0.5, keep: torch.Tensor | None = None) -> None:
+    """``loss.backward()``, then the ``shared`` parameters' gradients replaced by ``method``'s
+    aggregation of the per-task gradients of ``per_sample_loss`` (the task-specific
+    parameters, such as per-task heads, keep their plain gradient). Only the tasks with
+    samples (``keep``: the unmasked ones) are aggregated: an absent or masked task's zero row
+    would shrink a mean-scaled direction by (T - k) / T."""
+    grads = per_task_gradients(per_sample_loss, task, num_tasks, shared)
+    loss.backward()
+    present = torch.bincount(task if keep is None else task[keep], minlength=num_tasks) > 0
+    direction = aggregate(grads[present], method, cagrad_c)
+    offset = 0
+    for p in shared:
+        p.grad = direction[offset : offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+
+
 @dataclass
 class ConflictStats:
     cosine: torch.Tensor  # (T, T)

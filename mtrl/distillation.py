@@ -46,6 +46,10 @@ class Teachers:
         self.teachers = teachers
         self.num_tasks = num_tasks
 
+    def taught(self, task: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: the samples whose task has a teacher."""
+        return torch.isin(task, torch.as_tensor([t.task for t in self.teachers], device=task.device))
+
     def kl(self, student: Agent, obs: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """(B,) KL(teacher || student) for samples whose task has a teacher, 0 elsewhere;
         differentiable in the student's actor (and the encoder its loss trains)."""

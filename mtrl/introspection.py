@@ -11,23 +11,18 @@ import numpy as np
 import torch
 
 from mtrl.agent import Agent
+from mtrl.hooks import AttentionEncoder
 from mtrl.replay import Batch, MultiTaskReplay
+from mtrl.task_weighting import task_means
 
 
 @torch.no_grad()
 def attention_by_task(agent: Agent, batch: Batch, num_tasks: int) -> torch.Tensor | None:
     """(num_tasks, k) mean mixture weights of each task's samples, or None for encoders
     without attention. Tasks absent from the batch get zeros."""
-    weights_fn = getattr(agent.encoder, "attention_weights", None)
-    if weights_fn is None:
+    if not isinstance(agent.encoder, AttentionEncoder):
         return None
-    return _per_task_mean(weights_fn(batch.obs, batch.task), batch.task, num_tasks)
-
-
-def _per_task_mean(values: torch.Tensor, task: torch.Tensor, num_tasks: int) -> torch.Tensor:
-    sums = torch.zeros(num_tasks, *values.shape[1:], device=values.device).index_add_(0, task, values)
-    counts = torch.bincount(task, minlength=num_tasks).clamp(min=1)
-    return sums / counts.view(-1, *[1] * (values.dim() - 1))
+    return task_means(agent.encoder.attention_weights(batch.obs, batch.task), batch.task, num_tasks)[0]
 
 
 @torch.no_grad()
@@ -42,15 +37,15 @@ def representation_metrics(agent: Agent, batch: Batch, task_names: list[str]) ->
     out: dict[str, float] = {}
     num_tasks = len(task_names)
     for part, encoder in (("critic", agent.encoder), ("actor", agent.actor_encoder)):
-        if encoder is None or not hasattr(encoder, "attention_weights"):
+        if not isinstance(encoder, AttentionEncoder):
             continue
         features, w, _ = encoder.encode(batch.obs, batch.task)
         mixed, context = features.chunk(2, dim=-1)
         for name, part_features in (("mixture_norm", mixed), ("context_norm", context)):
-            norms = _per_task_mean(part_features.norm(dim=-1), batch.task, num_tasks)
+            norms = task_means(part_features.norm(dim=-1), batch.task, num_tasks)[0]
             out.update({f"care/{part}/{name}/{n}": float(norms[i]) for i, n in enumerate(task_names)})
         entropy = -(w * w.clamp(min=1e-12).log()).sum(-1) / math.log(max(w.shape[1], 2))
-        per_task = _per_task_mean(entropy, batch.task, num_tasks)
+        per_task = task_means(entropy, batch.task, num_tasks)[0]
         out.update({f"care/{part}/attention_entropy/{n}": float(per_task[i]) for i, n in enumerate(task_names)})
         if num_tasks > 1:
             cos = encoder.context_cosine()

@@ -10,7 +10,8 @@ max and min of them. A task's rewards are divided by
 with H the target entropy: the second term is the soft value's entropy bonus, so that the
 scaled soft returns stay within +-bound (a categorical critic's support). Tasks whose
 rewards are large therefore do not dominate the critic's loss. The replay keeps raw
-rewards; the trainer scales each sampled batch.
+rewards; ``SAC`` owns the scale (the trainer reports each step to
+``SAC.observe_rewards``) and scales each batch in ``SAC.update``.
 """
 
 from __future__ import annotations

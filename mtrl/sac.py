@@ -1,4 +1,16 @@
-"""Multi-task soft actor-critic: the losses as plain functions and one update step.
+"""Multi-task soft actor-critic: the losses as plain functions and the update in parts.
+
+``SAC.update(batch)`` (the batch as sampled: raw rewards):
+
+1. reward scaling (``sac.reward_scaling=returns``): r / d_task (mtrl/reward_scale.py);
+2. the critic's per-sample losses, from which ``LossTerms.prepare`` (mtrl/loss_terms.py)
+   decides this update's per-sample weights and PaCo's task mask;
+3. ``update_critic``, ``update_actor``, ``update_alpha``: each turns its per-sample terms
+   into one loss through ``LossTerms`` (the multi-task levers, composed there) and takes
+   one gradient step (``_step``: backward, with ``conflict.method``'s aggregation of the
+   per-task gradients on the shared parameters, then clip and the optimiser step), and
+   returns its logs;
+4. the target networks' soft update, and PaCo's reset of the masked tasks.
 
 Temperatures are one tensor ``log_alpha`` of shape (num_tasks,); every sample uses its
 own task's alpha, and since a batch holds the same number of samples per task, the
@@ -9,18 +21,28 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 from mtrl.agent import Agent
 from mtrl.categorical import cross_entropy, project
 from mtrl.config import SACConfig
-from mtrl.conflict import ConflictConfig, ConflictStats, aggregate, conflict_stats, per_task_gradients
+from mtrl.conflict import ConflictConfig, ConflictStats, aggregated_backward, conflict_stats, per_task_gradients
 from mtrl.hardware import resolve_precision
+from mtrl.hooks import is_categorical
+from mtrl.loss_terms import LossTerms, UpdateTerms, kept_mean, sanitised
+from mtrl.loss_terms import exploded_tasks, task_loss_weights  # noqa: F401  (re-exported: trainer, tests)
 from mtrl.replay import Batch
-from mtrl.task_weighting import TaskWeighting, task_means
+from mtrl.reward_scale import ReturnScale
+from mtrl.task_weighting import task_means
+
+if TYPE_CHECKING:
+    from mtrl.distillation import Teachers
+
+SKIPPED = "divergence/skipped_steps"
 
 
 def critic_target(reward: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, next_log_prob: torch.Tensor, alpha: torch.Tensor,
@@ -51,12 +73,6 @@ def actor_loss(q_pi: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor, 
     return per_sample.mean() if reduction == "mean" else per_sample
 
 
-def task_loss_weights(log_alpha: torch.Tensor) -> torch.Tensor:
-    """Meta-World+'s MT-SAC task weights: softmax(-log alpha) * T (mean 1). Tasks whose
-    temperature is low -- their policy has become confident -- weigh more."""
-    return torch.softmax(-log_alpha.detach(), 0) * log_alpha.shape[0]
-
-
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float, reduction: str = "mean") -> torch.Tensor:
     """E[-log alpha_task (log pi + target entropy)]; log_alpha holds each sample's task's value
     (per sample with ``reduction="none"``)."""
@@ -64,43 +80,10 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_ent
     return per_sample.mean() if reduction == "mean" else per_sample
 
 
-def exploded_tasks(critic_per_sample: torch.Tensor, task: torch.Tensor, num_tasks: int, threshold: float | None) -> torch.Tensor:
-    """(num_tasks,) bool: tasks whose mean critic loss over their samples in the batch is not
-    finite or above ``threshold`` (PaCo's mask_extreme_task; None: only non-finite ones).
-    Tasks absent from the batch are never masked."""
-    mean, counts = task_means(critic_per_sample, task, num_tasks)
-    bad = ~torch.isfinite(mean)
-    if threshold is not None:
-        bad |= mean > threshold
-    return bad & (counts > 0)
-
-
-def penalized(module: nn.Module) -> list[nn.Module]:
-    """The submodules that define a ``penalty()`` (soft parameter sharing's pull toward the
-    mean, mtrl/soft_sharing.py): their sum is added to that network's loss."""
-    return [m for m in module.modules() if hasattr(m, "penalty")]
-
-
-def _kept_mean(per_sample: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """The mean over the kept samples (all of them when ``keep`` is None). ``torch.where``,
-    not a 0 weight: a masked sample's term may be NaN, and NaN * 0 is NaN."""
-    if keep is None:
-        return per_sample.mean()
-    return torch.where(keep, per_sample, 0.0).sum() / keep.sum()
-
-
-def _sanitised(batch: Batch, keep: torch.Tensor) -> Batch:
-    """The batch with the masked samples' fields zeroed. Their terms are dropped by
-    ``torch.where``, but a NaN or inf input would still reach the weight gradients through
-    the backward pass (the first layer's x^T delta, or (q - y) * 0); zeros cannot."""
-    def clean(x: torch.Tensor) -> torch.Tensor:
-        return torch.where(keep.view(-1, *([1] * (x.dim() - 1))), x, torch.zeros((), dtype=x.dtype, device=x.device))
-    return Batch(*(x if name == "task" or x is None else clean(x) for name, x in zip(Batch._fields, batch)))
-
-
 class SAC:
-    """Owns the agent's target networks, the per-task temperatures and the optimisers.
-    With ``conflict.method`` pcgrad/cagrad the shared parameters step along the aggregated
+    """Owns the agent's target networks, the per-task temperatures, the optimisers, the
+    multi-task levers' state (mtrl/loss_terms.py) and the reward scale. With
+    ``conflict.method`` pcgrad/cagrad the shared parameters step along the aggregated
     per-task gradient instead of the plain mean.
 
     Divergence guards (``update`` reports both):
@@ -114,20 +97,22 @@ class SAC:
       and temperature are reset (``reset_tasks``). ``divergence/masked_tasks`` counts them;
       ``last_masked`` holds the (num_tasks,) bool mask of the last update. If every task in
       the batch is masked the update is skipped entirely (nothing reset).
+
+    With ``sac.reward_scaling=returns`` the trainer reports each env step's rewards
+    (``observe_rewards``; ``num_slots``: the env's slots) and ``update`` divides a batch's
+    rewards by their task's divisor (mtrl/reward_scale.py); the replay keeps raw rewards.
     """
 
     def __init__(self, agent: Agent, num_tasks: int, act_dim: int, cfg: SACConfig, conflict: ConflictConfig | None = None,
-                 teachers: Any = None, distill_weight: float = 1.0):
+                 teachers: Teachers | None = None, distill_weight: float = 1.0, num_slots: int | None = None):
         self.agent, self.cfg, self.num_tasks = agent, cfg, num_tasks
-        # Distillation (mtrl/distillation.py's Teachers): the actor loss gains
-        # distill_weight * KL(teacher || student) on the teachers' tasks' samples.
-        self.teachers, self.distill_weight = teachers, distill_weight
         self.conflict = conflict or ConflictConfig()
         self.shared = {"critic": agent.shared_parameters("critic"), "actor": agent.shared_parameters("actor")}
         device = next(agent.parameters()).device
         # The target holds the encoder too, since the critic reads the encoder's features.
         self.target = nn.ModuleDict({"encoder": copy.deepcopy(agent.encoder), "critic": copy.deepcopy(agent.critic)})
         self.target.requires_grad_(False)
+        self.categorical = is_categorical(agent.critic)  # trained by cross-entropy (mtrl/categorical.py)
         self.log_alpha = torch.full((num_tasks,), math.log(cfg.initial_alpha), device=device, requires_grad=True)
         self.target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
         self.critic_params = list(agent.critic.parameters()) + list(agent.encoder.parameters())
@@ -148,8 +133,13 @@ class SAC:
         named = dict(agent.named_parameters())
         self._task_slices = {b.name: (named[b.name], b.view, b.dim) for b in self.task_blocks}
         self._task_slices["log_alpha"] = (self.log_alpha, lambda x, n: x, 0)
-        self.penalized = {"critic": penalized(agent.critic), "actor": penalized(agent.actor)}
-        self.weighting = TaskWeighting(cfg.task_weighting, num_tasks, device, lr=cfg.task_weighting_lr)
+        # The levers: task weights, task weighting, soft sharing's penalties, distillation
+        # (distill_weight * KL(teacher || student) on the teachers' tasks' samples).
+        self.terms = LossTerms(agent, cfg, num_tasks, device, teachers, distill_weight)
+        self.weighting, self.penalized = self.terms.weighting, self.terms.penalized  # read by the trainer's logs
+        self.reward_scale = (ReturnScale(num_tasks, num_slots or num_tasks, cfg.gamma, cfg.reward_scale_bound)
+                             if cfg.reward_scaling == "returns" else None)
+        self._divisors: torch.Tensor | None = None  # the last update's reward divisors
         self.last_masked = torch.zeros(num_tasks, dtype=torch.bool, device=device)
         self.device_type = device.type
         self.precision, _ = resolve_precision(cfg.precision, device)  # auto: what the hardware runs fast
@@ -163,40 +153,30 @@ class SAC:
         (output layers opt out in ``EnsembleMLP``); a no-op with float32."""
         return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16")
 
-    def _step(self, opt: torch.optim.Optimizer, params: list[torch.Tensor], loss: torch.Tensor,
-              per_sample: torch.Tensor | None = None, task: torch.Tensor | None = None, shared: list[torch.Tensor] | None = None,
-              clip: bool = True, keep: torch.Tensor | None = None) -> bool:
-        """Backward, conflict aggregation, clipping and the optimiser step on ``params``
-        (``clip=False``: never clipped, the temperatures). Returns True when the step was
-        skipped because the loss or the total gradient norm is not finite. The aggregation
-        sees only the tasks with samples (``keep``: the unmasked ones): an absent or masked
-        task's zero row would shrink a mean-scaled direction by (T - k) / T."""
-        opt.zero_grad(set_to_none=True)
-        if self.conflict.method != "none" and shared:
-            grads = per_task_gradients(per_sample, task, self.num_tasks, shared)
-            loss.backward()  # the task-specific parameters (heads) keep their plain gradient
-            present = torch.bincount(task if keep is None else task[keep], minlength=self.num_tasks) > 0
-            direction = aggregate(grads[present], self.conflict.method, self.conflict.cagrad_c)
-            offset = 0
-            for p in shared:
-                p.grad = direction[offset : offset + p.numel()].view_as(p).clone()
-                offset += p.numel()
-        else:
-            loss.backward()
-        if clip and self.cfg.max_grad_norm is not None:
-            norm = nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)  # the norm before clipping
-        else:
-            norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-        # One host sync per step: Python decides whether to step. Fine on the CPU; a sync-free
-        # variant (for the GPU) would fold the check into the step, e.g. scaling the gradients
-        # by torch.where(finite, 1, 0) and restoring Adam's state, or a fused masked step.
-        if not bool(torch.isfinite(loss) & torch.isfinite(norm)):
-            opt.zero_grad(set_to_none=True)
-            return True
-        opt.step()
-        if self.reset_at:
-            self._bias_correct_reset_slices(opt)
-        return False
+    # --- reward scaling (sac.reward_scaling=returns) ------------------------------------
+
+    def observe_rewards(self, tasks: np.ndarray, reward: np.ndarray, terminated: np.ndarray,
+                        truncated: np.ndarray) -> None:
+        """One env step's rewards of each slot (raw, as stored in the replay); a no-op
+        without reward scaling."""
+        if self.reward_scale is not None:
+            self.reward_scale.observe(tasks, reward, terminated, truncated)
+
+    def drop_episodes(self, slots: np.ndarray) -> None:
+        """Forget the running episodes of ``slots`` (new episodes start there)."""
+        if self.reward_scale is not None:
+            self.reward_scale.drop(slots)
+
+    def reward_divisors(self) -> np.ndarray | None:
+        """(T,) each task's current reward divisor (None without reward scaling)."""
+        return None if self.reward_scale is None else self._current_divisors().cpu().numpy()
+
+    def _current_divisors(self) -> torch.Tensor:
+        return self.reward_scale.divisors(self.log_alpha.detach().exp(), self.target_entropy)
+
+    @staticmethod
+    def _scaled(batch: Batch, divisors: torch.Tensor) -> Batch:
+        return batch._replace(reward=batch.reward / divisors[batch.task])
 
     @torch.no_grad()
     def _critic_target(self, batch: Batch, alpha: torch.Tensor) -> torch.Tensor:
@@ -208,7 +188,7 @@ class SAC:
         next_action, next_log_prob = agent.actor.sample(agent.actor_features(batch.next_obs, task), task)
         target_features = self.target["encoder"](batch.next_obs, task)
         critic = self.target["critic"]
-        if getattr(critic, "categorical", False):
+        if self.categorical:
             next_probs = critic.probs(critic.logits(target_features, next_action, task))
             atoms = critic_target(batch.reward.unsqueeze(-1), batch.terminated.unsqueeze(-1), critic.support.view(1, 1, -1),
                                   next_log_prob.unsqueeze(-1), alpha.unsqueeze(-1),
@@ -221,7 +201,7 @@ class SAC:
         """Per-sample critic loss (its mean is the loss) and the online Q values: the twin
         MSE, or for a categorical critic the members' cross-entropies to the target."""
         critic, features = self.agent.critic, self.agent.encoder(batch.obs, batch.task)
-        if getattr(critic, "categorical", False):
+        if self.categorical:
             logits = critic.logits(features, batch.action, batch.task)
             q = (critic.probs(logits.detach()) @ critic.support).unsqueeze(0)
             return cross_entropy(logits.float(), self._critic_target(batch, alpha)), q
@@ -248,83 +228,107 @@ class SAC:
         agent.critic.requires_grad_(True)
         return actor_loss(q_pi, log_prob, alpha, reduction="none"), log_prob
 
+    # --- the update -----------------------------------------------------------------------
+
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One gradient step on critics, actor and temperatures. Returns detached metrics,
+        """One gradient step on critics, actor and temperatures, then the target networks'
+        soft update. ``batch`` holds raw rewards. Returns detached metrics,
         ``divergence/skipped_steps`` (of the three steps) and ``divergence/masked_tasks``
         among them; ``last_masked`` is this update's (num_tasks,) mask (see the class)."""
-        task = batch.task
-        alpha = self.log_alpha.detach().exp()[task]
-
-        # Critic (and its encoder): regress both critics on the soft Bellman target.
+        if self.reward_scale is not None:  # r / d_task, with the temperatures before this update
+            self._divisors = self._current_divisors()
+            batch = self._scaled(batch, self._divisors)
+        alpha = self.log_alpha.detach().exp()[batch.task]
         with self.autocast():
-            critic_per_sample, q = self.critic_terms(batch, alpha)
-        # Each sample's critic and actor terms weighted by its task's weight: sac.task_weights
-        # (Meta-World+'s, from the temperatures) times sac.task_weighting's (from the critic losses;
-        # the actor's only with sac.task_weighting_actor).
-        weight = actor_weight = None
-        if self.cfg.task_weights:
-            weight = actor_weight = task_loss_weights(self.log_alpha)[task]
-        if self.weighting.kind != "none":
-            weight = self.weighting.weights(critic_per_sample, task)[task] * (1.0 if weight is None else weight)
-            if self.cfg.task_weighting_actor:
-                actor_weight = weight
-        masked = exploded_tasks(critic_per_sample, task, self.num_tasks, self.cfg.task_loss_threshold)
-        self.last_masked = masked
-        keep = None
-        if bool(masked.any()):  # one host sync per update
-            keep = ~masked[task]
-            if not bool(keep.any()):
-                return self._skipped_update(masked)
-            # Recompute on the batch with the masked samples zeroed (see _sanitised): a new
-            # forward pass, only in the (rare) updates that mask a task.
-            batch = _sanitised(batch, keep)
-            with self.autocast():
-                critic_per_sample, q = self.critic_terms(batch, alpha)
-            critic_per_sample = torch.where(keep, critic_per_sample, 0.0)
-        if weight is not None:
-            critic_per_sample = critic_per_sample * weight
-        loss_critic = _kept_mean(critic_per_sample, keep) + sum(m.penalty() for m in self.penalized["critic"])
-        skipped = self._step(self.critic_opt, self.critic_params, loss_critic, critic_per_sample, task, self.shared["critic"], keep=keep)
-
-        # Actor (and its encoder), judged by the freshly updated critics.
-        with self.autocast():
-            actor_per_sample, log_prob = self.actor_terms(batch.obs, task, alpha)
-        distill = None
-        if self.teachers is not None:
-            kl = self.teachers.kl(self.agent, batch.obs, task)
-            actor_per_sample = actor_per_sample + self.distill_weight * kl
-            taught = torch.isin(task, torch.as_tensor([t.task for t in self.teachers.teachers], device=task.device))
-            distill = (kl.detach() * taught).sum() / taught.sum().clamp(min=1)
-        if keep is not None:
-            actor_per_sample = torch.where(keep, actor_per_sample, 0.0)
-        if actor_weight is not None:
-            actor_per_sample = actor_per_sample * actor_weight
-        loss_actor = _kept_mean(actor_per_sample, keep) + sum(m.penalty() for m in self.penalized["actor"])
-        skipped += self._step(self.actor_opt, self.actor_params, loss_actor, actor_per_sample, task, self.shared["actor"], keep=keep)
-
-        # Temperatures: one per task, driven only by that task's samples.
-        if keep is None:
-            loss_alpha = temperature_loss(self.log_alpha[task], log_prob, self.target_entropy)
-        else:
-            loss_alpha = _kept_mean(temperature_loss(self.log_alpha[task], log_prob, self.target_entropy, reduction="none"), keep)
-        skipped += self._step(self.alpha_opt, [self.log_alpha], loss_alpha, clip=False)
-
+            first_pass = self.critic_terms(batch, alpha)
+        terms = self.terms.prepare(self.log_alpha, first_pass[0], batch.task)  # weights, PaCo's mask
+        self.last_masked = terms.masked
+        if terms.keep is not None:
+            if not bool(terms.keep.any()):
+                return self._skipped_update(terms.masked)
+            # The critic's terms are recomputed on the batch with the masked samples zeroed
+            # (see sanitised): a second forward pass, only in the (rare) updates that mask a task.
+            batch, first_pass = sanitised(batch, terms.keep), None
+        critic = self.update_critic(batch, alpha, terms, first_pass)
+        actor, log_prob = self.update_actor(batch, alpha, terms)
+        temperature = self.update_alpha(batch.task, log_prob, terms.keep)
         self.soft_update()
-        if keep is not None:
-            self.reset_tasks(masked)
+        if terms.keep is not None:
+            self.reset_tasks(terms.masked)
+        skipped = critic.pop(SKIPPED) + actor.pop(SKIPPED) + temperature.pop(SKIPPED)  # of the three steps
+        masked = terms.masked.sum().float()
+        return {**critic, **actor, **temperature, SKIPPED: skipped, "divergence/masked_tasks": masked}
+
+    def update_critic(self, batch: Batch, alpha: torch.Tensor, terms: UpdateTerms,
+                      first_pass: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The critics (and their encoder) regress on the soft Bellman target; ``first_pass``:
+        this batch's ``critic_terms`` if already computed."""
+        with self.autocast():
+            per_sample, q = first_pass if first_pass is not None else self.critic_terms(batch, alpha)
+        per_sample, loss = self.terms.critic(per_sample, terms)
+        skipped = self._step(self.critic_opt, self.critic_params, loss, per_sample, batch.task, self.shared["critic"],
+                             keep=terms.keep)
+        q = q.detach()
         return {
-            "loss/critic": loss_critic.detach(),
-            "loss/actor": loss_actor.detach(),
-            "loss/alpha": loss_alpha.detach(),
-            "train/q_mean": q.detach().mean() if keep is None else _kept_mean(q.detach().mean(0), keep),
-            "train/entropy": -_kept_mean(log_prob.detach(), keep),
-            "divergence/skipped_steps": torch.tensor(float(skipped)),
-            "divergence/masked_tasks": masked.sum().float(),
+            "loss/critic": loss.detach(),
+            "train/q_mean": q.mean() if terms.keep is None else kept_mean(q.mean(0), terms.keep),
+            SKIPPED: torch.tensor(float(skipped)),
             # (num_tasks,) each: the trainer logs them per task (tasks absent from the batch: 0)
-            "per_task/critic_loss": task_means(critic_per_sample.detach(), task, self.num_tasks)[0],
-            "per_task/q_mean": task_means(q.detach().mean(0), task, self.num_tasks)[0],
-            **({"distill/kl": distill} if distill is not None else {}),
+            "per_task/critic_loss": task_means(per_sample.detach(), batch.task, self.num_tasks)[0],
+            "per_task/q_mean": task_means(q.mean(0), batch.task, self.num_tasks)[0],
         }
+
+    def update_actor(self, batch: Batch, alpha: torch.Tensor,
+                     terms: UpdateTerms) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The actor (and its encoder) against the freshly updated critics. Returns the logs
+        and log pi of the sampled actions (the temperatures' step reads it)."""
+        with self.autocast():
+            per_sample, log_prob = self.actor_terms(batch.obs, batch.task, alpha)
+        per_sample, loss, logs = self.terms.actor(per_sample, terms, self.agent, batch.obs, batch.task)
+        skipped = self._step(self.actor_opt, self.actor_params, loss, per_sample, batch.task, self.shared["actor"],
+                             keep=terms.keep)
+        return {"loss/actor": loss.detach(), "train/entropy": -kept_mean(log_prob.detach(), terms.keep),
+                SKIPPED: torch.tensor(float(skipped)), **logs}, log_prob
+
+    def update_alpha(self, task: torch.Tensor, log_prob: torch.Tensor,
+                     keep: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The temperatures: one per task, each driven only by its task's (kept) samples."""
+        if keep is None:
+            loss = temperature_loss(self.log_alpha[task], log_prob, self.target_entropy)
+        else:
+            per_sample = temperature_loss(self.log_alpha[task], log_prob, self.target_entropy, reduction="none")
+            loss = kept_mean(per_sample, keep)
+        skipped = self._step(self.alpha_opt, [self.log_alpha], loss, clip=False)
+        return {"loss/alpha": loss.detach(), SKIPPED: torch.tensor(float(skipped))}
+
+    def _step(self, opt: torch.optim.Optimizer, params: list[torch.Tensor], loss: torch.Tensor,
+              per_sample: torch.Tensor | None = None, task: torch.Tensor | None = None, shared: list[torch.Tensor] | None = None,
+              clip: bool = True, keep: torch.Tensor | None = None) -> bool:
+        """The gradient step on ``params``: backward (with ``conflict.method``'s aggregation of
+        the per-task gradients of ``per_sample`` on the ``shared`` parameters, ``keep``: the
+        unmasked samples), then clipping (``clip=False``: never, the temperatures) and the
+        optimiser step. Returns True when the step was skipped because the loss or the total
+        gradient norm is not finite."""
+        opt.zero_grad(set_to_none=True)
+        if self.conflict.method != "none" and shared:
+            aggregated_backward(loss, per_sample, task, self.num_tasks, shared, self.conflict.method,
+                                self.conflict.cagrad_c, keep)
+        else:
+            loss.backward()
+        if clip and self.cfg.max_grad_norm is not None:
+            norm = nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)  # the norm before clipping
+        else:
+            norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        # One host sync per step: Python decides whether to step. Fine on the CPU; a sync-free
+        # variant (for the GPU) would fold the check into the step, e.g. scaling the gradients
+        # by torch.where(finite, 1, 0) and restoring Adam's state, or a fused masked step.
+        if not bool(torch.isfinite(loss) & torch.isfinite(norm)):
+            opt.zero_grad(set_to_none=True)
+            return True
+        opt.step()
+        if self.reset_at:
+            self._bias_correct_reset_slices(opt)
+        return False
 
     def _skipped_update(self, masked: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every task in the batch masked: no step, no soft update, no reset (there is no
@@ -332,7 +336,7 @@ class SAC:
         nan = torch.tensor(float("nan"))
         return {
             "loss/critic": nan, "loss/actor": nan, "loss/alpha": nan, "train/q_mean": nan, "train/entropy": nan,
-            "divergence/skipped_steps": torch.tensor(3.0),
+            SKIPPED: torch.tensor(3.0),
             "divergence/masked_tasks": masked.sum().float(),
         }
 
@@ -420,7 +424,10 @@ class SAC:
 
     def measure_conflicts(self, batch: Batch) -> dict[str, ConflictStats]:
         """Per-task gradients of the critic and actor losses on the shared parameters of the
-        current networks (one backward per task; no parameter or optimiser changes)."""
+        current networks (one backward per task; no parameter or optimiser changes).
+        ``batch`` holds raw rewards, scaled as the last update scaled its batch."""
+        if self.reward_scale is not None:
+            batch = self._scaled(batch, self._divisors if self._divisors is not None else self._current_divisors())
         alpha = self.log_alpha.detach().exp()[batch.task]
         with self.autocast():
             terms = {"critic": self.critic_terms(batch, alpha)[0], "actor": self.actor_terms(batch.obs, batch.task, alpha)[0]}
@@ -448,6 +455,7 @@ class SAC:
             "alpha_opt": self.alpha_opt.state_dict(),
             "weighting": self.weighting.state_dict(),
             "reset_at": {name: since.clone() for name, since in self.reset_at.items()},
+            **({"reward_scale": self.reward_scale.state_dict()} if self.reward_scale is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -461,3 +469,5 @@ class SAC:
         if "weighting" in state:  # absent from checkpoints written before sac.task_weighting
             self.weighting.load_state_dict(state["weighting"])
         self.reset_at = {name: since.to(self.log_alpha.device) for name, since in state.get("reset_at", {}).items()}
+        if self.reward_scale is not None and "reward_scale" in state:  # older checkpoints: TrainingState's
+            self.reward_scale.load_state_dict(state["reward_scale"])

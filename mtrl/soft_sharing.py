@@ -58,6 +58,7 @@ class PerTaskMLP(nn.Module):
             total = total + ((per_task - per_task.mean(1, keepdim=True)) ** 2).sum()
         return total
 
+    # penalty() and relative_spread() make it a mtrl/hooks.py ``Penalized`` module.
     def penalty(self) -> torch.Tensor:
         """strength * sum of squared distances of each task's parameters to the tasks' mean."""
         return self.strength * self._distance_to_mean()

@@ -32,8 +32,7 @@ from mtrl.hardware import resolve_precision
 from mtrl.introspection import RepresentationProbe
 from mtrl.logger import Logger, check_sinks, sinks_for
 from mtrl.progress import TrainingProgress, status
-from mtrl.replay import Batch, MultiTaskReplay
-from mtrl.reward_scale import ReturnScale
+from mtrl.replay import MultiTaskReplay
 from mtrl.run_files import refuse_used_run_dir
 from mtrl.sac import SAC
 from mtrl.scheduler import Scheduler
@@ -139,7 +138,7 @@ class Trainer:
             return False
         # step.obs is the true next state even at a time limit (bootstrapped)
         self.replay.add(tasks, obs, action, step.reward, step.obs, step.terminated, step.truncated)
-        self.observe_rewards(tasks, step)
+        self.sac.observe_rewards(tasks, step.reward, step.terminated, step.truncated)  # reward scaling sees raw rewards
         state.env_steps += self.num_slots
         state.ep_return += step.reward
         state.ep_success |= step.success
@@ -168,7 +167,7 @@ class Trainer:
     def learn(self) -> None:
         """``train.updates_per_step`` SAC updates, each on a task-balanced batch."""
         for _ in range(self.tc.updates_per_step):
-            batch = self.scaled(self.replay.sample(self.batch_counts()))
+            batch = self.replay.sample(self.batch_counts())
             update = self.sac.update(batch)
             self.update_means.add(update)
             self.guard.check(update)
@@ -198,8 +197,8 @@ class Trainer:
                                        Temperatures(sac, names), SchedulerStats(self.scheduler, names), EpisodeStats(state, names)]
         if cfg.sac.task_weights or cfg.sac.task_weighting != "none":
             sources.append(TaskWeights(sac, names, cfg.sac.task_weights))
-        if state.reward_scale is not None:
-            sources.append(RewardScales(state.reward_scale, sac, names))
+        if sac.reward_divisors() is not None:
+            sources.append(RewardScales(sac, names))
         sources.append(SoftSharingSpread(sac))
         # last: it draws a batch from the replay's random stream (see RepresentationProbe)
         sources.append(RepresentationProbe(self.agent, self.replay, self.tc.batch_per_task, names, self.heatmap))
@@ -245,18 +244,6 @@ class Trainer:
             return self.tc.batch_per_task
         total = self.tc.batch_per_task * len(self.task_names)
         return np.maximum(1, np.round(self.scheduler.probabilities() * total)).astype(np.int64)
-
-    # sac.reward_scaling=returns: the replay stores raw rewards; each task's range of returns is
-    # observed as episodes end, and sampled batches are divided by the task's divisor.
-    def observe_rewards(self, tasks: np.ndarray, step: StepResult) -> None:
-        if self.state.reward_scale is not None:
-            self.state.reward_scale.observe(tasks, step.reward, step.terminated, step.truncated)
-
-    def scaled(self, batch: Batch) -> Batch:
-        if self.state.reward_scale is None:
-            return batch
-        divisors = self.state.reward_scale.divisors(self.sac.log_alpha.detach().exp(), self.sac.target_entropy)
-        return batch._replace(reward=batch.reward / divisors[batch.task])
 
     def close(self) -> None:
         self.logger.close()
@@ -312,7 +299,7 @@ def build_run(cfg: Config, run_dir: Path, device: torch.device, seeds: RunSeeds)
     spec = make_spec(suite, env)
     agent = make_agent(cfg, spec, device)
     teachers = load_teachers(cfg.distill.teachers, spec, device) if cfg.distill.teachers else None
-    sac = SAC(agent, num_tasks, spec.act_dim, cfg.sac, cfg.conflict, teachers, cfg.distill.weight)
+    sac = SAC(agent, num_tasks, spec.act_dim, cfg.sac, cfg.conflict, teachers, cfg.distill.weight, num_slots=num_slots)
     replay = MultiTaskReplay(num_tasks, tc.buffer_per_task, spec.obs_dim, spec.act_dim, device,
                              n_step=cfg.sac.n_step, gamma=cfg.sac.gamma, num_slots=num_slots)
     sched_entry = registry.get("scheduler", cfg.scheduler.name)
@@ -320,9 +307,7 @@ def build_run(cfg: Config, run_dir: Path, device: torch.device, seeds: RunSeeds)
     eval_env = suite.make_eval_env(max(tc.eval_episodes, tc.final_eval_episodes), seed=seeds.evaluation)
     state = TrainingState(sac, scheduler, env, replay, np.random.default_rng(seeds.actions),
                           scheduler.initial_tasks(), tuple(spec.task_names),
-                          spec={"obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "descriptions": list(spec.descriptions)},
-                          reward_scale=(ReturnScale(num_tasks, num_slots, cfg.sac.gamma, cfg.sac.reward_scale_bound)
-                                        if cfg.sac.reward_scaling == "returns" else None))
+                          spec={"obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "descriptions": list(spec.descriptions)})
     return Run(cfg, run_dir, suite, spec, agent, state, eval_env)
 
 

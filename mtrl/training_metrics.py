@@ -14,7 +14,6 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from mtrl.reward_scale import ReturnScale
 from mtrl.sac import SAC, task_loss_weights
 from mtrl.scheduler import Scheduler
 from mtrl.training_state import TrainingState, empty_episode_sums
@@ -127,14 +126,14 @@ class TaskWeights:
 
 class RewardScales:
     """``reward_scale/<task>``: the factor each task's rewards are multiplied by
-    (``sac.reward_scaling=returns``, mtrl/reward_scale.py)."""
+    (``sac.reward_scaling=returns``, mtrl/reward_scale.py; SAC owns the scale)."""
 
-    def __init__(self, scale: ReturnScale, sac: SAC, task_names: Sequence[str]):
-        self.scale, self.sac, self.task_names = scale, sac, list(task_names)
+    def __init__(self, sac: SAC, task_names: Sequence[str]):
+        self.sac, self.task_names = sac, list(task_names)
 
     def metrics(self) -> dict[str, float]:
-        divisors = self.scale.divisors(self.sac.log_alpha.detach().exp(), self.sac.target_entropy).cpu().numpy()
-        return by_task("reward_scale", 1.0 / divisors, self.task_names)
+        divisors = self.sac.reward_divisors()
+        return {} if divisors is None else by_task("reward_scale", 1.0 / divisors, self.task_names)
 
 
 class SoftSharingSpread:

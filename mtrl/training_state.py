@@ -19,7 +19,6 @@ import torch
 from mtrl.checkpoint import global_rng_state, set_global_rng_state
 from mtrl.safe_state import check_like
 from mtrl.replay import MultiTaskReplay
-from mtrl.reward_scale import ReturnScale
 from mtrl.sac import SAC
 from mtrl.scheduler import Scheduler
 from mtrl.suite import MultiTaskVecEnv
@@ -55,7 +54,6 @@ class TrainingState:
     log_offset: int = 0  # bytes of metrics.jsonl written up to this state
     finished: bool = False  # the final evaluation of train.total_steps is done
     spec: dict[str, Any] = field(default_factory=dict)  # obs_dim, act_dim, descriptions: mtrl.load needs no env
-    reward_scale: ReturnScale | None = None  # sac.reward_scaling=returns
 
     def __post_init__(self) -> None:
         num_slots, num_tasks = len(self.tasks), self.sac.num_tasks
@@ -73,8 +71,7 @@ class TrainingState:
             self.obs = np.zeros((len(self.tasks), first.shape[1]), np.float32)
         self.obs[slots] = first
         self.ep_return[slots], self.ep_success[slots] = 0.0, False
-        if self.reward_scale is not None:
-            self.reward_scale.drop(slots)
+        self.sac.drop_episodes(slots)  # sac.reward_scaling=returns: their running returns
 
     _LOOP_FIELDS = ("tasks", "obs", "env_steps", "updates", "evaluations", "learn_from", "ep_return", "ep_success",
                     "ep_sums", "update_sums", "update_count", "bad_updates_in_a_row", "faults", "log_offset",
@@ -95,8 +92,6 @@ class TrainingState:
         }
         if with_replay:
             state["replay"] = self.replay.state_dict()
-        if self.reward_scale is not None:
-            state["reward_scale"] = self.reward_scale.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -108,8 +103,8 @@ class TrainingState:
         set_global_rng_state(state["global_rng"])
         if "replay" in state:
             self.replay.load_state_dict(state["replay"])
-        if self.reward_scale is not None and "reward_scale" in state:
-            self.reward_scale.load_state_dict(state["reward_scale"])
+        if self.sac.reward_scale is not None and "reward_scale" in state:  # where it was before SAC owned it
+            self.sac.reward_scale.load_state_dict(state["reward_scale"])
         self.finished = False  # absent from checkpoints written before it existed
         loop = state["loop"]
         self.check_loop(loop)

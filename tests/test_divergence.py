@@ -9,6 +9,7 @@ import torch
 
 from mtrl.agents.mhsac import MHSACConfig, make_mhsac
 from mtrl.agents.mtsac import MTSACConfig, make_mtsac
+from mtrl import conflict as conflict_module
 from mtrl import sac as sac_module
 from mtrl.agent import Agent, EnvSpec
 from mtrl.care import CAREEncoder, TaskEmbedding
@@ -119,8 +120,8 @@ def test_masking_works_with_gradient_aggregation_and_task_weights():
 def test_a_masked_or_absent_task_is_left_out_of_the_aggregation(monkeypatch):
     """Its zero gradient row would shrink the aggregated step by (T - k) / T."""
     seen = []
-    aggregate = sac_module.aggregate
-    monkeypatch.setattr(sac_module, "aggregate", lambda grads, *a, **k: seen.append(grads) or aggregate(grads, *a, **k))
+    aggregate = conflict_module.aggregate  # called by the update's conflict.aggregated_backward
+    monkeypatch.setattr(conflict_module, "aggregate", lambda grads, *a, **k: seen.append(grads) or aggregate(grads, *a, **k))
     sac = make_sac("mhsac", conflict="pcgrad")
     sac.update(with_task_value(make_batch(), "reward", 3, float("inf")))  # task 3 masked
     assert [g.shape[0] for g in seen] == [T - 1, T - 1] and all(bool((g.norm(dim=1) > 0).all()) for g in seen)
