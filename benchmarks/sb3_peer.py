@@ -43,13 +43,13 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
+from mtrl.builders import make_suite, resolve_device
 from mtrl.config import Config, ConfigError, load_config, parse_overrides, to_dict
 from mtrl.evaluation import EvalResult, EvaluationSchedule, crossed
 from mtrl.logger import Logger
 from mtrl.run_files import refuse_used_run_dir
 from mtrl.seeding import run_seeds
 from mtrl.suite import MultiTaskVecEnv, Suite
-from mtrl.builders import make_suite, resolve_device
 
 METHOD_NAME = "sb3-sac"
 

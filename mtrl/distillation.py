@@ -95,7 +95,8 @@ def load_teachers(paths: list[str], spec: EnvSpec, device: torch.device) -> Teac
         suite_cls = registry.get("suite", cfg.env.suite).target
         teacher_spec = EnvSpec(spec.obs_dim, spec.act_dim, (tasks[0],), tuple(sizes.get("descriptions") or ("",)),
                                cfg.env.suite, getattr(suite_cls, "embedding_file", None))
-        agent = agent_from_checkpoint(cfg, teacher_spec, state, device, f"{where}'s checkpoint does not fit its own config")
+        misfit = f"{where}'s checkpoint does not fit its own config"
+        agent = agent_from_checkpoint(cfg, teacher_spec, state, device, misfit)
         agent.requires_grad_(False)
         teachers.append(Teacher(spec.task_names.index(tasks[0]), agent, run_dir))
     return Teachers(teachers, len(spec.task_names))

@@ -8,8 +8,8 @@ keeps them; these classes are their only writers."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -55,8 +55,8 @@ class DivergenceGuard:
             state.faults["masked"] += self.sac.last_masked.cpu().numpy()
         state.bad_updates_in_a_row += 1
         if state.bad_updates_in_a_row >= self.patience:
-            raise RunError(f"training diverged: {state.bad_updates_in_a_row} updates in a row had non-finite or exploding "
-                           f"losses (step {state.env_steps}); {last_good_checkpoint(self.run_dir)}; "
+            raise RunError(f"training diverged: {state.bad_updates_in_a_row} updates in a row had non-finite or "
+                           f"exploding losses (step {state.env_steps}); {last_good_checkpoint(self.run_dir)}; "
                            "lower the learning rates or sac.max_grad_norm")
 
     def metrics(self) -> dict[str, float]:
@@ -87,7 +87,8 @@ class EnvRebuilder:
             if self.in_a_row >= MAX_ENV_FAULTS_IN_A_ROW:
                 raise RunError(f"the environment failed {MAX_ENV_FAULTS_IN_A_ROW} times in a row at step "
                                f"{state.env_steps} ({reason}); the checkpoints are kept; {self.resume_hint}")
-            say(f"the environment failed at step {state.env_steps} ({reason}); rebuilding it, its running episodes are dropped")
+            say(f"the environment failed at step {state.env_steps} ({reason}); rebuilding it, its running episodes "
+                "are dropped")
             try:
                 state.env.close()
             except Exception:

@@ -5,7 +5,7 @@ is the training loop's metric source for them."""
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

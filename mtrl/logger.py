@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import math
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -125,7 +126,8 @@ def check_sinks(run: RunConfig) -> None:
         try:
             import wandb  # noqa: F401
         except ImportError:
-            raise ConfigError(f"run.wandb=true needs Weights & Biases; install it with: {install_hint('wandb')}") from None
+            hint = install_hint("wandb")
+            raise ConfigError(f"run.wandb=true needs Weights & Biases; install it with: {hint}") from None
 
 
 def sinks_for(cfg: Config, run_dir: Path) -> list[MetricSink]:
@@ -160,7 +162,8 @@ class Logger:
         for sink in self.sinks:
             sink.scalars(step, values)
 
-    def log_heatmap(self, tag: str, matrix: np.ndarray, step: int, vmin: float | None = None, vmax: float | None = None) -> None:
+    def log_heatmap(self, tag: str, matrix: np.ndarray, step: int, vmin: float | None = None,
+                    vmax: float | None = None) -> None:
         """A (rows, cols) matrix as a grey-scale image, vmin..vmax (default: the matrix's
         range) -> black..white, each cell drawn as a square of 16x16 pixels."""
         m = np.asarray(matrix, np.float32)

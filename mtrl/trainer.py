@@ -10,10 +10,10 @@ checkpoint before the run exits."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -39,8 +39,17 @@ from mtrl.scheduler import Scheduler
 from mtrl.seeding import RunSeeds, run_seeds
 from mtrl.stop_signals import StopSignals
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
-from mtrl.training_metrics import (EpisodeStats, MetricSource, RewardScales, SchedulerStats, SoftSharingSpread, TaskWeights,
-                                   Temperatures, Throughput, UpdateMeans)
+from mtrl.training_metrics import (
+    EpisodeStats,
+    MetricSource,
+    RewardScales,
+    SchedulerStats,
+    SoftSharingSpread,
+    TaskWeights,
+    Temperatures,
+    Throughput,
+    UpdateMeans,
+)
 from mtrl.training_state import TrainingState
 
 
@@ -81,7 +90,8 @@ class Trainer:
 
     def __init__(self, run: Run, on_checkpoint: Callable[[Path], None] | None = None):
         cfg, state = run.cfg, run.state
-        self.cfg, self.tc, self.run_dir, self.state, self.on_checkpoint = cfg, cfg.train, run.run_dir, state, on_checkpoint
+        self.cfg, self.tc, self.run_dir, self.state = cfg, cfg.train, run.run_dir, state
+        self.on_checkpoint = on_checkpoint
         self.agent, self.sac, self.replay, self.scheduler = run.agent, state.sac, state.replay, state.scheduler
         self.eval_env, self.task_names = run.eval_env, list(run.spec.task_names)
         self.num_slots, self.act_dim = len(state.tasks), run.spec.act_dim
@@ -108,7 +118,8 @@ class Trainer:
         state = self.state
         try:
             with self.progress, StopSignals() as stop:
-                say(f"run directory: {self.run_dir}")  # once a stop can be caught: Ctrl-C from here on saves and says how to resume
+                # once a stop can be caught: Ctrl-C from here on saves and says how to resume
+                say(f"run directory: {self.run_dir}")
                 while state.env_steps < self.tc.total_steps:
                     if not self.collect_step():
                         continue  # the env raised and was rebuilt: nothing was collected
@@ -188,13 +199,15 @@ class Trainer:
         if crossed(state.env_steps, slots, self.tc.checkpoint_every) or stop.received:
             self.checkpoint()
         if stop.received:
-            raise RunStopped(f"stopped by {stop.received} at step {state.env_steps:,}; checkpoint saved; {self.resume_hint}")
+            raise RunStopped(f"stopped by {stop.received} at step {state.env_steps:,}; checkpoint saved; "
+                             f"{self.resume_hint}")
 
     def metric_sources(self) -> list[MetricSource]:
         """What a training log record holds, one source per component, in this order."""
         sac, names, state, cfg = self.sac, self.task_names, self.state, self.cfg
         sources: list[MetricSource] = [Throughput(state), self.update_means, self.env_faults, self.guard,
-                                       Temperatures(sac, names), SchedulerStats(self.scheduler, names), EpisodeStats(state, names)]
+                                       Temperatures(sac, names), SchedulerStats(self.scheduler, names),
+                                       EpisodeStats(state, names)]
         if cfg.sac.task_weights or cfg.sac.task_weighting != "none":
             sources.append(TaskWeights(sac, names, cfg.sac.task_weights))
         if sac.reward_divisors() is not None:
@@ -232,7 +245,8 @@ class Trainer:
         state = self.state
         state.evaluations, state.log_offset = self.schedule.evaluations, self.logger.offset()
         try:
-            path = save_checkpoint(self.run_dir, state.env_steps, state.state_dict(self.tc.save_replay), self.tc.keep_checkpoints)
+            path = save_checkpoint(self.run_dir, state.env_steps, state.state_dict(self.tc.save_replay),
+                                   self.tc.keep_checkpoints)
         except RunError as e:
             raise RunError(f"{e}; {last_good_checkpoint(self.run_dir)}") from None
         if self.on_checkpoint is not None:
@@ -307,7 +321,8 @@ def build_run(cfg: Config, run_dir: Path, device: torch.device, seeds: RunSeeds)
     eval_env = suite.make_eval_env(max(tc.eval_episodes, tc.final_eval_episodes), seed=seeds.evaluation)
     state = TrainingState(sac, scheduler, env, replay, np.random.default_rng(seeds.actions),
                           scheduler.initial_tasks(), tuple(spec.task_names),
-                          spec={"obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "descriptions": list(spec.descriptions)})
+                          spec={"obs_dim": spec.obs_dim, "act_dim": spec.act_dim,
+                                "descriptions": list(spec.descriptions)})
     return Run(cfg, run_dir, suite, spec, agent, state, eval_env)
 
 
@@ -365,18 +380,20 @@ def restore(state: TrainingState, path: Path, saved: dict, tc) -> None:
     try:
         state.sac.load_state_dict(saved["sac"])
     except Exception as e:  # whatever torch's loaders raise on a state of the wrong shape or kind
-        raise ConfigError(f"the checkpoint {path} does not fit this config's agent ({(str(e).splitlines() or [''])[0]})") from None
+        why = (str(e).splitlines() or [""])[0]
+        raise ConfigError(f"the checkpoint {path} does not fit this config's agent ({why})") from None
     if "loop" not in saved:
         raise ConfigError(f"the checkpoint {path} was written by an older mtrl and cannot be resumed; "
                           "evaluate it with `mtrl eval`, or start a new run")
     try:
         state.load_state_dict(saved)
     except Exception as e:  # a malformed file: numpy's, torch's and Python's RNG setters raise their own kinds
-        raise ConfigError(f"the checkpoint {path} holds a training state this run cannot restore "
-                          f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]}); start a new run with another run.dir") from None
+        why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]}"
+        raise ConfigError(f"the checkpoint {path} holds a training state this run cannot restore ({why}); "
+                          "start a new run with another run.dir") from None
     if state.finished and state.env_steps >= tc.total_steps:
-        raise ConfigError(f"the run in '{path.parent.parent}' already finished at step {state.env_steps:,} with its final "
-                          "evaluation; raise train.total_steps to train it further, or use `mtrl eval`")
+        raise ConfigError(f"the run in '{path.parent.parent}' already finished at step {state.env_steps:,} with its "
+                          "final evaluation; raise train.total_steps to train it further, or use `mtrl eval`")
     state.finished = False
     if not state.env.restores_episodes:
         state.start_episodes(np.arange(len(state.tasks)))  # the env cannot continue its episodes

@@ -9,7 +9,8 @@ loop. Sources only read the components they wrap, except :class:`RepresentationP
 from __future__ import annotations
 
 import time
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch

@@ -6,7 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-INFERENCE = ["mtrl.policy", "mtrl.evaluate_run", "mtrl.export", "mtrl.distillation", "mtrl.single_task", "mtrl.builders"]
+INFERENCE = ["mtrl.policy", "mtrl.evaluate_run", "mtrl.export", "mtrl.distillation", "mtrl.single_task",
+             "mtrl.builders"]
 
 
 def test_inference_modules_do_not_import_the_trainer():

@@ -40,7 +40,8 @@ def test_every_record_and_image_reaches_every_sink(tmp_path):
     logger.log(10, {"a": 1, "b": float("nan")})
     logger.log_heatmap("m", np.eye(2), 10)
     logger.close()
-    assert sink.scalars_seen[0][0] == 10 and sink.scalars_seen[0][1]["a"] == 1.0 and math.isnan(sink.scalars_seen[0][1]["b"])
+    step, values = sink.scalars_seen[0]
+    assert step == 10 and values["a"] == 1.0 and math.isnan(values["b"])
     assert sink.images_seen == [("m", (32, 32), 10)] and sink.closed
     assert read_metrics(tmp_path) == [{"step": 10, "a": 1.0, "b": None}]
 
@@ -85,7 +86,8 @@ def test_a_wandb_run_in_offline_mode_holds_the_logged_metrics(tmp_path, monkeypa
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     run_dir = tmp_path / "run"
-    assert main(["train", "toy-care", *TINY_TOY, f"run.dir={run_dir}", "run.wandb=true", "run.wandb_project=mtrl-test"]) == 0
+    args = [*TINY_TOY, f"run.dir={run_dir}", "run.wandb=true", "run.wandb_project=mtrl-test"]
+    assert main(["train", "toy-care", *args]) == 0
     history = wandb_history(run_dir)
     logged = 0
     for record in read_metrics(run_dir):
