@@ -12,8 +12,7 @@ from mtrl.agents.mtsac import MTSACConfig, make_mtsac
 from mtrl import sac as sac_module
 from mtrl.agent import Agent, EnvSpec
 from mtrl.care import CAREEncoder, TaskEmbedding
-from mtrl.config import SACConfig
-from mtrl.conflict import ConflictConfig
+from mtrl.config import ConflictConfig, SACConfig
 from mtrl.networks import TanhGaussianActor, TwinQ
 from mtrl.replay import Batch
 from mtrl.sac import SAC, temperature_loss
