@@ -19,17 +19,25 @@ from mtrl.registry import register
 
 @dataclass
 class BRCConfig:
-    name: str = "brc"
     # The reference code's multi-task setting (naumix/BiggerRegularizedCategorical train.py):
     # critics 4096 wide with 2 residual blocks, actor 256 wide with 1, a 32-d task embedding,
     # 101 bins on [-10, 10].
+    name: str = "brc"
+    """The agent (mtrl list shows them)."""
     critic_width: int = 4096
+    """Width of the critics' BroNet (residual blocks of LayerNorm MLPs)."""
     critic_depth: int = 2
+    """Residual blocks in each critic."""
     actor_width: int = 256
+    """Width of the actor's BroNet."""
     actor_depth: int = 1
+    """Residual blocks in the actor."""
     embedding_dim: int = 32
+    """Size of the learned task embedding concatenated to the state."""
     bins: int = 101
+    """Atoms of the categorical critic's support."""
     v_max: float = 10.0
+    """The categorical support spans [-v_max, v_max]."""
 
     def validate(self) -> None:
         check_values([

@@ -15,12 +15,16 @@ from mtrl.registry import register
 
 @dataclass
 class PaCoConfig:
-    name: str = "paco"
     # The reference MT10 setting (TToTMooN/paco-mtrl metaworld_mt10_paco_conf.py): K = 5 sets
     # of 400-400-400 networks.
+    name: str = "paco"
+    """The agent (mtrl list shows them)."""
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
-    num_sets: int = 5  # K
-    init: str = "pytorch"  # each layer's first set (copied to all K): pytorch | reference
+    """Hidden-layer widths of each parameter set's actor and critics."""
+    num_sets: int = 5
+    """K: parameter sets, mixed by each task's learned composition vector."""
+    init: str = "pytorch"
+    """Each layer's first set (copied to all K): pytorch | reference."""
 
     def validate(self) -> None:
         check_values([

@@ -14,16 +14,24 @@ from mtrl.soft_modularization import SoftModularNet
 
 @dataclass
 class SoftModConfig:
-    name: str = "softmod"
     # The reference code's MT10 "shallow" network (RchalYang/Soft-Module meta_config/mt10):
     # base [400, 400], 2 layers x 2 modules of 256, routing 2 layers of 256. MT50: 4 x 4 of 128.
+    name: str = "softmod"
+    """The agent (mtrl list shows them)."""
     base_hidden: list[int] = field(default_factory=lambda: [400, 400])
+    """Hidden-layer widths of the state's base network."""
     num_layers: int = 2
+    """Layers of modules (at least 2)."""
     num_modules: int = 2
+    """Modules per layer."""
     module_hidden: int = 256
+    """Each module's width."""
     routing_hidden: int = 256
+    """Width of the routing network's layers."""
     num_routing_layers: int = 2
-    init: str = "pytorch"  # module, base and routing hidden layers: pytorch | reference
+    """Layers of the routing network."""
+    init: str = "pytorch"
+    """Module, base and routing hidden layers' initialisation: pytorch | reference."""
 
     def validate(self) -> None:
         check_values([
