@@ -54,7 +54,6 @@ class BRCConfig:
 @register("agent", "brc", BRCConfig)
 def make_brc(cfg: BRCConfig, spec: EnvSpec) -> Agent:
     """BRC: BroNet actor and categorical twin critics on [state || task embedding]."""
-    cfg.validate()
     # The embedding belongs to the critics (trained by their loss); the actor reads it
     # without training it, as the reference code's actor input.
     encoder = EmbeddingTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.embedding_dim)

@@ -71,7 +71,6 @@ class CAREConfig:
 @register("agent", "care", CAREConfig)
 def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
     """CARE: mixture of encoders with attention from task-description embeddings."""
-    cfg.validate()
     pretrained = None
     if cfg.task_embedding in ("pretrained", "learned"):
         path = cfg.embedding_file or spec.embedding_file

@@ -38,7 +38,6 @@ class MHSACConfig:
 @register("agent", "mhsac", MHSACConfig)
 def make_mhsac(cfg: MHSACConfig, spec: EnvSpec) -> Agent:
     """Multi-head SAC: shared hidden layers, one output head per task."""
-    cfg.validate()
     encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.task_visible)
     actor = TanhGaussianActor.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, num_heads=spec.num_tasks, init=cfg.init)
     critic = mlp_critic(cfg, encoder.out_dim, spec.act_dim, spec.num_tasks)

@@ -47,7 +47,6 @@ class MOOREConfig:
 @register("agent", "moore", MOOREConfig)
 def make_moore(cfg: MOOREConfig, spec: EnvSpec) -> Agent:
     """MOORE: orthonormal mixture of experts with task-specific weights and heads."""
-    cfg.validate()
 
     def net(members: int, in_dim: int, out_dim: int) -> MOORENet:
         return MOORENet(members, in_dim, out_dim, spec.num_tasks, cfg.num_experts, cfg.expert_hidden, cfg.expert_dim,

@@ -38,7 +38,6 @@ class MTSACConfig:
 @register("agent", "mtsac", MTSACConfig)
 def make_mtsac(cfg: MTSACConfig, spec: EnvSpec) -> Agent:
     """Multi-task SAC with a one-hot task id appended to the observation."""
-    cfg.validate()
     encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.task_visible)
     actor = TanhGaussianActor.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
     critic = mlp_critic(cfg, encoder.out_dim, spec.act_dim)

@@ -37,7 +37,6 @@ class PaCoConfig:
 @register("agent", "paco", PaCoConfig)
 def make_paco(cfg: PaCoConfig, spec: EnvSpec) -> Agent:
     """PaCo: task parameters = Phi w_task, K shared parameter sets."""
-    cfg.validate()
     init = "pytorch" if cfg.init == "pytorch" else "orthogonal"
 
     def net(members: int, in_dim: int, out_dim: int) -> PaCoNet:

@@ -48,7 +48,6 @@ class SoftModConfig:
 @register("agent", "softmod", SoftModConfig)
 def make_softmod(cfg: SoftModConfig, spec: EnvSpec) -> Agent:
     """Soft Modularization: per-sample routing over layers of modules, from the task embedding."""
-    cfg.validate()
 
     def net(members: int, in_dim: int, out_dim: int) -> SoftModularNet:
         return SoftModularNet(members, in_dim, out_dim, spec.num_tasks, cfg.base_hidden, cfg.num_layers, cfg.num_modules,

@@ -36,7 +36,6 @@ class SoftShareConfig:
 @register("agent", "softshare", SoftShareConfig)
 def make_softshare(cfg: SoftShareConfig, spec: EnvSpec) -> Agent:
     """Soft sharing: a network per task, an L2 pull toward their mean."""
-    cfg.validate()
     init = "pytorch" if cfg.init == "pytorch" else "orthogonal"
 
     def net(members: int, in_dim: int, out_dim: int) -> PerTaskMLP:

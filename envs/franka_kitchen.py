@@ -186,10 +186,6 @@ class FrankaKitchenSuite(Suite):
     requires = ("gymnasium_robotics", EXTRA)  # (module, mtrl extra): checked by the registry and `mtrl list`
     embedding_file = Path(__file__).parent / "data" / "franka_kitchen_embeddings.json"
 
-    def __init__(self, cfg: FrankaKitchenConfig, seed: int = 0):
-        cfg.validate()
-        super().__init__(cfg, seed)
-
     @property
     def task_names(self) -> list[str]:
         return list(SUBTASKS) if self.cfg.tasks is None else list(self.cfg.tasks)

@@ -191,10 +191,6 @@ class MetaWorldSuite(Suite):
     Config = MetaWorldConfig
     embedding_file = Path(__file__).parent / "data" / "metaworld_embeddings.json"
 
-    def __init__(self, cfg: MetaWorldConfig, seed: int = 0):
-        cfg.validate()
-        super().__init__(cfg, seed)
-
     def single_task_overrides(self, task: str) -> list[str]:
         """MT1 on the task (its 50 goals, as in the multi-task benchmarks)."""
         return ["env.benchmark=MT1", f"env.tasks=[{task}]"]

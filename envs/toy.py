@@ -139,10 +139,6 @@ class ToySuite(Suite):
     Config = ToyConfig
     embedding_file = Path(__file__).parent / "data" / "toy_embeddings.json"
 
-    def __init__(self, cfg: ToyConfig, seed: int = 0):
-        cfg.validate()
-        super().__init__(cfg, seed)
-
     def _directions(self) -> list[str]:
         degrees = np.rint(np.degrees(goal_angles(self.cfg)) % 360).astype(int)
         return [_COMPASS.get(int(d), f"{d}-degrees") for d in degrees]

@@ -514,6 +514,8 @@ def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
 
     Keys and types are checked here; values, by the dataclass's ``validate()`` method if it
     has one (the components' configs do: it raises :class:`ConfigError`), called once built.
+    This is the one place values are checked: the components built from a loaded config do
+    not check it again (code that makes a config by hand calls its ``validate()``).
     """
     if data is None:
         data = {}

@@ -167,8 +167,7 @@ class LearningProgress(Scheduler):
     state_arrays = ("episodes", "fast", "slow", "outcomes")
 
     def __init__(self, cfg: LearningProgressConfig, num_tasks: int, num_slots: int, seed: int):
-        cfg.validate()
-        super().__init__(cfg, num_tasks, num_slots, seed)
+        super().__init__(cfg, num_tasks, num_slots, seed)  # cfg's values were checked when it was loaded
         self.fast = np.zeros(num_tasks)  # bias-corrected fast success average
         self.slow = np.zeros(num_tasks)  # bias-corrected slow success average
         self.outcomes = np.zeros(num_tasks, np.int64)  # outcomes recorded per task (n)

@@ -35,6 +35,7 @@ SMALL = {
 def make_agent(name: str, **overrides):
     entry = get("agent", name)
     cfg = entry.config_cls(**{**SMALL[name], **overrides})
+    cfg.validate()  # what loading a config does
     spec = EnvSpec(OBS, ACT, tuple(f"t{i}" for i in range(T)), ("d",) * T, "test")
     return entry.target(cfg, spec)
 
