@@ -57,6 +57,8 @@ def make_brc(cfg: BRCConfig, spec: EnvSpec) -> Agent:
     # The embedding belongs to the critics (trained by their loss); the actor reads it
     # without training it, as the reference code's actor input.
     encoder = EmbeddingTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.embedding_dim)
-    actor = TanhGaussianActor(BroNet(1, encoder.out_dim, cfg.actor_width, cfg.actor_depth, 2 * spec.act_dim, out_gain=1.0))
-    critic = CategoricalQ(BroNet(2, encoder.out_dim + spec.act_dim, cfg.critic_width, cfg.critic_depth, cfg.bins), cfg.v_max, cfg.bins)
+    actor = TanhGaussianActor(BroNet(members=1, in_dim=encoder.out_dim, width=cfg.actor_width, depth=cfg.actor_depth,
+                                     out_dim=2 * spec.act_dim, out_gain=1.0))
+    critic = CategoricalQ(BroNet(members=2, in_dim=encoder.out_dim + spec.act_dim, width=cfg.critic_width,
+                                 depth=cfg.critic_depth, out_dim=cfg.bins), cfg.v_max, cfg.bins)
     return Agent(encoder, actor, critic, actor_encoder="critic_detached")

@@ -82,12 +82,14 @@ def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
         pretrained = torch.as_tensor(load_task_embeddings(path, list(spec.task_names), list(spec.descriptions)))
 
     def care_encoder() -> CAREEncoder:
-        embedding = TaskEmbedding(cfg.task_embedding, spec.num_tasks, pretrained)
-        return CAREEncoder(spec.obs_dim, embedding, cfg.num_encoders, cfg.encoder_hidden, cfg.encoder_dim,
-                           cfg.context_hidden, cfg.attention, cfg.attention_temperature)
+        embedding = TaskEmbedding(kind=cfg.task_embedding, num_tasks=spec.num_tasks, pretrained=pretrained)
+        return CAREEncoder(obs_dim=spec.obs_dim, task_embedding=embedding, num_encoders=cfg.num_encoders,
+                           encoder_hidden=cfg.encoder_hidden, encoder_dim=cfg.encoder_dim,
+                           context_hidden=cfg.context_hidden, attention=cfg.attention,
+                           temperature=cfg.attention_temperature)
 
     encoder = care_encoder()
     actor_encoder = care_encoder() if cfg.actor_encoder == "own" else None
-    actor = TanhGaussianActor.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
+    actor = TanhGaussianActor.mlp(in_dim=encoder.out_dim, act_dim=spec.act_dim, hidden=cfg.hidden_sizes, init=cfg.init)
     critic = mlp_critic(cfg, encoder.out_dim, spec.act_dim)
     return Agent(encoder, actor, critic, actor_encoder=cfg.actor_encoder, actor_encoder_net=actor_encoder)

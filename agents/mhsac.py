@@ -39,6 +39,7 @@ class MHSACConfig:
 def make_mhsac(cfg: MHSACConfig, spec: EnvSpec) -> Agent:
     """Multi-head SAC: shared hidden layers, one output head per task."""
     encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.task_visible)
-    actor = TanhGaussianActor.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, num_heads=spec.num_tasks, init=cfg.init)
+    actor = TanhGaussianActor.mlp(in_dim=encoder.out_dim, act_dim=spec.act_dim, hidden=cfg.hidden_sizes,
+                                  num_heads=spec.num_tasks, init=cfg.init)
     critic = mlp_critic(cfg, encoder.out_dim, spec.act_dim, spec.num_tasks)
     return Agent(encoder, actor, critic)

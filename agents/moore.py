@@ -49,7 +49,8 @@ def make_moore(cfg: MOOREConfig, spec: EnvSpec) -> Agent:
     """MOORE: orthonormal mixture of experts with task-specific weights and heads."""
 
     def net(members: int, in_dim: int, out_dim: int) -> MOORENet:
-        return MOORENet(members, in_dim, out_dim, spec.num_tasks, cfg.num_experts, cfg.expert_hidden, cfg.expert_dim,
-                        cfg.head_hidden, cfg.init)
+        return MOORENet(members=members, in_dim=in_dim, out_dim=out_dim, num_tasks=spec.num_tasks,
+                        num_experts=cfg.num_experts, expert_hidden=cfg.expert_hidden, expert_dim=cfg.expert_dim,
+                        head_hidden=cfg.head_hidden, init=cfg.init)
 
     return task_conditioned_agent(spec, net)

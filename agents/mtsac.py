@@ -39,6 +39,6 @@ class MTSACConfig:
 def make_mtsac(cfg: MTSACConfig, spec: EnvSpec) -> Agent:
     """Multi-task SAC with a one-hot task id appended to the observation."""
     encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.task_visible)
-    actor = TanhGaussianActor.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
+    actor = TanhGaussianActor.mlp(in_dim=encoder.out_dim, act_dim=spec.act_dim, hidden=cfg.hidden_sizes, init=cfg.init)
     critic = mlp_critic(cfg, encoder.out_dim, spec.act_dim)
     return Agent(encoder, actor, critic)

@@ -40,6 +40,7 @@ def make_paco(cfg: PaCoConfig, spec: EnvSpec) -> Agent:
     init = "pytorch" if cfg.init == "pytorch" else "orthogonal"
 
     def net(members: int, in_dim: int, out_dim: int) -> PaCoNet:
-        return PaCoNet(members, in_dim, cfg.hidden_sizes, out_dim, spec.num_tasks, cfg.num_sets, init)
+        return PaCoNet(members=members, in_dim=in_dim, hidden=cfg.hidden_sizes, out_dim=out_dim,
+                       num_tasks=spec.num_tasks, num_sets=cfg.num_sets, init=init)
 
     return task_conditioned_agent(spec, net)

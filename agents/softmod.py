@@ -50,7 +50,9 @@ def make_softmod(cfg: SoftModConfig, spec: EnvSpec) -> Agent:
     """Soft Modularization: per-sample routing over layers of modules, from the task embedding."""
 
     def net(members: int, in_dim: int, out_dim: int) -> SoftModularNet:
-        return SoftModularNet(members, in_dim, out_dim, spec.num_tasks, cfg.base_hidden, cfg.num_layers, cfg.num_modules,
-                              cfg.module_hidden, cfg.routing_hidden, cfg.num_routing_layers, cfg.init)
+        return SoftModularNet(members=members, in_dim=in_dim, out_dim=out_dim, num_tasks=spec.num_tasks,
+                              base_hidden=cfg.base_hidden, num_layers=cfg.num_layers, num_modules=cfg.num_modules,
+                              module_hidden=cfg.module_hidden, routing_hidden=cfg.routing_hidden,
+                              num_routing_layers=cfg.num_routing_layers, init=cfg.init)
 
     return task_conditioned_agent(spec, net)
