@@ -123,3 +123,14 @@ def test_a_config_without_docs_or_source_still_renders():
     plain = namespace["Plain"](y=[1, 2])
     assert field_docs(type(plain)) == {}
     assert yaml.safe_load(documented_yaml(plain)) == dataclasses.asdict(plain)
+
+
+def test_reading_a_config_imports_no_algorithm_code():
+    """mtrl/config.py holds every section (ConflictConfig too) and the values they accept;
+    the components' configs come through the registry when a config is loaded."""
+    import subprocess
+    import sys
+
+    code = "import sys, mtrl.config; print(sorted(m for m in sys.modules if m.startswith(('mtrl', 'torch'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['mtrl', 'mtrl.config', 'mtrl.errors', 'mtrl.registry']"
