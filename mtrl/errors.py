@@ -15,7 +15,11 @@ _LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1
 
 
 def one_line(message: object) -> str:
-    """``message`` as text with its line breaks escaped (``\\n``)."""
+    """``message`` as text with its line breaks escaped (``\\n``); an exception other than
+    mtrl's own (whose messages are one line already) as ``Type: its first line``."""
+    if isinstance(message, BaseException) and not isinstance(message, (ConfigError, RunError)):
+        text = str(message).strip().splitlines()
+        message = f"{type(message).__name__}: {text[0]}" if text else type(message).__name__
     return str(message).translate(_LINE_BREAKS)
 
 

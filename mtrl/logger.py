@@ -69,6 +69,25 @@ class Logger:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All records of a run's ``metrics.jsonl``."""
-    with open(Path(run_dir) / "metrics.jsonl") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of a run's ``metrics.jsonl`` that can be read, in file order: a trailing
+    line still being written (no newline yet), lines that are not JSON, and records that are
+    not an object with a finite number as ``step`` are skipped; a value that is not a
+    finite number reads as None (not logged; the logger writes null for NaN). Shared by
+    ``mtrl report``, ``mtrl sweep`` and the tests, so that a damaged or foreign file is read
+    the same way everywhere."""
+    text = (Path(run_dir) / "metrics.jsonl").read_text()
+    lines = text.split("\n")[: None if text.endswith("\n") else -1]
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and _number(record.get("step")) and abs(record["step"]) < 2**53:
+            records.append({k: v if _number(v) else None for k, v in record.items()})
+    return records
+
+
+def _number(value: Any) -> bool:
+    """A finite int or float (not a bool, not NaN or infinity, not a string)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import re
 import shlex
@@ -32,6 +31,7 @@ import yaml
 
 from mtrl.atomic_write import atomic_write
 from mtrl.errors import ConfigError, install_hint
+from mtrl.logger import read_metrics
 
 NON_METHOD_KEYS = ("seed", "run", "resume", "device", "train.progress", "train.threads")
 
@@ -44,7 +44,9 @@ SUCCESS = "eval/success/"
 MAX_ENCODERS = 1024  # attention/<task>/<i> beyond this is not a model's (a damaged or foreign metrics.jsonl)
 
 
-def _rliable():
+def require_report_extra():
+    """rliable's (library, metrics) modules; a one-line ConfigError naming the report extra
+    when rliable or matplotlib is missing."""
     try:
         import matplotlib  # noqa: F401  (the plots; checked up front so nothing is half-written)
         from rliable import library, metrics
@@ -166,29 +168,14 @@ def load_run(path: Path) -> Run:
         raise ConfigError(f"'{path / 'config.yaml'}' is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(config, dict):
         raise ConfigError(f"'{path / 'config.yaml'}' is not a YAML mapping")
-    text = (path / "metrics.jsonl").read_text()
-    lines = text.split("\n")[: None if text.endswith("\n") else -1]
-    records, evals = [], []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and _number(record.get("step")) and abs(record["step"]) < 2**53:
-            # a metric that is not a finite number counts as not logged (the logger writes null for NaN)
-            record = {k: v if _number(v) else None for k, v in record.items()}
-            records.append(record)
-            if _number(record.get("eval/success_mean")):
-                evals = [e for e in evals if e["step"] < record["step"]] + [record]
+    records, evals = read_metrics(path), []
+    for record in records:
+        if record.get("eval/success_mean") is not None:  # read_metrics: None unless a finite number
+            evals = [e for e in evals if e["step"] < record["step"]] + [record]
     extra = eval_json_record(path)
     if extra is not None and extra["step"] not in {e["step"] for e in evals}:  # training's own evaluation wins a tie
         evals = sorted([*evals, extra], key=lambda e: e["step"])
     return Run(path, config, records, evals)
-
-
-def _number(value: Any) -> bool:
-    """A finite int or float (not a bool, not NaN or infinity, not a string)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 EVAL_JSON = "eval.json"
@@ -255,13 +242,15 @@ def find_runs(paths: Sequence[str | Path]) -> list[Run]:
     return runs
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{dotted.key: value}`` (an empty mapping is a value of its own);
+    the method key of ``mtrl report`` and the base config of ``mtrl sweep``'s manifest."""
     out = {}
-    for k, v in d.items():
+    for k, v in config.items():
         if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten_config(v, f"{prefix}{k}."))
         else:
-            out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True, default=str)
+            out[f"{prefix}{k}"] = v
     return out
 
 
@@ -278,8 +267,9 @@ def _seedless_teachers(config: dict[str, Any]) -> dict[str, Any]:
 
 def method_key(config: dict[str, Any]) -> dict[str, str]:
     """The method-defining part of a config: dotted key -> JSON value."""
-    flat = _flatten(_seedless_teachers(config))
-    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NON_METHOD_KEYS)}
+    flat = flatten_config(_seedless_teachers(config))
+    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in flat.items()
+            if not any(k == n or k.startswith(n + ".") for n in NON_METHOD_KEYS)}
 
 
 def _short(value: str) -> str:
@@ -336,7 +326,7 @@ def _curve(data: np.ndarray, reps: int, rng: np.random.Generator) -> tuple[np.nd
     return trim_mean(data.reshape(-1, steps), 0.25, axis=0), band
 
 
-def _bootstrap_seed(seed: int, *labels: str) -> list[int]:
+def bootstrap_seed(seed: int, *labels: str) -> list[int]:
     """The RNG seed of one method's (or pair's) bootstrap: the report's seed and its labels."""
     return [seed, *(zlib.crc32(label.encode()) for label in labels)]
 
@@ -348,14 +338,14 @@ def aggregate(methods: Sequence[Method], reps: int = 2000, seed: int = 0) -> dic
     CI for every ordered pair of methods evaluated on the same tasks. Seeded: reproducible,
     and each method's (pair's) bootstrap is seeded by its own label(s), so its CIs do not
     change when other methods join the report."""
-    rly, metrics = _rliable()
+    rly, metrics = require_report_extra()
     iqm_mean = lambda s: np.array([metrics.aggregate_iqm(s), metrics.aggregate_mean(s)])  # noqa: E731
     state = np.random.get_state()  # rliable's bootstraps draw from numpy's global RNG; restored below
     try:
         out: dict[str, Any] = {"reps": reps, "seed": seed, "confidence": 0.95, "methods": [], "probability_of_improvement": []}
         for m in methods:
-            np.random.seed(_bootstrap_seed(seed, m.label))
-            rng = np.random.default_rng(_bootstrap_seed(seed, m.label))
+            np.random.seed(bootstrap_seed(seed, m.label))
+            rng = np.random.default_rng(bootstrap_seed(seed, m.label))
             entry: dict[str, Any] = {"label": m.label, "config": {k: json.loads(v) for k, v in m.key.items()}, "tasks": m.tasks,
                                      "final_step": [min(r.final_step for r in m.runs), max(r.final_step for r in m.runs)],
                                      "runs": [r.summary() for r in m.runs]}
@@ -374,7 +364,7 @@ def aggregate(methods: Sequence[Method], reps: int = 2000, seed: int = 0) -> dic
                 if set(a.tasks) != set(b.tasks):
                     continue  # no common ground
                 x, y = a.scores(), b.scores()[:, [b.tasks.index(t) for t in a.tasks]]
-                np.random.seed(_bootstrap_seed(seed, a.label, b.label))
+                np.random.seed(bootstrap_seed(seed, a.label, b.label))
                 p = float(metrics.probability_of_improvement(x, y))
                 _, ci = rly.get_interval_estimates({"p": [x, y]}, probability_of_improvement, reps=reps)
                 lo, hi = ci["p"][:, 0]  # P(Y > X) = 1 - P(X > Y), so the reverse pair reuses the bootstrap
@@ -417,7 +407,8 @@ def summary_table(report: Report):
     return table
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a Markdown table, ``|`` in cells escaped."""
     esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
     return ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
 
@@ -428,20 +419,20 @@ def _markdown(results: dict[str, Any], out: Path | None = None) -> str:
              f"{sum(len(m['runs']) for m in ms)} runs of {len(ms)} method(s). Success rate over (runs x tasks) at each run's last "
              f"evaluation (final) and at its best one by mean success (best); 95 % stratified-bootstrap confidence intervals "
              f"(rliable, {results['reps']} reps, seed {results['seed']}).", ""]
-    lines += _md_table(SUMMARY_HEADER, summary_rows(results))
+    lines += markdown_table(SUMMARY_HEADER, summary_rows(results))
     poi = {(p["x"], p["y"]): p for p in results["probability_of_improvement"]}
     if poi:
         labels = [m["label"] for m in ms]
         cell = lambda p: f"{p['p']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]" if p else "-"  # noqa: E731
         lines += ["", "## Probability of improvement", "", "P(row > column): the chance that a run of the row method beats "
                   "one of the column method on a task, averaged over tasks [95 % CI].", ""]
-        lines += _md_table(["", *labels], [[a, *(cell(poi.get((a, b))) for b in labels)] for a in labels])
+        lines += markdown_table(["", *labels], [[a, *(cell(poi.get((a, b))) for b in labels)] for a in labels])
     tasks = list(dict.fromkeys(t for m in ms for t in m["tasks"]))
     cell = lambda d: f"{d['mean']:.2f} ± {d['std']:.2f}" if d else "-"  # noqa: E731
     lines += ["", "## Final success per task", "", "Mean ± std over runs.", ""]
-    lines += _md_table(["task", *(m["label"] for m in ms)], [[t, *(cell(m["per_task"].get(t)) for m in ms)] for t in tasks])
+    lines += markdown_table(["task", *(m["label"] for m in ms)], [[t, *(cell(m["per_task"].get(t)) for m in ms)] for t in tasks])
     lines += ["", "## Runs", ""]
-    lines += _md_table(["method", "run", "final step", "final success", "best step", "best success"],
+    lines += markdown_table(["method", "run", "final step", "final success", "best step", "best success"],
                        [[m["label"], r["dir"], f"{r['final_step']:,}" + (" (eval.json)" if r.get("final_source") == EVAL_JSON else ""),
                          f"{r['final_success_mean']:.3f}", f"{r['best_step']:,}",
                          f"{r['best_success_mean']:.3f}"] for m in ms for r in m["runs"]])
@@ -467,8 +458,21 @@ def _heatmaps(path: Path, panels: list[tuple[str, np.ndarray, list[str], list[st
         ax.set_xticklabels(cols, fontsize=7, rotation=90 if len(max(cols, key=len)) > 2 else 0)
         fig.colorbar(image, ax=ax, shrink=0.8)
     fig.suptitle(title)
-    _savefig(fig, path)
+    save_figure(fig, path)
     return path
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v")
+
+
+def method_styles(count: int) -> list[dict[str, str]]:
+    """A distinct (colour, line style, marker) per method: the 10 default colours with solid
+    lines first, then dashed, dotted, dash-dotted; then other markers. Two methods of a large
+    report never share a legend entry's look, as they would cycling through the colours alone."""
+    colours = 10
+    return [{"color": f"C{k % colours}", "linestyle": LINE_STYLES[k // colours % len(LINE_STYLES)],
+             "marker": MARKERS[k // (colours * len(LINE_STYLES)) % len(MARKERS)]} for k in range(count)]
 
 
 def plot(methods: Sequence[Method], results: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -476,15 +480,16 @@ def plot(methods: Sequence[Method], results: dict[str, Any], out_dir: Path) -> l
     from matplotlib.figure import Figure
 
     files, ms = [], results["methods"]
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    styles, many = method_styles(len(ms)), len(ms) > 10  # many: the legend beside the plot, fainter CI bands
+    fig = Figure(figsize=(10 if many else 7, 4.5), layout="constrained")
     ax = fig.subplots()
-    for m in ms:
+    for m, style in zip(ms, styles):
         c = m["curve"]
-        ax.plot(c["step"], c["iqm"], marker="o", ms=3, label=m["label"])
-        ax.fill_between(c["step"], c["lo"], c["hi"], alpha=0.2)
+        ax.plot(c["step"], c["iqm"], ms=3, label=m["label"], **style)
+        ax.fill_between(c["step"], c["lo"], c["hi"], alpha=0.07 if many else 0.2, color=style["color"])
     ax.set(xlabel="environment steps", ylabel="success rate, IQM over runs x tasks", ylim=(-0.02, 1.02), title="success (95 % CI)")
-    ax.legend(fontsize=8)
-    _savefig(fig, out_dir / "success_curve.png")
+    ax.legend(fontsize=8, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1), "ncols": 1 + len(ms) // 25} if many else {}))
+    save_figure(fig, out_dir / "success_curve.png")
     files.append(out_dir / "success_curve.png")
     tasks = list(dict.fromkeys(t for m in ms for t in m["tasks"]))
     cols = min(5, len(tasks))
@@ -494,13 +499,17 @@ def plot(methods: Sequence[Method], results: dict[str, Any], out_dir: Path) -> l
         for k, m in enumerate(ms):
             if task in m["tasks"]:
                 series = m["curve"]["per_task_mean"][m["tasks"].index(task)]
-                ax.plot(m["curve"]["step"], series, marker="o", ms=2, color=f"C{k}", label=m["label"])
+                ax.plot(m["curve"]["step"], series, ms=2, label=m["label"], **styles[k])
         ax.set_title(task, fontsize=8)
         ax.set_ylim(-0.02, 1.02)
     for ax in axes[len(tasks):]:
         ax.set_visible(False)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(4, len(ms)), fontsize=8)
-    _savefig(fig, out_dir / "per_task_curves.png")
+    handles = {}  # every method once, also those not evaluated on the first task
+    for ax in axes[:len(tasks)]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(4, len(ms)), fontsize=8)
+    save_figure(fig, out_dir / "per_task_curves.png")
     files.append(out_dir / "per_task_curves.png")
     first = lambda values: next((v for v in values if v is not None), None)  # noqa: E731  (the first run that logged it)
     attention = [(m.label, *a) for m in methods if (a := first(r.attention() for r in m.runs))]
@@ -518,7 +527,7 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path = "report", re
     per_task.csv, summary.json and the plots to ``out_dir`` (created; other files kept).
     ``step``: read every run as it stood at that env step (its evaluations up to it), to
     compare sample efficiency where the final evaluations are all at the ceiling."""
-    _rliable()
+    require_report_extra()
     if reps < 1:
         raise ConfigError(f"--reps must be at least 1, got {reps}")
     if step is not None and step < 0:
@@ -549,24 +558,25 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path = "report", re
     report = Report(out, methods, results, warnings=warnings)
     atomic_write(out / "summary.md", _markdown(results, out))
     atomic_write(out / "summary.json", json.dumps(results, indent=2) + "\n")
-    atomic_write(out / "summary.csv", _csv(
+    atomic_write(out / "summary.csv", csv_text(
         [["method", "runs", "final_step_min", "final_step_max"] + [f"{a}_{s}{e}" for a in ("final", "best")
          for s in ("iqm", "mean") for e in ("", "_lo", "_hi")]]
         + [[m["label"], len(m["runs"]), *m["final_step"]] + [x for a in ("final", "best")
            for s in ("iqm", "mean") for x in (m[a][s], *m[a][s + "_ci"])] for m in results["methods"]]))
-    atomic_write(out / "per_task.csv", _csv(
+    atomic_write(out / "per_task.csv", csv_text(
         [["method", "task", "mean", "std", "n"]]
         + [[m["label"], t, d["mean"], d["std"], d["n"]] for m in results["methods"] for t, d in m["per_task"].items()]))
     report.files = [out / n for n in ("summary.md", "summary.csv", "per_task.csv", "summary.json")] + plot(methods, results, out)
     return report
 
 
-def _csv(rows: list[list[Any]]) -> str:
+def csv_text(rows: list[list[Any]]) -> str:
+    """Rows as CSV text."""
     text = io.StringIO()
     csv.writer(text).writerows(rows)
     return text.getvalue()
 
 
-def _savefig(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
     """A matplotlib figure as a PNG, written atomically."""
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))

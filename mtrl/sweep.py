@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mtrl.atomic_write import atomic_write
-from mtrl.errors import ConfigError, RunError, RunStopped, install_hint
+from mtrl.errors import ConfigError, RunStopped, install_hint, one_line
+from mtrl.logger import read_metrics
 from mtrl.sweep_leftovers import PREFIX as LEFTOVER_PREFIX, clean_leftovers, mark_driver
 from mtrl.sweep_storage import Storage, claim, fetch_small, parse_storage, workplace, write_files
 
@@ -166,14 +167,9 @@ def flat_config(cfg: Any) -> dict[str, Any]:
     """A resolved config as ``{dotted.key: value}`` in plain JSON types, without the keys
     every trial sets itself."""
     from mtrl.config import to_dict
+    from mtrl.report import flatten_config
 
-    def flatten(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    flat = json.loads(json.dumps(flatten(to_dict(cfg)), default=str))
+    flat = json.loads(json.dumps(flatten_config(to_dict(cfg)), default=str))
     return {k: v for k, v in flat.items() if k not in SET_BY_SWEEP}
 
 
@@ -258,13 +254,6 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def one_line(error: BaseException) -> str:
-    if isinstance(error, (ConfigError, RunError)):
-        return str(error)
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
 def finished_run(run_dir: Path, total_steps: int) -> dict | None:
     """The final evaluation's record of a run that finished training (a checkpoint at the
     last step and the final evaluation logged): a sweep killed before it could mark the
@@ -275,15 +264,8 @@ def finished_run(run_dir: Path, total_steps: int) -> dict | None:
     metrics = run_dir / "metrics.jsonl"
     if not checkpoints or checkpoint_step(checkpoints[-1]) < total_steps or not metrics.is_file():
         return None
-    final = None
-    for line in metrics.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if "eval/success_mean" in record and record.get("step", 0) >= total_steps:  # mid-run evaluations come before
-            final = record
-    return final
+    evals = [r for r in read_metrics(run_dir) if "eval/success_mean" in r and r["step"] >= total_steps]
+    return evals[-1] if evals else None  # mid-run evaluations come before
 
 
 def log_name(trial: Trial) -> str:
@@ -588,10 +570,10 @@ def same_storage(recorded: str | None, requested: str | None, sweep_dir: Path) -
 def make_report(sweep_dir: Path, trials: list[Trial]) -> tuple[Any, str | None]:
     """``mtrl report`` over the sweep directory (to ``sweep_dir/report``), when the report
     extra is installed; otherwise, or with no evaluated run, why not."""
-    from mtrl.report import _rliable, needs_report_extra, write_report
+    from mtrl.report import needs_report_extra, require_report_extra, write_report
 
     try:
-        _rliable()
+        require_report_extra()
     except ConfigError:
         return None, f"{needs_report_extra()}, then: mtrl report {sweep_dir} --out {sweep_dir / 'report'}"
     if not any(t.state == "done" for t in trials):

@@ -19,7 +19,7 @@ import numpy as np
 
 from mtrl.atomic_write import atomic_write
 from mtrl.errors import ConfigError
-from mtrl.report import _bootstrap_seed, _csv, _md_table, _savefig, drop_repeats, find_runs, group_runs
+from mtrl.report import bootstrap_seed, csv_text, drop_repeats, find_runs, group_runs, markdown_table, save_figure
 
 
 @dataclass
@@ -68,7 +68,7 @@ def write_transfer_report(mt_paths: Sequence[str | Path], st_paths: Sequence[str
                 report.warnings.append(f"no single-task run of '{task}': left out of the transfer of {m.label}")
                 continue
             x, y = final[:, i][~np.isnan(final[:, i])], np.asarray(single[task])
-            rng = np.random.default_rng(_bootstrap_seed(seed, m.label, task))  # CIs independent of the other rows
+            rng = np.random.default_rng(bootstrap_seed(seed, m.label, task))  # CIs independent of the other rows
             lo, hi = bootstrap_difference(x, y, reps, rng)
             report.rows.append({"method": m.label, "task": task, "transfer": float(x.mean() - y.mean()), "ci": [lo, hi],
                                 "multi_task": float(x.mean()), "single_task": float(y.mean()), "seeds": [len(x), len(y)]})
@@ -78,8 +78,8 @@ def write_transfer_report(mt_paths: Sequence[str | Path], st_paths: Sequence[str
     table = [[r["method"], r["task"], f"{r['transfer']:+.3f}", f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]",
               f"{r['multi_task']:.3f}", f"{r['single_task']:.3f}", f"{r['seeds'][0]}, {r['seeds'][1]}"] for r in report.rows]
     atomic_write(out / "transfer.md", "\n".join(["# Transfer: multi-task minus single-task final success", "",
-                                                 *_md_table(header, table), ""]))
-    atomic_write(out / "transfer.csv", _csv([["method", "task", "transfer", "ci_low", "ci_high", "multi_task", "single_task"]]
+                                                 *markdown_table(header, table), ""]))
+    atomic_write(out / "transfer.csv", csv_text([["method", "task", "transfer", "ci_low", "ci_high", "multi_task", "single_task"]]
                                             + [[r["method"], r["task"], r["transfer"], *r["ci"], r["multi_task"], r["single_task"]]
                                                for r in report.rows]))
     atomic_write(out / "transfer.json", json.dumps({"reps": reps, "seed": seed, "rows": report.rows}, indent=1))
@@ -111,6 +111,6 @@ def plot_transfer(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(tasks))], tasks)
     ax.set_xlabel("multi-task − single-task final success (95 % CI); red: negative transfer")
     fig.tight_layout()
-    _savefig(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return path

@@ -14,6 +14,7 @@ import pytest
 from mtrl import registry
 from mtrl.cli import main
 from mtrl.errors import ConfigError, install_hint
+from mtrl.logger import read_metrics
 
 pytest.importorskip("gymnasium_robotics")
 
@@ -200,6 +201,6 @@ def test_care_trains_on_the_suite_through_the_cli(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "kettle" in proc.stdout and "top-burner" in proc.stdout
-    final = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    final = read_metrics(run_dir)[-1]
     assert final["step"] == 350 and final["eval/episodes_per_task"] == 1
     assert {f"eval/success/{t}" for t in TASKS} <= set(final)

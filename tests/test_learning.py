@@ -1,11 +1,11 @@
 """Learning on the toy suite: a working agent solves the conflicting tasks, a blind one cannot."""
 
-import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+from mtrl.logger import read_metrics
 from mtrl.trainer import train
 
 from conftest import TOY_FAST, make_config
@@ -60,7 +60,6 @@ def test_each_architecture_runs_with_the_monitor_and_the_scheduler_and_reports(t
     """Every architecture through the CLI with conflict monitoring and the learning-progress
     scheduler, then one `mtrl report` over all of them."""
     from mtrl.cli import main
-    from mtrl.logger import read_metrics
     from mtrl.report import write_report
 
     tiny = ["train.total_steps=600", "train.warmup_steps=200", "train.eval_every=0", "train.eval_episodes=1",
@@ -95,7 +94,7 @@ def test_each_multi_task_lever_solves_the_toy_suite(lever, run_dir):
     result = train(cfg)
     assert result.final_eval.success_mean >= 0.9, result.final_eval.to_json()
     if lever == "softshare":  # the logged spread of the tasks' actors, from ~0.87 (4 independent inits)
-        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        records = read_metrics(run_dir)
         spreads = [r["soft_sharing/spread_actor"] for r in records if "soft_sharing/spread_actor" in r]
         assert spreads and spreads[-1] < 0.5, spreads
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from mtrl.logger import read_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = ROOT / "docs" / "ADD_A_SUITE.md"
 TINY = ["train.total_steps=300", "train.warmup_steps=150", "train.eval_every=100000", "train.eval_episodes=1",
@@ -85,7 +87,7 @@ def test_training_on_the_tutorial_suite_through_the_cli(installed):
     proc = run([sys.executable, "-m", "mtrl.cli", "train", "line.yaml", f"run.dir={run_dir}", *TINY], tmp, env)
     assert proc.returncode == 0, proc.stderr
     assert all(task in proc.stdout for task in ("go-left", "stay-centre", "go-right"))
-    final = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    final = read_metrics(run_dir)[-1]
     assert final["step"] == 300 and final["eval/episodes_per_task"] == 2
     assert {"eval/success/go-left", "eval/success/stay-centre", "eval/success/go-right"} <= set(final)
     # the config's validate() makes a bad value one line, exit 2
@@ -105,7 +107,7 @@ def test_care_on_the_tutorial_suite_with_its_own_embeddings(installed):
     proc = run([sys.executable, "-m", "mtrl.cli", "train", "line.yaml", "agent.name=care", "agent.num_encoders=2",
                 "agent.embedding_file=line_embeddings.json", f"run.dir={run_dir}", *TINY], tmp, env)
     assert proc.returncode == 0, proc.stderr
-    final = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    final = read_metrics(run_dir)[-1]
     assert final["step"] == 300 and "eval/success/go-right" in final
 
 

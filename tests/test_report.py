@@ -297,3 +297,52 @@ def test_the_committed_quickstart_report_is_what_mtrl_report_gives(tmp_path):
     again = write_report([results], tmp_path / "report").results
     for old, new in zip(committed["methods"], again["methods"], strict=True):
         assert {k: old[k] for k in ("final", "best", "per_task", "curve")} == {k: new[k] for k in ("final", "best", "per_task", "curve")}
+
+
+def test_nineteen_methods_get_nineteen_distinct_looks_in_both_legends(tmp_path, monkeypatch):
+    """19 methods (the MT10 study's count) each get their own (colour, line style) pair in the
+    success curve's legend and in the per-task figure's, not 10 colours cycled twice."""
+    from matplotlib.colors import to_hex
+
+    import mtrl.report as report
+
+    figures = {}
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.__setitem__(Path(path).name, fig))
+    for k in range(19):
+        scores = [(k + i) % 5 / 4 for i in range(len(TASKS))]
+        # the last method is not evaluated on the first task: it must still be in the per-task legend
+        tasks = TASKS[1:] if k == 18 else TASKS
+        write_run(tmp_path / "runs" / f"m{k}", config("mtsac", 0, name=f"method-{k}", hidden=k),
+                  [eval_record(1000, scores[:len(tasks)], tasks)])
+    write_report([tmp_path / "runs"], tmp_path / "out", reps=5)
+    curve_legend = figures["success_curve.png"].axes[0].get_legend()
+    per_task_legend = figures["per_task_curves.png"].legends[0]
+    for legend in (curve_legend, per_task_legend):
+        labels = [t.get_text() for t in legend.get_texts()]
+        looks = [(to_hex(h.get_color()), h.get_linestyle()) for h in legend.legend_handles]
+        assert sorted(labels) == sorted(f"method-{k}" for k in range(19))
+        assert len(set(looks)) == 19, looks
+
+
+def test_committed_results_record_run_dir_relative_to_their_results_folder():
+    """docs/results/<study>/<method>/seed<s>/config.yaml says ``run.dir: <method>/seed<s>``:
+    where the run is inside its results folder, not the path of the machine that trained it."""
+    results = ROOT / "docs" / "results"
+    configs = sorted(results.rglob("config.yaml"))
+    assert configs
+    for path in configs:
+        run_dir = yaml.safe_load(path.read_text())["run"]["dir"]
+        inside = path.parent.relative_to(results)
+        assert run_dir == Path(*inside.parts[1:]).as_posix(), f"{path.relative_to(ROOT)}: run.dir {run_dir}"
+
+
+def test_read_metrics_skips_what_it_cannot_read_as_the_report_did(tmp_path):
+    """The one reader of metrics.jsonl (report, sweep, tests): unreadable lines, records
+    without a finite step and a trailing line still being written are skipped; a value that
+    is not a finite number reads as None."""
+    from mtrl.logger import read_metrics
+
+    lines = ['{"step": 1, "a": 0.5}', "not json", "[1, 2]", '{"step": "2", "a": 1}', '{"step": NaN}',
+             '{"step": 3, "a": Infinity, "b": "x", "c": true, "d": 2}', '{"step": 4, "a": 0.25}']
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines))  # the last line's newline not written yet
+    assert read_metrics(tmp_path) == [{"step": 1, "a": 0.5}, {"step": 3, "a": None, "b": None, "c": None, "d": 2}]

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from mtrl.cli import main
-from mtrl.errors import install_hint
+from mtrl.errors import RunError, install_hint
+from mtrl.logger import read_metrics
 
 ray = pytest.importorskip("ray")
 
@@ -45,9 +46,12 @@ def manifest(sweep_dir: Path) -> dict:
     return json.loads((sweep_dir / "sweep.json").read_text())
 
 
+def evaluations(run_dir: Path) -> list[dict]:
+    return [r for r in read_metrics(run_dir) if "eval/success_mean" in r]
+
+
 def final_eval(run_dir: Path) -> dict:
-    evals = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "eval/success_mean" in r]
-    return evals[-1]
+    return evaluations(run_dir)[-1]
 
 
 def test_two_seed_sweep_finishes_with_manifest_and_report(tmp_path, local_ray, capsys):
@@ -128,9 +132,7 @@ def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path, local_ra
         assert (out / f"base/seed{s}/metrics.jsonl").read_bytes() == kept[s]
         assert trials[s]["attempts"] == 1
     for t in trials:  # one final evaluation each, also for a run killed before the manifest said done
-        evals = [r for r in map(json.loads, (out / t["run_dir"] / "metrics.jsonl").read_text().splitlines())
-                 if "eval/success_mean" in r]
-        assert [r["step"] for r in evals] == [200, 400]
+        assert [r["step"] for r in evaluations(out / t["run_dir"])] == [200, 400]
 
 
 def test_a_trial_that_finished_before_the_manifest_said_so_is_not_trained_again(tmp_path):
@@ -233,7 +235,7 @@ def test_a_node_that_cannot_see_the_sweep_directory_sends_its_files_and_keeps_it
 
 
 def test_a_storage_folder_a_node_does_not_see_fails_the_trial_in_one_line(tmp_path):
-    with pytest.raises(sweep.RunError, match=r"^--storage '.*/nowhere' is not reachable from node .*; use a folder every "
+    with pytest.raises(RunError, match=r"^--storage '.*/nowhere' is not reachable from node .*; use a folder every "
                                              r"node mounts, or a URI such as s3://bucket/sweeps/lr$"):
         workplace(Storage(str(tmp_path / "nowhere"), "abc"))
     assert not (tmp_path / "nowhere").exists()

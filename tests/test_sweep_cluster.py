@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from mtrl.cli import main
+from mtrl.logger import read_metrics
 from mtrl.sweep_storage import WORKDIR_ENV
 
 ray = pytest.importorskip("ray")
@@ -46,7 +47,7 @@ def cluster(tmp_path, monkeypatch):
 
 
 def evals(metrics: Path) -> list[int]:
-    return [r["step"] for r in map(json.loads, metrics.read_text().splitlines()) if "eval/success_mean" in r]
+    return [r["step"] for r in read_metrics(metrics.parent) if "eval/success_mean" in r]
 
 
 def stored_steps(folder: Path) -> list[int]:
