@@ -61,7 +61,8 @@ class PaCoNet(nn.Module):
         super().__init__()
         self.members, self.out_dim, self.num_sets = members, out_dim, num_sets
         sizes = [in_dim, *hidden, out_dim]
-        self.layers = nn.ModuleList(CompositionalLinear(members=members, num_sets=num_sets, in_dim=a, out_dim=b, init=init)
+        self.layers = nn.ModuleList(CompositionalLinear(members=members, num_sets=num_sets, in_dim=a, out_dim=b,
+                                                        init=init)
                                     for a, b in zip(sizes[:-1], sizes[1:]))
         self.w = nn.Parameter(torch.randn(members, num_tasks, num_sets))
 

@@ -57,7 +57,8 @@ class SoftModularNet(nn.Module):
                                                        init="small")
                                         for _ in range(num_layers - 2))
         self.route_last = EnsembleLinear(members=members, in_dim=routing_hidden, out_dim=n, init="small")
-        self.module_layers = nn.ModuleList(EnsembleLinear(members=members * n, in_dim=width if l == 0 else module_hidden,
+        self.module_layers = nn.ModuleList(EnsembleLinear(members=members * n,
+                                                          in_dim=width if l == 0 else module_hidden,
                                                           out_dim=module_hidden, init=init)
                                       for l in range(num_layers))
         for layer in self.module_layers:  # the reference's basic_init bias: keeps the ReLUs after mixing alive

@@ -104,7 +104,7 @@ def test_every_config_field_is_documented_where_declared():
     registry.get("agent", "mtsac")  # loads the built-in components
     components = [e.config_cls for kind in registry.KINDS for e in registry._REGISTRY[kind].values()]
     classes = [config.Config, config.RunConfig, config.SACConfig, config.TrainConfig, config.ConflictConfig,
-               config.DistillConfig] + [c for c in components if c.__module__.startswith("mtrl.")]  # not tests' plug-ins
+               config.DistillConfig] + [c for c in components if c.__module__.startswith("mtrl.")]  # no tests' plug-ins
     missing = [f"{cls.__name__}.{f.name}" for cls in classes for f in dataclasses.fields(cls)
                if not config.field_docs(cls).get(f.name)]
     assert missing == []

@@ -114,7 +114,8 @@ def test_care_on_the_tutorial_suite_with_its_own_embeddings(installed):
 def test_show_config_prints_a_plug_in_suites_docs_and_takes_undocumented_fields(installed):
     """The tutorial's LineConfig documents episode_steps but not success_radius: both print."""
     tmp, env = installed
-    proc = run([sys.executable, "-m", "mtrl.cli", "train", "line.yaml", "env.episode_steps=7", "--show-config"], tmp, env)
+    show = [sys.executable, "-m", "mtrl.cli", "train", "line.yaml", "env.episode_steps=7", "--show-config"]
+    proc = run(show, tmp, env)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     steps = lines.index("  episode_steps: 7")
