@@ -40,10 +40,7 @@ import numpy as np
 import torch
 
 from mtrl.config import CONFLICT_METHODS as METHODS
-from mtrl.config import (
-    TORCHJD_METHODS,  # noqa: F401  (tests read which methods need torchjd)
-    ConflictConfig,  # noqa: F401  (for mtrl/sac.py until its rewrite imports mtrl.config)
-)
+from mtrl.config import TORCHJD_METHODS  # noqa: F401  (tests read which methods need torchjd)
 from mtrl.config import require_conflict_packages as require
 
 

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from mtrl.agent import EnvSpec
 from mtrl.bronet import BroNet
 from mtrl.categorical import project
-from mtrl.config import SACConfig
+from mtrl.config import ConflictConfig, SACConfig
 from mtrl.errors import ConfigError
 from mtrl.moore import MOORENet, orthonormalize
 from mtrl.paco import PaCoNet
@@ -304,7 +304,7 @@ def test_each_architecture_updates_with_a_conflict_method_and_measures_conflicts
     agent = make_agent(name)
     b = batch()
     assert agent.act(b.obs.numpy(), b.task.numpy()).shape == (len(b.task), ACT)
-    sac = SAC(agent, T, ACT, SACConfig(), conflict=__import__("mtrl.conflict", fromlist=["ConflictConfig"]).ConflictConfig(method="pcgrad"))
+    sac = SAC(agent, T, ACT, SACConfig(), conflict=ConflictConfig(method="pcgrad"))
     before = [p.detach().clone() for p in agent.parameters()]
     metrics = sac.update(b)
     assert all(bool(torch.isfinite(v).all()) for v in metrics.values())
