@@ -40,7 +40,6 @@ import numpy as np
 import torch
 
 from mtrl.config import CONFLICT_METHODS as METHODS
-from mtrl.config import TORCHJD_METHODS  # noqa: F401  (tests read which methods need torchjd)
 from mtrl.config import require_conflict_packages as require
 
 
