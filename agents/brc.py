@@ -19,17 +19,25 @@ from mtrl.registry import register
 
 @dataclass
 class BRCConfig:
-    name: str = "brc"
     # The reference code's multi-task setting (naumix/BiggerRegularizedCategorical train.py):
     # critics 4096 wide with 2 residual blocks, actor 256 wide with 1, a 32-d task embedding,
     # 101 bins on [-10, 10].
+    name: str = "brc"
+    """The agent (mtrl list shows them)."""
     critic_width: int = 4096
+    """Width of the critics' BroNet (residual blocks of LayerNorm MLPs)."""
     critic_depth: int = 2
+    """Residual blocks in each critic."""
     actor_width: int = 256
+    """Width of the actor's BroNet."""
     actor_depth: int = 1
+    """Residual blocks in the actor."""
     embedding_dim: int = 32
+    """Size of the learned task embedding concatenated to the state."""
     bins: int = 101
+    """Atoms of the categorical critic's support."""
     v_max: float = 10.0
+    """The categorical support spans [-v_max, v_max]."""
 
     def validate(self) -> None:
         check_values([
@@ -46,10 +54,11 @@ class BRCConfig:
 @register("agent", "brc", BRCConfig)
 def make_brc(cfg: BRCConfig, spec: EnvSpec) -> Agent:
     """BRC: BroNet actor and categorical twin critics on [state || task embedding]."""
-    cfg.validate()
     # The embedding belongs to the critics (trained by their loss); the actor reads it
     # without training it, as the reference code's actor input.
     encoder = EmbeddingTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.embedding_dim)
-    actor = TanhGaussianActor(BroNet(1, encoder.out_dim, cfg.actor_width, cfg.actor_depth, 2 * spec.act_dim, out_gain=1.0))
-    critic = CategoricalQ(BroNet(2, encoder.out_dim + spec.act_dim, cfg.critic_width, cfg.critic_depth, cfg.bins), cfg.v_max, cfg.bins)
+    actor = TanhGaussianActor(BroNet(members=1, in_dim=encoder.out_dim, width=cfg.actor_width, depth=cfg.actor_depth,
+                                     out_dim=2 * spec.act_dim, out_gain=1.0))
+    critic = CategoricalQ(BroNet(members=2, in_dim=encoder.out_dim + spec.act_dim, width=cfg.critic_width,
+                                 depth=cfg.critic_depth, out_dim=cfg.bins), cfg.v_max, cfg.bins)
     return Agent(encoder, actor, critic, actor_encoder="critic_detached")

@@ -18,24 +18,39 @@ from mtrl.registry import register
 @dataclass
 class CAREConfig:
     name: str = "care"
-    hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])  # actor and critics
-    init: str = "pytorch"  # actor and critic networks: pytorch | reference (see mtrl/networks.py)
-    # The twin critics' widths (None: hidden_sizes) and LayerNorm after each hidden layer:
-    # Meta-World+'s scaling study found critic width buys most of the gain.
+    """The agent (mtrl list shows them)."""
+    hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
+    """Hidden-layer widths of the actor and the critics."""
+    init: str = "pytorch"
+    """Actor and critic networks' initialisation: pytorch | reference (see mtrl/networks.py)."""
     critic_hidden_sizes: list[int] | None = None
+    """The twin critics' hidden widths; null: hidden_sizes.
+
+    Meta-World+'s scaling study found critic width buys most of the gain."""
     critic_layer_norm: bool = False
-    num_encoders: int = 6  # k
+    """LayerNorm after each of the critics' hidden layers."""
+    num_encoders: int = 6
+    """k: the number of state encoders in the mixture."""
     encoder_hidden: list[int] = field(default_factory=lambda: [50])
-    encoder_dim: int = 50  # each encoder's output and the context vector's size
+    """Hidden-layer widths of each state encoder."""
+    encoder_dim: int = 50
+    """Each encoder's output size, and the context vector's."""
     context_hidden: list[int] = field(default_factory=lambda: [50])
-    attention: str = "dot"  # dot (the paper's) | mlp (an MLP of the context)
+    """Hidden-layer widths of the MLP from the task embedding to the context vector."""
+    attention: str = "dot"
+    """How the context weighs the encoders: dot (the paper's) | mlp (an MLP of the context)."""
     attention_temperature: float = 1.0
-    task_embedding: str = "pretrained"  # pretrained | learned | one_hot
-    embedding_file: str | None = None  # None: the suite's shipped file
-    # own: the actor has its own CARE encoder, trained by the actor loss (Meta-World+'s
-    # reference design); critic_detached: it reads the critic's encoder without training it
-    # (the original CARE code); critic: it reads and trains the critic's encoder.
+    """The attention softmax's temperature."""
+    task_embedding: str = "pretrained"
+    """pretrained (fixed description embeddings) | learned (initialised from them) | one_hot."""
+    embedding_file: str | None = None
+    """The task-description embeddings' file; null: the suite's shipped file."""
     actor_encoder: str = "own"
+    """own | critic_detached | critic: which CARE encoder the actor reads, and whether it trains it.
+
+    own: the actor has its own encoder, trained by the actor loss (Meta-World+'s reference
+    design); critic_detached: it reads the critic's encoder without training it (the original
+    CARE code); critic: it reads and trains the critic's encoder."""
 
     def validate(self) -> None:
         check_values([
@@ -56,7 +71,6 @@ class CAREConfig:
 @register("agent", "care", CAREConfig)
 def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
     """CARE: mixture of encoders with attention from task-description embeddings."""
-    cfg.validate()
     pretrained = None
     if cfg.task_embedding in ("pretrained", "learned"):
         path = cfg.embedding_file or spec.embedding_file
@@ -68,12 +82,14 @@ def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
         pretrained = torch.as_tensor(load_task_embeddings(path, list(spec.task_names), list(spec.descriptions)))
 
     def care_encoder() -> CAREEncoder:
-        embedding = TaskEmbedding(cfg.task_embedding, spec.num_tasks, pretrained)
-        return CAREEncoder(spec.obs_dim, embedding, cfg.num_encoders, cfg.encoder_hidden, cfg.encoder_dim,
-                           cfg.context_hidden, cfg.attention, cfg.attention_temperature)
+        embedding = TaskEmbedding(kind=cfg.task_embedding, num_tasks=spec.num_tasks, pretrained=pretrained)
+        return CAREEncoder(obs_dim=spec.obs_dim, task_embedding=embedding, num_encoders=cfg.num_encoders,
+                           encoder_hidden=cfg.encoder_hidden, encoder_dim=cfg.encoder_dim,
+                           context_hidden=cfg.context_hidden, attention=cfg.attention,
+                           temperature=cfg.attention_temperature)
 
     encoder = care_encoder()
     actor_encoder = care_encoder() if cfg.actor_encoder == "own" else None
-    actor = TanhGaussianActor.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
+    actor = TanhGaussianActor.mlp(in_dim=encoder.out_dim, act_dim=spec.act_dim, hidden=cfg.hidden_sizes, init=cfg.init)
     critic = mlp_critic(cfg, encoder.out_dim, spec.act_dim)
     return Agent(encoder, actor, critic, actor_encoder=cfg.actor_encoder, actor_encoder_net=actor_encoder)

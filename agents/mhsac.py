@@ -13,13 +13,19 @@ from mtrl.registry import register
 @dataclass
 class MHSACConfig:
     name: str = "mhsac"
+    """The agent (mtrl list shows them)."""
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
-    init: str = "pytorch"  # actor and critic networks: pytorch | reference (see mtrl/networks.py)
-    # The twin critics' widths (None: hidden_sizes) and LayerNorm after each hidden layer:
-    # Meta-World+'s scaling study found critic width buys most of the gain.
+    """Hidden-layer widths of the actor and the critics."""
+    init: str = "pytorch"
+    """Actor and critic networks' initialisation: pytorch | reference (see mtrl/networks.py)."""
     critic_hidden_sizes: list[int] | None = None
+    """The twin critics' hidden widths; null: hidden_sizes.
+
+    Meta-World+'s scaling study found critic width buys most of the gain."""
     critic_layer_norm: bool = False
-    task_visible: bool = True  # also append the one-hot to the trunk's input (Meta-World+ MH-SAC)
+    """LayerNorm after each of the critics' hidden layers."""
+    task_visible: bool = True
+    """Also append the task's one-hot to the shared trunk's input (Meta-World+ MH-SAC)."""
 
     def validate(self) -> None:
         check_values([
@@ -32,8 +38,8 @@ class MHSACConfig:
 @register("agent", "mhsac", MHSACConfig)
 def make_mhsac(cfg: MHSACConfig, spec: EnvSpec) -> Agent:
     """Multi-head SAC: shared hidden layers, one output head per task."""
-    cfg.validate()
     encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.task_visible)
-    actor = TanhGaussianActor.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, num_heads=spec.num_tasks, init=cfg.init)
+    actor = TanhGaussianActor.mlp(in_dim=encoder.out_dim, act_dim=spec.act_dim, hidden=cfg.hidden_sizes,
+                                  num_heads=spec.num_tasks, init=cfg.init)
     critic = mlp_critic(cfg, encoder.out_dim, spec.act_dim, spec.num_tasks)
     return Agent(encoder, actor, critic)

@@ -15,14 +15,20 @@ from mtrl.registry import register
 
 @dataclass
 class MOOREConfig:
-    name: str = "moore"
     # The reference code's Meta-World setting (AhmedMagdyHendawy/MOORE): k = 4 experts on MT10
     # (6 on MT50) of 400-400-400 units, the last layer linear; one linear head per task.
+    name: str = "moore"
+    """The agent (mtrl list shows them)."""
     num_experts: int = 4
+    """k: experts whose outputs are orthogonalised (Gram-Schmidt) and mixed per task."""
     expert_hidden: list[int] = field(default_factory=lambda: [400, 400])
+    """Hidden-layer widths of each expert."""
     expert_dim: int = 400
+    """Each expert's output size (its last, linear layer); at least num_experts."""
     head_hidden: list[int] = field(default_factory=list)
-    init: str = "pytorch"  # pytorch | reference (see mtrl/networks.py)
+    """Hidden-layer widths of each task's output head; empty: one linear layer."""
+    init: str = "pytorch"
+    """Initialisation: pytorch | reference (see mtrl/networks.py)."""
 
     def validate(self) -> None:
         check_values([
@@ -41,10 +47,10 @@ class MOOREConfig:
 @register("agent", "moore", MOOREConfig)
 def make_moore(cfg: MOOREConfig, spec: EnvSpec) -> Agent:
     """MOORE: orthonormal mixture of experts with task-specific weights and heads."""
-    cfg.validate()
 
     def net(members: int, in_dim: int, out_dim: int) -> MOORENet:
-        return MOORENet(members, in_dim, out_dim, spec.num_tasks, cfg.num_experts, cfg.expert_hidden, cfg.expert_dim,
-                        cfg.head_hidden, cfg.init)
+        return MOORENet(members=members, in_dim=in_dim, out_dim=out_dim, num_tasks=spec.num_tasks,
+                        num_experts=cfg.num_experts, expert_hidden=cfg.expert_hidden, expert_dim=cfg.expert_dim,
+                        head_hidden=cfg.head_hidden, init=cfg.init)
 
     return task_conditioned_agent(spec, net)

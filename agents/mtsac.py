@@ -13,13 +13,19 @@ from mtrl.registry import register
 @dataclass
 class MTSACConfig:
     name: str = "mtsac"
+    """The agent (mtrl list shows them)."""
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
-    init: str = "pytorch"  # actor and critic networks: pytorch | reference (see mtrl/networks.py)
-    # The twin critics' widths (None: hidden_sizes) and LayerNorm after each hidden layer:
-    # Meta-World+'s scaling study found critic width buys most of the gain.
+    """Hidden-layer widths of the actor and the critics."""
+    init: str = "pytorch"
+    """Actor and critic networks' initialisation: pytorch | reference (see mtrl/networks.py)."""
     critic_hidden_sizes: list[int] | None = None
+    """The twin critics' hidden widths; null: hidden_sizes.
+
+    Meta-World+'s scaling study found critic width buys most of the gain."""
     critic_layer_norm: bool = False
-    task_visible: bool = True  # false: the task one-hot is hidden (single-task SAC on all tasks)
+    """LayerNorm after each of the critics' hidden layers."""
+    task_visible: bool = True
+    """Append the task's one-hot to the state; false: hidden (single-task SAC on all tasks)."""
 
     def validate(self) -> None:
         check_values([
@@ -32,8 +38,7 @@ class MTSACConfig:
 @register("agent", "mtsac", MTSACConfig)
 def make_mtsac(cfg: MTSACConfig, spec: EnvSpec) -> Agent:
     """Multi-task SAC with a one-hot task id appended to the observation."""
-    cfg.validate()
     encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.task_visible)
-    actor = TanhGaussianActor.mlp(encoder.out_dim, spec.act_dim, cfg.hidden_sizes, init=cfg.init)
+    actor = TanhGaussianActor.mlp(in_dim=encoder.out_dim, act_dim=spec.act_dim, hidden=cfg.hidden_sizes, init=cfg.init)
     critic = mlp_critic(cfg, encoder.out_dim, spec.act_dim)
     return Agent(encoder, actor, critic)

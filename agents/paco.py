@@ -15,12 +15,16 @@ from mtrl.registry import register
 
 @dataclass
 class PaCoConfig:
-    name: str = "paco"
     # The reference MT10 setting (TToTMooN/paco-mtrl metaworld_mt10_paco_conf.py): K = 5 sets
     # of 400-400-400 networks.
+    name: str = "paco"
+    """The agent (mtrl list shows them)."""
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
-    num_sets: int = 5  # K
-    init: str = "pytorch"  # each layer's first set (copied to all K): pytorch | reference
+    """Hidden-layer widths of each parameter set's actor and critics."""
+    num_sets: int = 5
+    """K: parameter sets, mixed by each task's learned composition vector."""
+    init: str = "pytorch"
+    """Each layer's first set (copied to all K): pytorch | reference."""
 
     def validate(self) -> None:
         check_values([
@@ -33,10 +37,10 @@ class PaCoConfig:
 @register("agent", "paco", PaCoConfig)
 def make_paco(cfg: PaCoConfig, spec: EnvSpec) -> Agent:
     """PaCo: task parameters = Phi w_task, K shared parameter sets."""
-    cfg.validate()
     init = "pytorch" if cfg.init == "pytorch" else "orthogonal"
 
     def net(members: int, in_dim: int, out_dim: int) -> PaCoNet:
-        return PaCoNet(members, in_dim, cfg.hidden_sizes, out_dim, spec.num_tasks, cfg.num_sets, init)
+        return PaCoNet(members=members, in_dim=in_dim, hidden=cfg.hidden_sizes, out_dim=out_dim,
+                       num_tasks=spec.num_tasks, num_sets=cfg.num_sets, init=init)
 
     return task_conditioned_agent(spec, net)

@@ -14,16 +14,24 @@ from mtrl.soft_modularization import SoftModularNet
 
 @dataclass
 class SoftModConfig:
-    name: str = "softmod"
     # The reference code's MT10 "shallow" network (RchalYang/Soft-Module meta_config/mt10):
     # base [400, 400], 2 layers x 2 modules of 256, routing 2 layers of 256. MT50: 4 x 4 of 128.
+    name: str = "softmod"
+    """The agent (mtrl list shows them)."""
     base_hidden: list[int] = field(default_factory=lambda: [400, 400])
+    """Hidden-layer widths of the state's base network."""
     num_layers: int = 2
+    """Layers of modules (at least 2)."""
     num_modules: int = 2
+    """Modules per layer."""
     module_hidden: int = 256
+    """Each module's width."""
     routing_hidden: int = 256
+    """Width of the routing network's layers."""
     num_routing_layers: int = 2
-    init: str = "pytorch"  # module, base and routing hidden layers: pytorch | reference
+    """Layers of the routing network."""
+    init: str = "pytorch"
+    """Module, base and routing hidden layers' initialisation: pytorch | reference."""
 
     def validate(self) -> None:
         check_values([
@@ -40,10 +48,11 @@ class SoftModConfig:
 @register("agent", "softmod", SoftModConfig)
 def make_softmod(cfg: SoftModConfig, spec: EnvSpec) -> Agent:
     """Soft Modularization: per-sample routing over layers of modules, from the task embedding."""
-    cfg.validate()
 
     def net(members: int, in_dim: int, out_dim: int) -> SoftModularNet:
-        return SoftModularNet(members, in_dim, out_dim, spec.num_tasks, cfg.base_hidden, cfg.num_layers, cfg.num_modules,
-                              cfg.module_hidden, cfg.routing_hidden, cfg.num_routing_layers, cfg.init)
+        return SoftModularNet(members=members, in_dim=in_dim, out_dim=out_dim, num_tasks=spec.num_tasks,
+                              base_hidden=cfg.base_hidden, num_layers=cfg.num_layers, num_modules=cfg.num_modules,
+                              module_hidden=cfg.module_hidden, routing_hidden=cfg.routing_hidden,
+                              num_routing_layers=cfg.num_routing_layers, init=cfg.init)
 
     return task_conditioned_agent(spec, net)

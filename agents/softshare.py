@@ -17,9 +17,13 @@ from mtrl.soft_sharing import PerTaskMLP
 @dataclass
 class SoftShareConfig:
     name: str = "softshare"
+    """The agent (mtrl list shows them)."""
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
-    strength: float = 1e-3  # L2 penalty on each task's distance to the mean parameters
-    init: str = "pytorch"  # pytorch | reference (orthogonal hidden layers)
+    """Hidden-layer widths of each task's actor and critics."""
+    strength: float = 1e-3
+    """L2 penalty on each task's parameters' distance to the tasks' mean parameters."""
+    init: str = "pytorch"
+    """Initialisation: pytorch | reference (orthogonal hidden layers)."""
 
     def validate(self) -> None:
         check_values([
@@ -32,7 +36,6 @@ class SoftShareConfig:
 @register("agent", "softshare", SoftShareConfig)
 def make_softshare(cfg: SoftShareConfig, spec: EnvSpec) -> Agent:
     """Soft sharing: a network per task, an L2 pull toward their mean."""
-    cfg.validate()
     init = "pytorch" if cfg.init == "pytorch" else "orthogonal"
 
     def net(members: int, in_dim: int, out_dim: int) -> PerTaskMLP:

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from mtrl.agent import EnvSpec
-from mtrl.config import SACConfig, load_config
-from mtrl.conflict import ConflictConfig
+from mtrl.config import ConflictConfig, SACConfig, load_config
 from mtrl.registry import get
 from mtrl.replay import MultiTaskReplay
 from mtrl.sac import SAC

@@ -37,9 +37,8 @@ import numpy as np
 import torch
 
 from mtrl.agent import EnvSpec
-from mtrl.config import SACConfig, find_config, load_config
+from mtrl.config import ConflictConfig, SACConfig, find_config, load_config
 from mtrl.errors import ConfigError
-from mtrl.conflict import ConflictConfig
 from mtrl.registry import get
 from mtrl.replay import MultiTaskReplay
 from mtrl.sac import SAC

@@ -103,6 +103,7 @@ def compare_task(task: str, episodes: int, random_episodes: int, slots: int = 10
     from metaworld.policies import ENV_POLICY_MAP
 
     cfg = MetaWorldConfig(benchmark="MT1", tasks=[task])
+    cfg.validate()  # an unknown task named on the command line: one line
     expert = ENV_POLICY_MAP[task]()
     rng = np.random.default_rng(seed)
 

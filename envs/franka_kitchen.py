@@ -76,11 +76,17 @@ class FrankaKitchenConfig:
     """Options of the Franka Kitchen suite."""
 
     suite: str = "franka_kitchen"
-    tasks: list[str] | None = None  # a subset, in this order; None: all 7
+    """The suite (mtrl list shows them)."""
+    tasks: list[str] | None = None
+    """A subset of the subtasks, in this order; null: all 7."""
     max_episode_steps: int = MAX_EPISODE_STEPS
-    terminate_on_success: bool = True  # end the episode (terminated) when the subtask is completed
-    robot_noise_ratio: float = 0.01  # the env's observation noise scales (its defaults)
+    """Steps before an episode is truncated."""
+    terminate_on_success: bool = True
+    """End the episode (terminated) when the subtask is completed."""
+    robot_noise_ratio: float = 0.01
+    """The env's robot observation noise scale (its default)."""
     object_noise_ratio: float = 0.0005
+    """The env's object observation noise scale (its default)."""
 
     def validate(self) -> None:
         check_values([
@@ -179,10 +185,6 @@ class FrankaKitchenSuite(Suite):
     Config = FrankaKitchenConfig
     requires = ("gymnasium_robotics", EXTRA)  # (module, mtrl extra): checked by the registry and `mtrl list`
     embedding_file = Path(__file__).parent / "data" / "franka_kitchen_embeddings.json"
-
-    def __init__(self, cfg: FrankaKitchenConfig, seed: int = 0):
-        cfg.validate()
-        super().__init__(cfg, seed)
 
     @property
     def task_names(self) -> list[str]:

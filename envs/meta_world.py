@@ -36,14 +36,21 @@ class MetaWorldConfig:
     """Options of the Meta-World suite."""
 
     suite: str = "metaworld"
-    # MT1 | MT10 | MT25 | MT50; null: MT10, or with env.tasks a subset of the 50 tasks (a saved
-    # config.yaml then does not name a benchmark the run did not train on)
+    """The suite (mtrl list shows them)."""
     benchmark: str | None = None
-    tasks: list[str] | None = None  # MT1: the one task; otherwise a custom subset, in this order
+    """MT1 | MT10 | MT25 | MT50; null: MT10, or with env.tasks a subset of the 50 tasks.
+
+    A saved config.yaml then does not name a benchmark the run did not train on."""
+    tasks: list[str] | None = None
+    """MT1: the one task; otherwise a custom subset of the 50 tasks, in this order; null: the benchmark's."""
     max_episode_steps: int = MAX_EPISODE_STEPS
+    """Steps before an episode is truncated."""
     reward_function_version: str = "v2"
-    backend: str = "python"  # python | envpool (training only; evaluation always runs on python)
-    envpool_fallback: bool = True  # tasks EnvPool gets wrong run on python; false refuses them
+    """Meta-World's reward functions: v1 | v2."""
+    backend: str = "python"
+    """python | envpool (training only; evaluation always runs on python)."""
+    envpool_fallback: bool = True
+    """Tasks EnvPool gets wrong run on python; false refuses them."""
 
     def validate(self) -> None:
         if self.benchmark is not None and self.benchmark not in BENCHMARKS:
@@ -183,10 +190,6 @@ class MetaWorldSuite(Suite):
 
     Config = MetaWorldConfig
     embedding_file = Path(__file__).parent / "data" / "metaworld_embeddings.json"
-
-    def __init__(self, cfg: MetaWorldConfig, seed: int = 0):
-        cfg.validate()
-        super().__init__(cfg, seed)
 
     def single_task_overrides(self, task: str) -> list[str]:
         """MT1 on the task (its 50 goals, as in the multi-task benchmarks)."""

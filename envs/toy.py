@@ -28,13 +28,21 @@ class ToyConfig:
     """Options of the point-mass suite."""
 
     suite: str = "toy"
+    """The suite (mtrl list shows them)."""
     num_tasks: int = 4
+    """Tasks: goal directions on a circle around the start."""
     episode_steps: int = 20
+    """Steps before an episode is truncated."""
     goal_radius: float = 0.7
+    """The goals' distance from the origin."""
     success_radius: float = 0.1
-    speed: float = 0.15  # distance moved per step at full action
-    start_noise: float = 0.1  # start position uniform in [-start_noise, start_noise]^2
-    goal_angles: list[float] | None = None  # degrees, one per task; overrides num_tasks' layout
+    """Success: the point within this distance of its goal."""
+    speed: float = 0.15
+    """Distance moved per step at full action."""
+    start_noise: float = 0.1
+    """Start position uniform in [-start_noise, start_noise]^2."""
+    goal_angles: list[float] | None = None
+    """Each task's goal direction in degrees, num_tasks of them; null: the default layout."""
 
     def validate(self) -> None:
         check_values([
@@ -130,10 +138,6 @@ class ToySuite(Suite):
 
     Config = ToyConfig
     embedding_file = Path(__file__).parent / "data" / "toy_embeddings.json"
-
-    def __init__(self, cfg: ToyConfig, seed: int = 0):
-        cfg.validate()
-        super().__init__(cfg, seed)
 
     def _directions(self) -> list[str]:
         degrees = np.rint(np.degrees(goal_angles(self.cfg)) % 360).astype(int)

@@ -63,7 +63,7 @@ class EmbeddingTaskEncoder(nn.Module):
 
     def __init__(self, obs_dim: int, num_tasks: int, dim: int):
         super().__init__()
-        self.embedding = TaskEmbedding("learned", num_tasks, dim=dim)
+        self.embedding = TaskEmbedding(kind="learned", num_tasks=num_tasks, dim=dim)
         self.out_dim = obs_dim + dim
 
     def forward(self, obs: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
@@ -82,7 +82,8 @@ def task_conditioned_agent(spec: EnvSpec, net: Callable[[int, int, int], nn.Modu
 def mlp_critic(cfg, in_dim: int, act_dim: int, num_heads: int = 1) -> TwinQ:
     """The twin MLP critics of an agent config with ``hidden_sizes``, ``init``,
     ``critic_hidden_sizes`` (None: ``hidden_sizes``) and ``critic_layer_norm``."""
-    return TwinQ.mlp(in_dim, act_dim, cfg.critic_hidden_sizes or cfg.hidden_sizes, num_heads, init=cfg.init,
+    return TwinQ.mlp(in_dim=in_dim, act_dim=act_dim, hidden=cfg.critic_hidden_sizes or cfg.hidden_sizes,
+                     num_heads=num_heads, init=cfg.init,
                      layer_norm=cfg.critic_layer_norm)
 
 

@@ -31,7 +31,7 @@ class TaskEmbedding(nn.Module):
     """Task id -> input of the context encoder: a frozen pretrained vector, a learned vector
     (initialised from the pretrained one when given), or a one-hot (ablations)."""
 
-    def __init__(self, kind: str, num_tasks: int, pretrained: torch.Tensor | None = None, dim: int = 64):
+    def __init__(self, *, kind: str, num_tasks: int, pretrained: torch.Tensor | None = None, dim: int = 64):
         super().__init__()
         self.kind = kind
         if kind == "pretrained":
@@ -53,6 +53,7 @@ class CAREEncoder(nn.Module):
 
     def __init__(
         self,
+        *,
         obs_dim: int,
         task_embedding: TaskEmbedding,
         num_encoders: int,
@@ -67,12 +68,15 @@ class CAREEncoder(nn.Module):
             raise ValueError(f"unknown attention '{attention}', expected one of {ATTENTION_KINDS}")
         self.task_embedding = task_embedding
         # Representations: orthogonal output layers too, so tasks and encoders differ from the start.
-        self.context = EnsembleMLP(1, task_embedding.out_dim, context_hidden, encoder_dim, head_init="orthogonal")
-        self.encoders = EnsembleMLP(num_encoders, obs_dim, encoder_hidden, encoder_dim, head_init="orthogonal")
+        self.context = EnsembleMLP(members=1, in_dim=task_embedding.out_dim, hidden=context_hidden,
+                                   out_dim=encoder_dim, head_init="orthogonal")
+        self.encoders = EnsembleMLP(members=num_encoders, in_dim=obs_dim, hidden=encoder_hidden, out_dim=encoder_dim,
+                                    head_init="orthogonal")
         self.attention, self.temperature = attention, temperature
         # "mlp": the reference code's form (fb/mtrl's AttentionBasedExperts): an MLP of the
         # task's context alone to k logits, so the weights do not depend on the state.
-        self.score = (EnsembleMLP(1, encoder_dim, [encoder_dim], num_encoders, head_init="orthogonal")
+        self.score = (EnsembleMLP(members=1, in_dim=encoder_dim, hidden=[encoder_dim], out_dim=num_encoders,
+                                  head_init="orthogonal")
                       if attention == "mlp" else None)
         self.num_encoders, self.out_dim = num_encoders, 2 * encoder_dim
 

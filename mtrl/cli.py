@@ -1,6 +1,6 @@
 """``mtrl`` command line: train, eval, report, sweep, list, embed-tasks.
 
-    mtrl train CONFIG [dotted.key=value ...]
+    mtrl train CONFIG [dotted.key=value ...] [--show-config]
     mtrl eval RUN_DIR [--episodes N] [--video [--tasks NAME ...]]
     mtrl report RUN_DIR... [--out DIR]
     mtrl report --transfer MT_RUNS... --single ST_RUNS... [--out DIR]
@@ -46,9 +46,26 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
     from mtrl.trainer import train
 
     cfg = load_config(args.config, args.overrides)
+    if args.show_config:
+        return show_config(cfg)
     result = train(cfg)
     console.print(_success_table(result.final_eval, f"{cfg.run.name}: evaluation at {result.env_steps:,} steps"))
     console.print(f"run directory: {result.run_dir}")
+
+
+def show_config(cfg) -> None:
+    """``mtrl train ... --show-config``: the config.yaml the run would record, each field's doc
+    as a comment above it; sac.precision=auto resolved for this machine as the run resolves it.
+    Nothing is trained or written."""
+    from mtrl.config import documented_yaml
+    from mtrl.hardware import resolve_precision
+    from mtrl.trainer import resolve_device
+
+    notes = {}
+    if cfg.sac.precision == "auto":
+        cfg.sac.precision, why = resolve_precision("auto", resolve_device(cfg.device))
+        notes["sac.precision"] = f"(sac.precision=auto chose {cfg.sac.precision} here: {why})"
+    print(documented_yaml(cfg, notes), end="")
 
 
 def cmd_eval(args: argparse.Namespace, console: Console) -> None:
@@ -232,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an agent from a config")
     p.add_argument("config", help="a YAML path or a name from configs/ (see `mtrl list`)")
     p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.total_steps=20000 seed=3")
+    p.add_argument("--show-config", action="store_true",
+                   help="print the fully resolved config, each field's meaning as a comment, and exit without training")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="evaluate a run's latest checkpoint, write RUN_DIR/eval.json")
     p.add_argument("run_dir")

@@ -7,8 +7,13 @@ typed by whatever the registry says the chosen suite / agent / scheduler accepts
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import functools
+import importlib
+import inspect
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,8 +23,6 @@ from typing import Any, Callable
 import yaml
 
 from mtrl import registry
-from mtrl.conflict import METHODS, ConflictConfig, require
-from mtrl.task_weighting import TASK_WEIGHTINGS
 from mtrl.errors import (  # noqa: F401  (ConfigError: re-exported)
     ConfigError,
     at_least,
@@ -27,21 +30,45 @@ from mtrl.errors import (  # noqa: F401  (ConfigError: re-exported)
     did_you_mean,
     finite,
     in_unit_interval,
+    install_hint,
     one_of,
     or_null,
     positive,
 )
 
+# The values some fields accept. They live here, not in the modules that implement them
+# (mtrl/conflict.py, mtrl/task_weighting.py import them), so that reading a config needs no
+# algorithm code; the suite/agent/scheduler sections are typed through the registry.
+CONFLICT_METHODS = ("none", "pcgrad", "cagrad", "upgrad", "nash_mtl", "imtl_g", "aligned_mtl")
+TASK_WEIGHTINGS = ("none", "inverse_size", "uncertainty", "famo")
+# Conflict methods delegated to torchjd: the modules each one imports, and the torchjd extra
+# providing them. mtrl's `conflict` extra installs all of them.
+TORCHJD_METHODS = {
+    "upgrad": (("torchjd", "qpsolvers", "quadprog"), "torchjd[quadprog-projector]"),
+    "imtl_g": (("torchjd",), "torchjd"),
+    "aligned_mtl": (("torchjd",), "torchjd"),
+}
+
+
+# Every field's meaning is the string literal on the line after it (an attribute docstring,
+# as in CleanRL's configs): `field_docs` reads them and `mtrl train CONFIG --show-config`
+# prints them beside the values. The first line is the summary; further lines say more.
+
 
 @dataclass
 class RunConfig:
-    """Where the run lives. An empty ``dir`` means ``runs/<name>-seed<seed>-<time>``."""
+    """Where the run lives."""
 
     name: str = "run"
+    """The run's name: its folder's prefix and its label in reports; default: the config file's name."""
     dir: str = ""
-    wandb: bool = False  # also log to Weights & Biases (the wandb extra); metrics.jsonl and TensorBoard always
+    """The run's folder; empty: runs/<name>-seed<seed>-<time>."""
+    wandb: bool = False
+    """Also log to Weights & Biases (the wandb extra); metrics.jsonl and TensorBoard are always written."""
     wandb_project: str = "mtrl"
-    wandb_mode: str = ""  # online | offline | disabled; empty: WANDB_MODE, else online
+    """The W&B project of the run (run.wandb=true)."""
+    wandb_mode: str = ""
+    """W&B's mode: online, offline (wandb sync later) or disabled; empty: WANDB_MODE, else online."""
 
 
 @dataclass
@@ -49,8 +76,10 @@ class DistillConfig:
     """Distillation from single-task teachers (mtrl/distillation.py): the student's actor loss
     gains weight * KL(teacher || student) on each teacher's task's states."""
 
-    teachers: list[str] = field(default_factory=list)  # run directories of single-task runs (mtrl single-task)
+    teachers: list[str] = field(default_factory=list)
+    """Run directories of single-task teacher runs (mtrl single-task); empty: no distillation."""
     weight: float = 1.0
+    """The distillation KL's weight in the actor loss."""
 
 
 @dataclass
@@ -58,47 +87,67 @@ class SACConfig:
     """Soft actor-critic hyper-parameters (Meta-World+ MT-SAC defaults)."""
 
     gamma: float = 0.99
-    tau: float = 0.005  # target networks' Polyak rate
-    encoder_tau: float | None = None  # the target encoder's rate; None: tau
+    """Discount factor."""
+    tau: float = 0.005
+    """Target networks' Polyak rate."""
+    encoder_tau: float | None = None
+    """The target encoder's Polyak rate; null: sac.tau."""
     actor_lr: float = 3e-4
+    """Actor's Adam learning rate."""
     critic_lr: float = 3e-4
+    """Critics' (and encoder's) Adam learning rate."""
     alpha_lr: float = 3e-4
+    """Learning rate of the per-task entropy temperatures' log alpha."""
     initial_alpha: float = 1.0
-    target_entropy: float | None = None  # None: -|A|
-    max_grad_norm: float | None = 1.0  # None: no clipping
-    # Meta-World+'s use_task_weights: each task's critic and actor losses weighted by
-    # softmax(-log alpha) * T, so tasks whose policy has become confident weigh more.
+    """Every task's entropy temperature at the start."""
+    target_entropy: float | None = None
+    """The temperatures' entropy target; null: -|A| (minus the action dimension)."""
+    max_grad_norm: float | None = 1.0
+    """Gradient-norm clipping of each network's update; null: no clipping."""
     task_weights: bool = False
-    # Per-task loss weights from the critic's per-task losses (mtrl/task_weighting.py):
-    # none | inverse_size | uncertainty (Kendall et al. 2018) | famo (Liu et al. 2023).
-    # Multiplies sac.task_weights' when both are on.
+    """Meta-World+'s use_task_weights: each task's losses weighted by softmax(-log alpha) * T.
+
+    Tasks whose policy has become confident weigh more."""
     task_weighting: str = "none"
-    task_weighting_lr: float = 0.025  # Adam's rate for uncertainty's log-variances / FAMO's logits (FAMO's default)
-    # False: sac.task_weighting's weights scale only the critic's terms and the actor's stay
-    # equal per sample (an ablation: weights from TD losses need not say how much a task's
-    # policy should train).
+    """Per-task loss weights from the critic's per-task losses: none | inverse_size | uncertainty | famo.
+
+    uncertainty: Kendall et al. 2018; famo: Liu et al. 2023 (mtrl/task_weighting.py). Multiplies
+    sac.task_weights' when both are on."""
+    task_weighting_lr: float = 0.025
+    """Adam's rate for uncertainty's log-variances / FAMO's logits (FAMO's default)."""
     task_weighting_actor: bool = True
-    # bfloat16: hidden-layer matmuls of the update under autocast (updates 2.5x faster on a
-    # CPU with AVX512-BF16, see docs/PERFORMANCE.md); output layers, losses and Adam stay float32.
-    # auto: bfloat16 where the hardware runs it fast (AVX512-BF16/AMX CPU, bf16 CUDA device),
-    # else float32 (mtrl/hardware.py); the run's config.yaml records the choice.
-    precision: str = "auto"  # auto | float32 | bfloat16
-    # torch.compile the networks' forward passes (and so their backward). Measured slower on
-    # the 2-core CPU (0.92x) and not yet on a GPU; off by default.
+    """Whether sac.task_weighting's weights also scale the actor's terms; false: critic only.
+
+    An ablation: weights from TD losses need not say how much a task's policy should train."""
+    precision: str = "auto"
+    """The update's matmul precision: auto | float32 | bfloat16.
+
+    bfloat16: hidden-layer matmuls under autocast (2.5x faster updates on a CPU with
+    AVX512-BF16, docs/PERFORMANCE.md); output layers, losses and Adam stay float32. auto:
+    bfloat16 where the hardware runs it fast (AVX512-BF16/AMX CPU, bf16 CUDA device), else
+    float32 (mtrl/hardware.py); the run's config.yaml records the choice."""
     compile: bool = False
-    # PaCo's mask_extreme_task: a task whose mean critic loss in a batch exceeds this (or is
-    # not finite) is left out of that update and its task-specific parameters are reset.
-    # None: only non-finite losses mask.
+    """torch.compile the networks' forward passes (and so their backward).
+
+    Measured slower on the 2-core CPU (0.92x) and not yet on a GPU; off by default."""
     task_loss_threshold: float | None = 3e3
-    weight_decay: float = 0.0  # > 0: AdamW with this decoupled decay for actor and critics (BRC: 1e-4)
-    # returns: each task's rewards divided by a running estimate of its return scale (BRC's
-    # per-task reward normalisation, mtrl/reward_scale.py) so that scaled soft returns stay
-    # within +-reward_scale_bound; none: raw rewards.
-    reward_scaling: str = "none"  # none | returns
+    """PaCo's mask_extreme_task: a task whose mean critic loss exceeds this is masked and reset.
+
+    Also a non-finite loss masks; that task's task-specific parameters are reset.
+    null: only non-finite losses mask."""
+    weight_decay: float = 0.0
+    """> 0: AdamW with this decoupled decay for actor and critics (BRC: 1e-4); 0: Adam."""
+    reward_scaling: str = "none"
+    """none (raw rewards) | returns (each task's rewards divided by its running return scale).
+
+    returns is BRC's per-task reward normalisation (mtrl/reward_scale.py): scaled soft returns
+    stay within +-sac.reward_scale_bound."""
     reward_scale_bound: float = 10.0
-    # n-step returns (FastTD3 uses 3): the critic's target sums n rewards and bootstraps from
-    # the state n steps on with gamma^n; shorter at an episode's end (mtrl/replay.py).
+    """The bound on scaled soft returns under sac.reward_scaling=returns."""
     n_step: int = 1
+    """n-step returns (FastTD3 uses 3): the target sums n rewards, bootstraps with gamma^n.
+
+    Shorter at an episode's end (mtrl/replay.py); 1: one-step targets."""
 
 
 @dataclass
@@ -107,28 +156,62 @@ class TrainConfig:
     summed over all tasks (one vector step of E slots counts E)."""
 
     total_steps: int = 1_000_000
-    num_slots: int | None = None  # environment slots E; None: one per task
-    warmup_steps: int = 10_000  # uniform-random actions before the first update
+    """Environment steps of the whole run, summed over tasks."""
+    num_slots: int | None = None
+    """Environment slots E stepped together; null: one per task."""
+    warmup_steps: int = 10_000
+    """Steps of uniform-random actions before the first update."""
     batch_per_task: int = 128
-    batch_allocation: str = "equal"  # equal | scheduler (per-task batch shares follow the scheduler)
-    updates_per_step: int = 1  # gradient updates per vector step
+    """Transitions per task in each update's batch (the batch holds batch_per_task * T)."""
+    batch_allocation: str = "equal"
+    """equal | scheduler (per-task batch shares follow the scheduler)."""
+    updates_per_step: int = 1
+    """Gradient updates per vector step."""
     buffer_per_task: int = 1_000_000
-    eval_every: int = 100_000  # 0: only the final evaluation
-    eval_episodes: int = 50  # per task, at each evaluation during training (goals rotate between them)
-    final_eval_episodes: int = 50  # per task, at the end: Meta-World's protocol, one per each of its 50 goals
-    eval_stop_on_success: bool = True  # Meta-World+: an episode's outcome is fixed once it succeeds
-    log_every: int = 10_000  # 0: no training logs
-    checkpoint_every: int = 100_000  # 0: only the final checkpoint
-    keep_checkpoints: int = 2  # newest checkpoint files kept (at least 1)
-    # Stop the run when this many updates in a row had to skip a non-finite step or mask a
-    # task whose critic loss exploded (sac.task_loss_threshold).
+    """Replay capacity per task, in transitions."""
+    eval_every: int = 100_000
+    """Steps between evaluations during training; 0: only the final evaluation."""
+    eval_episodes: int = 50
+    """Episodes per task at each evaluation during training (goals rotate between them)."""
+    final_eval_episodes: int = 50
+    """Episodes per task at the end: Meta-World's protocol, one per each of its 50 goals."""
+    eval_stop_on_success: bool = True
+    """Meta-World+: an evaluation episode's outcome is fixed once it succeeds."""
+    log_every: int = 10_000
+    """Steps between training-metric lines in metrics.jsonl; 0: no training logs."""
+    checkpoint_every: int = 100_000
+    """Steps between checkpoints; 0: only the final checkpoint."""
+    keep_checkpoints: int = 2
+    """Newest checkpoint files kept (at least 1)."""
     divergence_patience: int = 100
-    save_replay: bool = False  # include the replay buffer in checkpoints (exact resume, large files)
+    """Stop the run after this many updates in a row that skipped a non-finite step or masked a task.
+
+    A task is masked when its critic loss exploded (sac.task_loss_threshold)."""
+    save_replay: bool = False
+    """Include the replay buffer in checkpoints (exact resume, large files)."""
     progress: bool = True
-    # torch's CPU threads (torch.set_num_threads) for this run; null: torch's default (one per
-    # core, or OMP_NUM_THREADS). One measured fastest here for mtrl's small networks, alone and
-    # beside other jobs (docs/PERFORMANCE.md); `mtrl sweep` sets it to --cpus-per-trial.
+    """Show a progress bar while training."""
     threads: int | None = 1
+    """torch's CPU threads (torch.set_num_threads) for this run; null: torch's default.
+
+    torch's default is one per core, or OMP_NUM_THREADS. One measured fastest here for mtrl's
+    small networks, alone and beside other jobs (docs/PERFORMANCE.md); `mtrl sweep` sets it
+    to --cpus-per-trial."""
+
+
+@dataclass
+class ConflictConfig:
+    """Gradient-conflict monitoring and mitigation (mtrl/conflict.py)."""
+
+    monitor_every: int = 1000
+    """Updates between gradient-conflict measurements; 0 turns the monitor off."""
+    method: str = "none"
+    """Per-task gradient combiner: none (mean) | pcgrad | cagrad | upgrad | nash_mtl | imtl_g | aligned_mtl.
+
+    Applied to the shared parameters' update; upgrad, imtl_g and aligned_mtl need the
+    `conflict` extra (torchjd)."""
+    cagrad_c: float = 0.5
+    """CAGrad's c: how far the update may bend towards the worst-off task (0: the mean gradient)."""
 
 
 @dataclass
@@ -136,18 +219,29 @@ class Config:
     """The whole run. ``env``/``agent``/``scheduler`` are the registered components' configs."""
 
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    """Seeds torch, numpy, the environments and the scheduler."""
+    device: str = "auto"
+    """auto | cpu | cuda; auto: cuda when available."""
     resume: bool = False
+    """Continue the run in run.dir from its last checkpoint."""
     run: RunConfig = field(default_factory=RunConfig)
+    """Where the run lives."""
     env: Any = field(default=None, metadata={"kind": "suite", "selector": "suite", "default": "toy"})
+    """The task suite; env.suite picks it (mtrl list shows them)."""
     agent: Any = field(default=None, metadata={"kind": "agent", "selector": "name", "default": "mtsac"})
+    """The agent's networks; agent.name picks it (mtrl list shows them)."""
     scheduler: Any = field(
         default=None, metadata={"kind": "scheduler", "selector": "name", "default": "round_robin"}
     )
+    """Which task each environment slot runs next; scheduler.name picks it."""
     sac: SACConfig = field(default_factory=SACConfig)
+    """Soft actor-critic hyper-parameters."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Collection, update and bookkeeping schedule."""
     conflict: ConflictConfig = field(default_factory=ConflictConfig)
+    """Gradient-conflict monitoring and mitigation."""
     distill: DistillConfig = field(default_factory=DistillConfig)
+    """Distillation from single-task teachers."""
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -250,8 +344,24 @@ def from_dict(data: dict[str, Any]) -> Config:
     cfg = build_dataclass(Config, data, "")
     check_values(value_checks(cfg))
     check_value_support(cfg)
-    require(cfg.conflict.method)  # a method from an optional package: say which extra, now
+    require_conflict_packages(cfg.conflict.method)  # a method from an optional package: say which extra, now
     return cfg
+
+
+def require_conflict_packages(method: str) -> None:
+    """Raise a one-line ConfigError when conflict ``method`` needs a package that is not installed."""
+    if method not in TORCHJD_METHODS:
+        return
+    modules, provider = TORCHJD_METHODS[method]
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ConfigError(f"conflict.method={method} needs {', '.join(missing)} (from {provider}): "
+                          f"{install_hint('conflict')}")
 
 
 def check_value_support(cfg: Config) -> None:
@@ -311,7 +421,7 @@ def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str
         ("sac.weight_decay", s.weight_decay, at_least(0), "at least 0 (0: Adam without decay)"),
         ("sac.reward_scaling", s.reward_scaling, *one_of(REWARD_SCALINGS)),
         ("sac.reward_scale_bound", s.reward_scale_bound, positive, "positive"),
-        ("conflict.method", c.method, *one_of(METHODS)),
+        ("conflict.method", c.method, *one_of(CONFLICT_METHODS)),
         ("conflict.monitor_every", c.monitor_every, at_least(0), "at least 0 (0: off)"),
         ("conflict.cagrad_c", c.cagrad_c, at_least(0), "at least 0"),
     ]
@@ -357,6 +467,52 @@ def config_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's doc: the string literal on the line after its declaration in ``cls`` or a
+    dataclass base (attribute docstrings). Fields without one are left out, and so is every
+    field of a class whose source cannot be read (a plug-in installed without its .py files)."""
+    docs: dict[str, str] = {}
+    for klass in reversed([c for c in cls.__mro__ if dataclasses.is_dataclass(c)]):
+        docs.update(_own_field_docs(klass))
+    return docs
+
+
+@functools.cache
+def _own_field_docs(cls: type) -> dict[str, str]:
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def documented_yaml(cfg: Any, notes: dict[str, str] | None = None) -> str:
+    """``config_yaml``'s content with each field's doc as a comment above it; ``notes`` adds a
+    comment line to dotted keys (``{"sac.precision": "auto chose ..."}``). Loads back as the same data."""
+    return "\n".join(_documented_lines(cfg, "", notes or {})) + "\n"
+
+
+def _documented_lines(section: Any, prefix: str, notes: dict[str, str]) -> list[str]:
+    pad = "  " * prefix.count(".")
+    docs = field_docs(type(section))
+    lines = []
+    for f in dataclasses.fields(section):
+        value, key = getattr(section, f.name), prefix + f.name
+        comments = [*filter(None, docs.get(f.name, "").splitlines()), *([notes[key]] if key in notes else [])]
+        lines += [f"{pad}# {line}".rstrip() for line in comments]
+        if dataclasses.is_dataclass(value):
+            lines += [f"{pad}{f.name}:", *_documented_lines(value, key + ".", notes)]
+        else:
+            lines += [pad + line for line in yaml.safe_dump({f.name: value}, sort_keys=False).splitlines()]
+    return lines
+
+
 # --- validation -------------------------------------------------------------------------
 
 
@@ -365,6 +521,8 @@ def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
 
     Keys and types are checked here; values, by the dataclass's ``validate()`` method if it
     has one (the components' configs do: it raises :class:`ConfigError`), called once built.
+    This is the one place values are checked: the components built from a loaded config do
+    not check it again (code that makes a config by hand calls its ``validate()``).
     """
     if data is None:
         data = {}

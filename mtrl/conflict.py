@@ -32,7 +32,6 @@ on the T x T Gram matrix G G^T (one (T, P) matmul), finds task weights w, and re
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -40,26 +39,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mtrl.errors import ConfigError, install_hint
-
-METHODS = ("none", "pcgrad", "cagrad", "upgrad", "nash_mtl", "imtl_g", "aligned_mtl")
-
-# Methods delegated to torchjd: the modules each one imports, and the torchjd extra providing them.
-# mtrl's `conflict` extra installs all of them.
-TORCHJD_METHODS = {
-    "upgrad": (("torchjd", "qpsolvers", "quadprog"), "torchjd[quadprog-projector]"),
-    "imtl_g": (("torchjd",), "torchjd"),
-    "aligned_mtl": (("torchjd",), "torchjd"),
-}
-
-
-@dataclass
-class ConflictConfig:
-    """Gradient-conflict monitoring and mitigation."""
-
-    monitor_every: int = 1000  # updates between measurements; 0 turns the monitor off
-    method: str = "none"  # one of METHODS, applied to the shared parameters' update
-    cagrad_c: float = 0.5
+from mtrl.config import CONFLICT_METHODS as METHODS
+from mtrl.config import require_conflict_packages as require
 
 
 def per_task_gradients(per_sample_loss: torch.Tensor, task: torch.Tensor, num_tasks: int, params: list[torch.Tensor]) -> torch.Tensor:
@@ -127,22 +108,6 @@ def conflict_stats(grads: torch.Tensor) -> ConflictStats:
     cosine = (grads @ grads.T) / (safe[:, None] * safe[None, :])
     magnitude = 2 * norms[:, None] * norms[None, :] / (norms[:, None] ** 2 + norms[None, :] ** 2).clamp(min=1e-24)
     return ConflictStats(cosine, magnitude, norms)
-
-
-def require(method: str) -> None:
-    """Raise a one-line ConfigError when ``method`` needs a package that is not installed."""
-    if method not in TORCHJD_METHODS:
-        return
-    modules, provider = TORCHJD_METHODS[method]
-    missing = []
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise ConfigError(f"conflict.method={method} needs {', '.join(missing)} (from {provider}): "
-                          f"{install_hint('conflict')}")
 
 
 def pcgrad(grads: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

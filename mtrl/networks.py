@@ -47,7 +47,7 @@ class EnsembleLinear(nn.Module):
     ``init="pytorch"``: weights and biases uniform in +-1/sqrt(in), as ``nn.Linear``.
     """
 
-    def __init__(self, members: int, in_dim: int, out_dim: int, init: str = "orthogonal"):
+    def __init__(self, *, members: int, in_dim: int, out_dim: int, init: str = "orthogonal"):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))
         self.bias = nn.Parameter(torch.zeros(members, 1, out_dim))
@@ -86,7 +86,7 @@ class EnsembleMLP(nn.Module):
     -> ReLU (BRC's and FastTD3's critics), each member with its own gain and bias.
     """
 
-    def __init__(self, members: int, in_dim: int, hidden: list[int], out_dim: int, num_heads: int = 1,
+    def __init__(self, *, members: int, in_dim: int, hidden: list[int], out_dim: int, num_heads: int = 1,
                  head_init: str = "small", init: str = "reference", layer_norm: bool = False):
         super().__init__()
         if init not in INITS:
@@ -94,10 +94,11 @@ class EnsembleMLP(nn.Module):
         self.members, self.out_dim, self.num_heads = members, out_dim, num_heads
         sizes = [in_dim, *hidden]
         hidden_init, head_init = ("pytorch", "pytorch") if init == "pytorch" else ("orthogonal", head_init)
-        self.hidden = nn.ModuleList(EnsembleLinear(members, a, b, hidden_init) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.hidden = nn.ModuleList(EnsembleLinear(members=members, in_dim=a, out_dim=b, init=hidden_init)
+                                    for a, b in zip(sizes[:-1], sizes[1:]))
         # absent, not identity, without layer_norm: checkpoints' keys stay as they were
         self.norms = nn.ModuleList(EnsembleLayerNorm(members, b) for b in hidden) if layer_norm else None
-        self.head = EnsembleLinear(members, sizes[-1], out_dim * num_heads, init=head_init)
+        self.head = EnsembleLinear(members=members, in_dim=sizes[-1], out_dim=out_dim * num_heads, init=head_init)
 
     def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() == 2:
@@ -188,8 +189,10 @@ class TanhGaussianActor(nn.Module):
         self.net = net
 
     @classmethod
-    def mlp(cls, in_dim: int, act_dim: int, hidden: list[int], num_heads: int = 1, init: str = "pytorch") -> "TanhGaussianActor":
-        return cls(EnsembleMLP(1, in_dim, hidden, 2 * act_dim, num_heads, init=init))
+    def mlp(cls, *, in_dim: int, act_dim: int, hidden: list[int], num_heads: int = 1,
+            init: str = "pytorch") -> "TanhGaussianActor":
+        return cls(EnsembleMLP(members=1, in_dim=in_dim, hidden=hidden, out_dim=2 * act_dim, num_heads=num_heads,
+                               init=init))
 
     def forward(self, features: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.net(features, task)[0].chunk(2, dim=-1)
@@ -226,9 +229,10 @@ class TwinQ(nn.Module):
         self.net = net
 
     @classmethod
-    def mlp(cls, in_dim: int, act_dim: int, hidden: list[int], num_heads: int = 1, members: int = 2,
+    def mlp(cls, *, in_dim: int, act_dim: int, hidden: list[int], num_heads: int = 1, members: int = 2,
             init: str = "pytorch", layer_norm: bool = False) -> "TwinQ":
-        return cls(EnsembleMLP(members, in_dim + act_dim, hidden, 1, num_heads, init=init, layer_norm=layer_norm))
+        return cls(EnsembleMLP(members=members, in_dim=in_dim + act_dim, hidden=hidden, out_dim=1, num_heads=num_heads,
+                               init=init, layer_norm=layer_norm))
 
     def forward(self, features: torch.Tensor, action: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([features, action], -1), task).squeeze(-1)

@@ -30,10 +30,10 @@ class CompositionalLinear(nn.Module):
     """K linear layers per member, mixed per sample: (members, B, in), (members, B, K) ->
     (members, B, out)."""
 
-    def __init__(self, members: int, num_sets: int, in_dim: int, out_dim: int, init: str = "pytorch"):
+    def __init__(self, *, members: int, num_sets: int, in_dim: int, out_dim: int, init: str = "pytorch"):
         super().__init__()
         self.members, self.num_sets = members, num_sets
-        self.sets = EnsembleLinear(members * num_sets, in_dim, out_dim, init)
+        self.sets = EnsembleLinear(members=members * num_sets, in_dim=in_dim, out_dim=out_dim, init=init)
         with torch.no_grad():  # identical sets, zero biases
             first = self.sets.weight.view(members, num_sets, in_dim, out_dim)[:, :1]
             self.sets.weight.view(members, num_sets, in_dim, out_dim).copy_(first.expand(-1, num_sets, -1, -1))
@@ -56,12 +56,14 @@ class PaCoNet(nn.Module):
     """A ReLU MLP whose every layer is a ``CompositionalLinear`` over K parameter sets,
     composed by the task's vector ``w[task]`` (members, num_tasks, K)."""
 
-    def __init__(self, members: int, in_dim: int, hidden: list[int], out_dim: int, num_tasks: int, num_sets: int,
+    def __init__(self, *, members: int, in_dim: int, hidden: list[int], out_dim: int, num_tasks: int, num_sets: int,
                  init: str = "pytorch"):
         super().__init__()
         self.members, self.out_dim, self.num_sets = members, out_dim, num_sets
         sizes = [in_dim, *hidden, out_dim]
-        self.layers = nn.ModuleList(CompositionalLinear(members, num_sets, a, b, init) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(CompositionalLinear(members=members, num_sets=num_sets, in_dim=a, out_dim=b,
+                                                        init=init)
+                                    for a, b in zip(sizes[:-1], sizes[1:]))
         self.w = nn.Parameter(torch.randn(members, num_tasks, num_sets))
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:

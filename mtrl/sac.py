@@ -29,8 +29,8 @@ from torch import nn
 
 from mtrl.agent import Agent
 from mtrl.categorical import cross_entropy, project
-from mtrl.config import SACConfig
-from mtrl.conflict import ConflictConfig, ConflictStats, aggregated_backward, conflict_stats, per_task_gradients
+from mtrl.config import ConflictConfig, SACConfig
+from mtrl.conflict import ConflictStats, aggregated_backward, conflict_stats, per_task_gradients
 from mtrl.hardware import resolve_precision
 from mtrl.hooks import is_categorical
 from mtrl.loss_terms import LossTerms, UpdateTerms, kept_mean, sanitised

@@ -59,8 +59,10 @@ class CAREExtractor(BaseFeaturesExtractor):
         self.num_tasks = len(task_names)
         obs_dim = int(observation_space.shape[0]) - self.num_tasks
         table = torch.as_tensor(embeddings_for(list(task_names), suite, embedding_file))
-        self.encoder = CAREEncoder(obs_dim, TaskEmbedding("pretrained", self.num_tasks, table), num_encoders,
-                                   list(encoder_hidden), encoder_dim, list(context_hidden), attention, temperature)
+        embedding = TaskEmbedding(kind="pretrained", num_tasks=self.num_tasks, pretrained=table)
+        self.encoder = CAREEncoder(obs_dim=obs_dim, task_embedding=embedding, num_encoders=num_encoders,
+                                   encoder_hidden=list(encoder_hidden), encoder_dim=encoder_dim,
+                                   context_hidden=list(context_hidden), attention=attention, temperature=temperature)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         state, one_hot = observations[:, : -self.num_tasks], observations[:, -self.num_tasks :]

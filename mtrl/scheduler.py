@@ -80,6 +80,7 @@ class Scheduler:
 @dataclass
 class RoundRobinConfig:
     name: str = "round_robin"
+    """The scheduler (mtrl list shows them)."""
 
 
 @register("scheduler", "round_robin", RoundRobinConfig)
@@ -104,6 +105,7 @@ class RoundRobin(Scheduler):
 @dataclass
 class UniformConfig:
     name: str = "uniform"
+    """The scheduler (mtrl list shows them)."""
 
 
 @register("scheduler", "uniform", UniformConfig)
@@ -119,14 +121,15 @@ class Uniform(Scheduler):
 @dataclass
 class LearningProgressConfig:
     name: str = "learning_progress"
-    # a_f: step size of the fast success average (remembers ~1/a_f = 33 of the task's episodes)
+    """The scheduler (mtrl list shows them)."""
     fast_rate: float = 0.03
-    # a_s: step size of the slow success average (~1/a_s = 167 episodes); 0 < a_s < a_f <= 1
+    """a_f: step size of the fast success average (remembers ~1/a_f = 33 of the task's episodes)."""
     slow_rate: float = 0.006
-    # k: progress counts only beyond k standard deviations of the binomial noise of fast - slow
+    """a_s: step size of the slow success average (~1/a_s = 167 episodes); 0 < a_s < a_f <= 1."""
     noise_threshold: float = 2.0
-    # eps: share of episodes spread uniformly over all tasks (every task keeps eps / N)
+    """k: progress counts only beyond k standard deviations of the binomial noise of fast - slow."""
     epsilon: float = 0.2
+    """eps: share of episodes spread uniformly over all tasks (every task keeps eps / N)."""
 
     def validate(self) -> None:
         if not 0 < self.slow_rate < self.fast_rate <= 1:
@@ -164,8 +167,7 @@ class LearningProgress(Scheduler):
     state_arrays = ("episodes", "fast", "slow", "outcomes")
 
     def __init__(self, cfg: LearningProgressConfig, num_tasks: int, num_slots: int, seed: int):
-        cfg.validate()
-        super().__init__(cfg, num_tasks, num_slots, seed)
+        super().__init__(cfg, num_tasks, num_slots, seed)  # cfg's values were checked when it was loaded
         self.fast = np.zeros(num_tasks)  # bias-corrected fast success average
         self.slow = np.zeros(num_tasks)  # bias-corrected slow success average
         self.outcomes = np.zeros(num_tasks, np.int64)  # outcomes recorded per task (n)

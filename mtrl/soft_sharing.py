@@ -24,7 +24,8 @@ class PerTaskMLP(nn.Module):
         super().__init__()
         self.members, self.out_dim, self.num_tasks, self.strength = members, out_dim, num_tasks, strength
         sizes = [in_dim, *hidden, out_dim]
-        self.layers = nn.ModuleList(EnsembleLinear(members * num_tasks, a, b, init) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(EnsembleLinear(members=members * num_tasks, in_dim=a, out_dim=b, init=init)
+                                    for a, b in zip(sizes[:-1], sizes[1:]))
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         m, t, b = self.members, self.num_tasks, x.shape[0]

@@ -28,7 +28,8 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-TASK_WEIGHTINGS = ("none", "inverse_size", "uncertainty", "famo")
+from mtrl.config import TASK_WEIGHTINGS
+
 FAMO_EPS = 1e-8
 
 

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from mtrl.agent import EnvSpec
 from mtrl.bronet import BroNet
 from mtrl.categorical import project
-from mtrl.config import SACConfig
+from mtrl.config import ConflictConfig, SACConfig
 from mtrl.errors import ConfigError
 from mtrl.moore import MOORENet, orthonormalize
 from mtrl.paco import PaCoNet
@@ -35,6 +35,7 @@ SMALL = {
 def make_agent(name: str, **overrides):
     entry = get("agent", name)
     cfg = entry.config_cls(**{**SMALL[name], **overrides})
+    cfg.validate()  # what loading a config does
     spec = EnvSpec(OBS, ACT, tuple(f"t{i}" for i in range(T)), ("d",) * T, "test")
     return entry.target(cfg, spec)
 
@@ -72,7 +73,8 @@ def test_moore_orthonormalize_is_gram_schmidt_and_orthonormal_per_sample():
 
 def test_moore_representation_orthonormal_experts_mixed_by_task_weights_then_task_head():
     torch.manual_seed(1)
-    net = MOORENet(2, OBS, 1, T, num_experts=3, expert_hidden=[16], expert_dim=8, head_hidden=[])
+    net = MOORENet(members=2, in_dim=OBS, out_dim=1, num_tasks=T, num_experts=3, expert_hidden=[16], expert_dim=8,
+                   head_hidden=[])
     x, task = torch.randn(6, OBS), torch.tensor([0, 1, 2, 2, 1, 0])
     r, v = net.representation(x, task)
     gram = torch.einsum("mkbd,mjbd->mbkj", v, v)
@@ -136,7 +138,8 @@ def soft_module_reference(net: SoftModularNet, x: torch.Tensor, task: torch.Tens
 @pytest.mark.parametrize("layers,modules", [(2, 2), (4, 3)])
 def test_soft_modularization_matches_the_reference_forward_and_routes_by_distributions(layers, modules):
     torch.manual_seed(2)
-    net = SoftModularNet(2, OBS, 3, T, [16, 16], layers, modules, 8, 8, 2)
+    net = SoftModularNet(members=2, in_dim=OBS, out_dim=3, num_tasks=T, base_hidden=[16, 16], num_layers=layers,
+                         num_modules=modules, module_hidden=8, routing_hidden=8, num_routing_layers=2)
     for layer in [net.route_first, *net.route_next, net.route_last, net.last]:  # away from the near-uniform start
         torch.nn.init.normal_(layer.weight)
     x, task = torch.randn(7, OBS), torch.tensor([0, 1, 2, 0, 1, 2, 0])
@@ -158,7 +161,7 @@ def test_soft_modularization_matches_the_reference_forward_and_routes_by_distrib
 
 def test_paco_task_parameters_are_phi_w_and_the_network_is_that_plain_mlp():
     torch.manual_seed(3)
-    net = PaCoNet(2, OBS, [16, 16], 3, T, num_sets=4)
+    net = PaCoNet(members=2, in_dim=OBS, hidden=[16, 16], out_dim=3, num_tasks=T, num_sets=4)
     with torch.no_grad():  # sets start identical (reference init); make them differ for the check
         for layer in net.layers:
             layer.sets.weight.normal_()
@@ -261,7 +264,7 @@ def test_brc_critic_loss_is_cross_entropy_to_the_projected_soft_bellman_target()
 
 def test_bronet_blocks_are_residual_with_layer_norm():
     torch.manual_seed(8)
-    net = BroNet(2, 5, 16, 1, 3)
+    net = BroNet(members=2, in_dim=5, width=16, depth=1, out_dim=3)
     x = torch.randn(4, 5)
     h = F.relu(F.layer_norm(x @ net.stem.weight[0] + net.stem.bias[0], (16,)))
     d1, n1, d2, n2 = net.blocks[0]
@@ -301,7 +304,7 @@ def test_each_architecture_updates_with_a_conflict_method_and_measures_conflicts
     agent = make_agent(name)
     b = batch()
     assert agent.act(b.obs.numpy(), b.task.numpy()).shape == (len(b.task), ACT)
-    sac = SAC(agent, T, ACT, SACConfig(), conflict=__import__("mtrl.conflict", fromlist=["ConflictConfig"]).ConflictConfig(method="pcgrad"))
+    sac = SAC(agent, T, ACT, SACConfig(), conflict=ConflictConfig(method="pcgrad"))
     before = [p.detach().clone() for p in agent.parameters()]
     metrics = sac.update(b)
     assert all(bool(torch.isfinite(v).all()) for v in metrics.values())
@@ -418,3 +421,20 @@ def test_return_scale_survives_a_checkpoint_mid_episode():
         s.observe(np.array([0, 0]), np.array([5.0, 0.0]), np.array([True, False]), np.array([False, False]))
     assert torch.equal(other.divisors(alpha, -2.0), scale.divisors(alpha, -2.0))
     assert scale.returns_max[0] == pytest.approx(1 + 0.9 * 3 + 0.81 * 5)
+
+
+def test_network_constructors_take_names_only():
+    """Networks with many settings are called with names (issue 24): no positional slip can
+    swap two of SoftModularNet's eleven integers."""
+    import inspect
+
+    from mtrl.bronet import BroNet
+    from mtrl.care import CAREEncoder, TaskEmbedding
+    from mtrl.moore import MOORENet
+    from mtrl.networks import EnsembleLinear, EnsembleMLP, TanhGaussianActor, TwinQ
+    from mtrl.paco import CompositionalLinear, PaCoNet
+
+    for build in (BroNet, CAREEncoder, TaskEmbedding, MOORENet, EnsembleLinear, EnsembleMLP, TanhGaussianActor.mlp,
+                  TwinQ.mlp, CompositionalLinear, PaCoNet, SoftModularNet):
+        params = [p for p in inspect.signature(build).parameters.values() if p.name != "self"]
+        assert params and all(p.kind is p.KEYWORD_ONLY for p in params), build

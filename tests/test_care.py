@@ -21,8 +21,9 @@ from conftest import TOY_FAST, make_config
 
 def care_encoder(attention="dot", k=5, obs_dim=6, tasks=3):
     torch.manual_seed(0)
-    emb = TaskEmbedding("pretrained", tasks, torch.randn(tasks, 16))
-    return CAREEncoder(obs_dim, emb, k, [32], 8, [32], attention=attention, temperature=0.7)
+    emb = TaskEmbedding(kind="pretrained", num_tasks=tasks, pretrained=torch.randn(tasks, 16))
+    return CAREEncoder(obs_dim=obs_dim, task_embedding=emb, num_encoders=k, encoder_hidden=[32], encoder_dim=8,
+                       context_hidden=[32], attention=attention, temperature=0.7)
 
 
 @pytest.mark.parametrize("attention", ["dot", "mlp"])
@@ -136,7 +137,7 @@ def test_hidden_layers_are_orthogonal_with_zero_bias_and_outputs_start_small():
     from mtrl.networks import OUTPUT_INIT_SCALE, TwinQ
 
     torch.manual_seed(0)
-    q = TwinQ.mlp(10, 2, [32, 32], init="reference")
+    q = TwinQ.mlp(in_dim=10, act_dim=2, hidden=[32, 32], init="reference")
     for layer in q.net.hidden:
         assert not layer.bias.any()
         for w in layer.weight:  # (in, out) per member: columns (or rows) orthonormal
@@ -152,7 +153,7 @@ def test_pytorch_init_matches_nn_linear_default_in_every_layer():
     from mtrl.networks import TwinQ
 
     torch.manual_seed(0)
-    q = TwinQ.mlp(300, 100, [400, 400])  # default init
+    q = TwinQ.mlp(in_dim=300, act_dim=100, hidden=[400, 400])  # default init
     reference = torch.nn.Linear(400, 400)
     for layer in [*q.net.hidden, q.net.head]:
         fan_in = layer.weight.shape[1]

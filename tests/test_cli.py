@@ -319,3 +319,25 @@ def test_train_threads_sets_torchs_cpu_threads(tmp_path):
         assert yaml.safe_load((tmp_path / "one" / "config.yaml").read_text())["train"]["threads"] == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_show_config_prints_the_resolved_config_with_docs_and_writes_nothing(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mtrl.cli", "train", "toy-mtsac", "sac.tau=0.02", "--show-config"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = yaml.safe_load(proc.stdout)
+    assert data["sac"]["tau"] == 0.02 and data["train"]["keep_checkpoints"] == 2  # override, default filled
+    assert data["sac"]["precision"] in ("float32", "bfloat16")  # auto resolved, as the run records it
+    lines = proc.stdout.splitlines()
+    tau = lines.index("  tau: 0.02")
+    assert lines[tau - 1] == "  # Target networks' Polyak rate."
+    assert "  # (sac.precision=auto chose" in proc.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_show_config_with_a_bad_override_is_a_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mtrl.cli", "train", "toy-mtsac", "sac.tau=2", "--show-config"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == ["mtrl: error: sac.tau must be in (0, 1], got 2.0"]
+    assert list(tmp_path.iterdir()) == []

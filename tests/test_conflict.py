@@ -10,7 +10,8 @@ import torch
 
 from mtrl.checkpoint import latest_checkpoint, load_checkpoint
 from mtrl.errors import ConfigError
-from mtrl.conflict import (METHODS, TORCHJD_METHODS, aggregate, cagrad, cagrad_dual, conflict_stats, nash_mtl_alpha,
+from mtrl.config import TORCHJD_METHODS
+from mtrl.conflict import (METHODS, aggregate, cagrad, cagrad_dual, conflict_stats, nash_mtl_alpha,
                            pcgrad, per_task_gradients)
 from mtrl.logger import read_metrics
 from mtrl.replay import MultiTaskReplay

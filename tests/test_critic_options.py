@@ -30,7 +30,7 @@ def test_ensemble_layer_norm_equals_torch_layer_norm_per_member():
 
 def test_layer_norm_mlp_normalises_each_hidden_layer_before_its_relu():
     torch.manual_seed(1)
-    net = EnsembleMLP(2, 4, [16, 16], 1, init="pytorch", layer_norm=True)
+    net = EnsembleMLP(members=2, in_dim=4, hidden=[16, 16], out_dim=1, init="pytorch", layer_norm=True)
     x = torch.randn(7, 4)
     h = x.unsqueeze(0).expand(2, -1, -1)
     for layer in net.hidden:
@@ -38,7 +38,8 @@ def test_layer_norm_mlp_normalises_each_hidden_layer_before_its_relu():
         h = torch.relu((z - z.mean(-1, keepdim=True)) / torch.sqrt(z.var(-1, unbiased=False, keepdim=True) + 1e-5))
     torch.testing.assert_close(net(x), net.head(h))
     assert "norms.0.weight" in dict(net.named_parameters())
-    assert not any("norms" in k for k in EnsembleMLP(2, 4, [16], 1).state_dict())  # old checkpoints' keys
+    plain = EnsembleMLP(members=2, in_dim=4, hidden=[16], out_dim=1)
+    assert not any("norms" in k for k in plain.state_dict())  # old checkpoints' keys
 
 
 @pytest.mark.parametrize("agent", ["mtsac", "mhsac", "care"])

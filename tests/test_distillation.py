@@ -26,7 +26,8 @@ def test_gaussian_kl_matches_torch_distributions():
 def agent(num_tasks: int, seed: int) -> Agent:
     torch.manual_seed(seed)
     enc = OneHotTaskEncoder(3, num_tasks)
-    return Agent(enc, TanhGaussianActor.mlp(enc.out_dim, 2, [16]), TwinQ.mlp(enc.out_dim, 2, [16]))
+    return Agent(enc, TanhGaussianActor.mlp(in_dim=enc.out_dim, act_dim=2, hidden=[16]),
+                 TwinQ.mlp(in_dim=enc.out_dim, act_dim=2, hidden=[16]))
 
 
 def test_distillation_pulls_the_student_toward_a_fixed_teacher_on_its_task_only():

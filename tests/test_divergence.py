@@ -13,8 +13,7 @@ from mtrl import conflict as conflict_module
 from mtrl import sac as sac_module
 from mtrl.agent import Agent, EnvSpec
 from mtrl.care import CAREEncoder, TaskEmbedding
-from mtrl.config import SACConfig
-from mtrl.conflict import ConflictConfig
+from mtrl.config import ConflictConfig, SACConfig
 from mtrl.networks import TanhGaussianActor, TwinQ
 from mtrl.replay import Batch
 from mtrl.sac import SAC, temperature_loss
@@ -264,10 +263,12 @@ def care_sac(kind):
     pretrained = torch.randn(T, 8)
 
     def encoder():
-        return CAREEncoder(OBS, TaskEmbedding(kind, T, pretrained), 2, [16], 8, [16])
+        return CAREEncoder(obs_dim=OBS, task_embedding=TaskEmbedding(kind=kind, num_tasks=T, pretrained=pretrained),
+                           num_encoders=2, encoder_hidden=[16], encoder_dim=8, context_hidden=[16])
 
     enc = encoder()
-    agent = Agent(enc, TanhGaussianActor.mlp(enc.out_dim, ACT, [16]), TwinQ.mlp(enc.out_dim, ACT, [16]), "own", encoder())
+    agent = Agent(enc, TanhGaussianActor.mlp(in_dim=enc.out_dim, act_dim=ACT, hidden=[16]),
+                  TwinQ.mlp(in_dim=enc.out_dim, act_dim=ACT, hidden=[16]), "own", encoder())
     return SAC(agent, T, ACT, SACConfig())
 
 

@@ -104,7 +104,7 @@ def test_mismatched_task_runs_on_python_envs_or_is_refused(caplog):
 
 def test_bad_backend_and_missing_envpool_are_one_line_errors(monkeypatch):
     with pytest.raises(ConfigError, match="env.backend must be one of python, envpool"):
-        MetaWorldSuite(MetaWorldConfig(backend="jax"))
+        MetaWorldConfig(backend="jax").validate()
     monkeypatch.setitem(sys.modules, "envpool", None)  # import envpool now fails
     suite = MetaWorldSuite(MetaWorldConfig(tasks=["reach-v3"], backend="envpool"))
     with pytest.raises(ConfigError, match=re.escape(install_hint("envpool"))):

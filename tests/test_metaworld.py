@@ -48,7 +48,7 @@ def test_a_task_subset_names_no_benchmark_in_its_saved_config():
 )
 def test_bad_suite_options_are_refused(cfg, message):
     with pytest.raises(ConfigError) as err:
-        MetaWorldSuite(cfg)
+        cfg.validate()
     assert message in str(err.value)
 
 

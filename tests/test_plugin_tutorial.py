@@ -109,3 +109,15 @@ def test_care_on_the_tutorial_suite_with_its_own_embeddings(installed):
     assert proc.returncode == 0, proc.stderr
     final = read_metrics(run_dir)[-1]
     assert final["step"] == 300 and "eval/success/go-right" in final
+
+
+def test_show_config_prints_a_plug_in_suites_docs_and_takes_undocumented_fields(installed):
+    """The tutorial's LineConfig documents episode_steps but not success_radius: both print."""
+    tmp, env = installed
+    show = [sys.executable, "-m", "mtrl.cli", "train", "line.yaml", "env.episode_steps=7", "--show-config"]
+    proc = run(show, tmp, env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    steps = lines.index("  episode_steps: 7")
+    assert lines[steps - 1] == "  # Steps before an episode is truncated."
+    assert lines[steps + 1] == "  success_radius: 0.1"  # no doc, no comment

@@ -56,7 +56,8 @@ def test_squashed_log_prob_matches_torch_distributions():
 def tiny_agent(num_tasks=2, obs_dim=2, act_dim=1):
     torch.manual_seed(0)
     enc = OneHotTaskEncoder(obs_dim, num_tasks)
-    return Agent(enc, TanhGaussianActor.mlp(enc.out_dim, act_dim, [8]), TwinQ.mlp(enc.out_dim, act_dim, [8]))
+    return Agent(enc, TanhGaussianActor.mlp(in_dim=enc.out_dim, act_dim=act_dim, hidden=[8]),
+                 TwinQ.mlp(in_dim=enc.out_dim, act_dim=act_dim, hidden=[8]))
 
 
 def tiny_batch(tasks):

@@ -204,4 +204,4 @@ def test_reproducible_for_a_seed_and_probabilities_keep_the_floor():
                                  dict(noise_threshold=-1.0), dict(epsilon=1.2)])
 def test_bad_settings_are_config_errors(bad):
     with pytest.raises(ConfigError):
-        LearningProgress(LearningProgressConfig(**bad), num_tasks=2, num_slots=2, seed=0)
+        LearningProgressConfig(**bad).validate()
