@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mtrl.agent import Agent, EmbeddingTaskEncoder, EnvSpec
-from mtrl.bronet import BroNet
-from mtrl.categorical import CategoricalQ
+from mtrl.learner.agent import Agent, EmbeddingTaskEncoder, EnvSpec
+from mtrl.networks.bronet import BroNet
+from mtrl.learner.categorical import CategoricalQ
 from mtrl.errors import at_least, check_values, positive
-from mtrl.networks import TanhGaussianActor
+from mtrl.networks.ensemble import TanhGaussianActor
 from mtrl.registry import register
 
 

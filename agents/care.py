@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mtrl.agent import ACTOR_ENCODERS, Agent, EnvSpec, critic_size_check, mlp_critic
-from mtrl.care import ATTENTION_KINDS, EMBEDDING_KINDS, CAREEncoder, TaskEmbedding
+from mtrl.learner.agent import ACTOR_ENCODERS, Agent, EnvSpec, critic_size_check, mlp_critic
+from mtrl.networks.care_encoder import ATTENTION_KINDS, EMBEDDING_KINDS, CAREEncoder, TaskEmbedding
 from mtrl.errors import ConfigError, at_least, check_values, each_at_least_1, layer_sizes, one_of, positive
-from mtrl.embeddings import load_task_embeddings
-from mtrl.networks import INITS, TanhGaussianActor
+from mtrl.networks.task_embeddings import load_task_embeddings
+from mtrl.networks.ensemble import INITS, TanhGaussianActor
 from mtrl.registry import register
 
 
@@ -22,7 +22,7 @@ class CAREConfig:
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
     """Hidden-layer widths of the actor and the critics."""
     init: str = "pytorch"
-    """Actor and critic networks' initialisation: pytorch | reference (see mtrl/networks.py)."""
+    """Actor and critic networks' initialisation: pytorch | reference (see mtrl/networks/ensemble.py)."""
     critic_hidden_sizes: list[int] | None = None
     """The twin critics' hidden widths; null: hidden_sizes.
 

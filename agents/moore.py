@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtrl.agent import Agent, EnvSpec, task_conditioned_agent
+from mtrl.learner.agent import Agent, EnvSpec, task_conditioned_agent
 from mtrl.errors import ConfigError, at_least, check_values, each_at_least_1, one_of
-from mtrl.moore import MOORENet
-from mtrl.networks import INITS
+from mtrl.networks.moore_experts import MOORENet
+from mtrl.networks.ensemble import INITS
 from mtrl.registry import register
 
 
@@ -28,7 +28,7 @@ class MOOREConfig:
     head_hidden: list[int] = field(default_factory=list)
     """Hidden-layer widths of each task's output head; empty: one linear layer."""
     init: str = "pytorch"
-    """Initialisation: pytorch | reference (see mtrl/networks.py)."""
+    """Initialisation: pytorch | reference (see mtrl/networks/ensemble.py)."""
 
     def validate(self) -> None:
         check_values([

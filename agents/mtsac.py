@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtrl.agent import Agent, EnvSpec, OneHotTaskEncoder, critic_size_check, mlp_critic
+from mtrl.learner.agent import Agent, EnvSpec, OneHotTaskEncoder, critic_size_check, mlp_critic
 from mtrl.errors import check_values, layer_sizes, one_of
-from mtrl.networks import INITS, TanhGaussianActor
+from mtrl.networks.ensemble import INITS, TanhGaussianActor
 from mtrl.registry import register
 
 
@@ -17,7 +17,7 @@ class MTSACConfig:
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
     """Hidden-layer widths of the actor and the critics."""
     init: str = "pytorch"
-    """Actor and critic networks' initialisation: pytorch | reference (see mtrl/networks.py)."""
+    """Actor and critic networks' initialisation: pytorch | reference (see mtrl/networks/ensemble.py)."""
     critic_hidden_sizes: list[int] | None = None
     """The twin critics' hidden widths; null: hidden_sizes.
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtrl.agent import Agent, EnvSpec, task_conditioned_agent
+from mtrl.learner.agent import Agent, EnvSpec, task_conditioned_agent
 from mtrl.errors import at_least, check_values, layer_sizes, one_of
-from mtrl.networks import INITS
-from mtrl.paco import PaCoNet
+from mtrl.networks.ensemble import INITS
+from mtrl.networks.paco_layers import PaCoNet
 from mtrl.registry import register
 
 

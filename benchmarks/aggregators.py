@@ -7,7 +7,7 @@ Times are medians over ``--repeats`` calls of (T, P) float32 gradients -> (P,) d
 matrix included, on one thread. Compared: mtrl's solvers before this change ("old": CAGrad by
 exponentiated gradient with a fixed step, 50 iterations; PCGrad on the (T, P) rows), torchjd's
 aggregators on the (T, P) matrix (CAGrad: cvxpy + Clarabel; Nash-MTL: cvxpy + ECOS, a fresh
-one per call), and mtrl.conflict.aggregate now. Needs ``pip install "torchjd[cagrad,nash-mtl]"``
+one per call), and mtrl.learner.conflict.aggregate now. Needs ``pip install "torchjd[cagrad,nash-mtl]"``
 and scipy besides the ``conflict`` extra.
 
 Accuracy: CAGrad's dual min_{w in simplex} F(w) = g_w . g0 + c |g0| |g_w| on the float64 Gram
@@ -35,7 +35,7 @@ import warnings
 import numpy as np
 import torch
 
-from mtrl.conflict import aggregate, cagrad_dual, nash_mtl_alpha
+from mtrl.learner.conflict import aggregate, cagrad_dual, nash_mtl_alpha
 
 OTHER_METHODS = ("upgrad", "nash_mtl", "imtl_g", "aligned_mtl")
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite
 from mtrl.envs.meta_world_envpool import EnvPoolVecEnv, envpool_id
-from mtrl.replay import MultiTaskReplay
+from mtrl.learner.replay import MultiTaskReplay
 
 TASKS = 10
 

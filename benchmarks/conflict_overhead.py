@@ -16,11 +16,11 @@ import time
 import numpy as np
 import torch
 
-from mtrl.agent import EnvSpec
+from mtrl.learner.agent import EnvSpec
 from mtrl.config import ConflictConfig, SACConfig, load_config
 from mtrl.registry import get
-from mtrl.replay import MultiTaskReplay
-from mtrl.sac import SAC
+from mtrl.learner.replay import MultiTaskReplay
+from mtrl.learner.sac import SAC
 
 
 def timed(fn, repeats: int) -> float:

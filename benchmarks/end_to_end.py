@@ -27,8 +27,8 @@ import torch
 
 from mtrl.config import load_config
 from mtrl.hardware import resolve_precision
-from mtrl.logger import read_metrics
-from mtrl.trainer import train
+from mtrl.training.logger import read_metrics
+from mtrl.training.trainer import train
 
 
 MT10_TRANSITIONS = 20_000_000

@@ -36,12 +36,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from mtrl.agent import EnvSpec
+from mtrl.learner.agent import EnvSpec
 from mtrl.config import ConflictConfig, SACConfig, find_config, load_config
 from mtrl.errors import ConfigError
 from mtrl.registry import get
-from mtrl.replay import MultiTaskReplay
-from mtrl.sac import SAC
+from mtrl.learner.replay import MultiTaskReplay
+from mtrl.learner.sac import SAC
 
 TASKS, OBS, ACT, PER_TASK, HIDDEN = 10, 39, 4, 128, [400, 400, 400]
 WARMUP_SECONDS: dict = {}

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from mtrl.replay import MultiTaskReplay
+from mtrl.learner.replay import MultiTaskReplay
 
 
 def add_microseconds(steps: int = 3000) -> float:

@@ -27,9 +27,9 @@ import sys
 import torch
 import yaml
 
-import mtrl.networks as networks
+import mtrl.networks.ensemble as networks
 from mtrl.config import load_config
-from mtrl.trainer import train
+from mtrl.training.trainer import train
 
 VARIANTS = ("pytorch-init", "pytorch-hidden", "pytorch-output", "log-std-clamp", "sb3-actor")
 

@@ -16,7 +16,7 @@ mtrl's runs use. What is matched:
   SB3 splits into one FIFO per slot, i.e. per task), ``updates_per_step`` gradient steps
   per vector step, the random warm-up, gamma, tau, the learning rate, the initial
   temperature and the target entropy (-|A| unless ``sac.target_entropy`` is set);
-- the scoring: the trainer's own ``mtrl.evaluation.EvaluationSchedule`` (env, seed stream,
+- the scoring: the trainer's own ``mtrl.training.evaluation.EvaluationSchedule`` (env, seed stream,
   episodes, rotating goals, final 50-goal evaluation) with the deterministic policy.
 
 Everything else is SB3's default and part of the comparison: one temperature shared by
@@ -45,9 +45,9 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from mtrl.builders import make_suite, resolve_device
 from mtrl.config import Config, ConfigError, load_config, parse_overrides, to_dict
-from mtrl.evaluation import EvalResult, EvaluationSchedule, crossed
-from mtrl.logger import Logger
-from mtrl.run_files import refuse_used_run_dir
+from mtrl.training.evaluation import EvalResult, EvaluationSchedule, crossed
+from mtrl.training.logger import Logger
+from mtrl.training.run_files import refuse_used_run_dir
 from mtrl.seeding import run_seeds
 from mtrl.suite import MultiTaskVecEnv, Suite
 
@@ -231,7 +231,7 @@ def make_policy(model: SAC, num_tasks: int):
 
 
 def peer_evaluator(cfg: Config, suite: Suite, task_names: list[str], logger: Logger) -> EvaluationSchedule:
-    """The trainer's own evaluation schedule, env and seed stream (``mtrl.evaluation``)."""
+    """The trainer's own evaluation schedule, env and seed stream (``mtrl.training.evaluation``)."""
     tc = cfg.train
     env = suite.make_eval_env(max(tc.eval_episodes, tc.final_eval_episodes), seed=run_seeds(cfg.seed).evaluation)
     return EvaluationSchedule(env, task_names, tc, logger.log)

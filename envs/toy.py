@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mtrl.errors import ConfigError, at_least, check_values, positive
 from mtrl.registry import register
-from mtrl.safe_state import check_like
+from mtrl.training.safe_state import check_like
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
 
 _COMPASS = {0: "east", 45: "north-east", 90: "north", 135: "north-west", 180: "west",

@@ -33,7 +33,6 @@ if SOURCE_CHECKOUT is not None and not (Path(__file__).parent / "agents").exists
 def __getattr__(name: str):
     """``mtrl.load`` (and ``mtrl.TrainedPolicy``) on first use, so that ``import mtrl`` stays cheap."""
     if name in ("load", "TrainedPolicy"):
-        from mtrl import policy
-
+        from mtrl.inference import policy
         return getattr(policy, name)
     raise AttributeError(f"module 'mtrl' has no attribute '{name}'")

@@ -1,5 +1,5 @@
 """Building a run's parts from its config: the device, the suite, the agent, its
-evaluation policy, and an agent from a checkpoint. Shared by training (mtrl/trainer.py)
+evaluation policy, and an agent from a checkpoint. Shared by training (mtrl/training/trainer.py)
 and everything that only runs a trained agent (``mtrl.load``, ``mtrl eval``, ``mtrl
 single-task``, distillation's teachers, benchmarks/sb3_peer.py), so inference never
 imports the training loop."""
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from mtrl import registry
-from mtrl.agent import Agent, EnvSpec
+from mtrl.learner.agent import Agent, EnvSpec
 from mtrl.config import Config
 from mtrl.errors import ConfigError
 from mtrl.suite import MultiTaskVecEnv, Suite

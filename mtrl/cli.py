@@ -43,7 +43,7 @@ def _success_table(result, title: str):
 
 def cmd_train(args: argparse.Namespace, console: Console) -> None:
     from mtrl.config import load_config
-    from mtrl.trainer import train
+    from mtrl.training.trainer import train
 
     cfg = load_config(args.config, args.overrides)
     if args.show_config:
@@ -59,7 +59,7 @@ def show_config(cfg) -> None:
     Nothing is trained or written."""
     from mtrl.config import documented_yaml
     from mtrl.hardware import resolve_precision
-    from mtrl.trainer import resolve_device
+    from mtrl.training.trainer import resolve_device
 
     notes = {}
     if cfg.sac.precision == "auto":
@@ -69,7 +69,7 @@ def show_config(cfg) -> None:
 
 
 def cmd_eval(args: argparse.Namespace, console: Console) -> None:
-    from mtrl.evaluate_run import evaluate_and_film
+    from mtrl.inference.evaluate_run import evaluate_and_film
 
     run_dir = Path(args.run_dir)
     # Ctrl-C interrupts even where the parent started us with SIGINT ignored (a shell's
@@ -91,7 +91,7 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> None:
-    from mtrl.report import summary_table, write_report
+    from mtrl.analysis.report import summary_table, write_report
 
     if args.transfer or args.single:
         return report_transfer(args, console)
@@ -107,7 +107,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> None:
 
 def report_transfer(args: argparse.Namespace, console: Console) -> None:
     """mtrl report --transfer MT_RUNS... --single ST_RUNS...: the negative-transfer map."""
-    from mtrl.transfer import write_transfer_report
+    from mtrl.analysis.transfer import write_transfer_report
 
     if not (args.transfer and args.single) or args.run_dirs:
         raise ConfigError("the transfer map takes both lists and nothing else: "
@@ -126,7 +126,7 @@ def report_transfer(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace, console: Console) -> None:
-    from mtrl.sweep import run_sweep
+    from mtrl.sweeps.runner import run_sweep
 
     show_sweep(run_sweep(args.config, args.grid, args.seeds, args.out, args.address, args.cpus_per_trial,
                          args.gpus_per_trial, echo=lambda line: console.print(line, markup=False, highlight=False),
@@ -144,7 +144,7 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_single_task(args: argparse.Namespace, console: Console) -> None:
-    from mtrl.single_task import run_single_task
+    from mtrl.training.single_task import run_single_task
 
     show_sweep(run_single_task(args.config, args.seeds, args.overrides, args.out, args.address, args.cpus_per_trial,
                                args.gpus_per_trial, echo=lambda line: console.print(line, markup=False, highlight=False),
@@ -155,8 +155,8 @@ def show_sweep(result, console: Console) -> None:
     """The trials' table, failures and the closing report of a sweep."""
     from rich.markup import escape
 
-    from mtrl.report import summary_table
-    from mtrl.sweep import MANIFEST, plural
+    from mtrl.analysis.report import summary_table
+    from mtrl.sweeps.runner import MANIFEST, plural
 
     table = Table(title=f"sweep: {plural(len(result.trials), 'trial')} in {result.sweep_dir}")
     table.add_column("trial", overflow="fold")
@@ -202,7 +202,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> None:
 def cmd_embed_tasks(args: argparse.Namespace, console: Console) -> None:
     from mtrl import registry
     from mtrl.config import build_dataclass, parse_overrides
-    from mtrl.embeddings import compute_embeddings, write_embeddings
+    from mtrl.networks.task_embeddings import compute_embeddings, write_embeddings
 
     entry = registry.get("suite", args.suite)
     suite = entry.target(build_dataclass(entry.config_cls, parse_overrides(args.options), "env."))
@@ -216,7 +216,7 @@ def cmd_embed_tasks(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> None:
-    from mtrl.export import export_policy
+    from mtrl.inference.export import export_policy
 
     checkpoint = int(args.checkpoint) if args.checkpoint and args.checkpoint.isdigit() else args.checkpoint
     weights = export_policy(Path(args.run_dir), Path(args.out), checkpoint)
@@ -225,7 +225,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_convert_checkpoint(args: argparse.Namespace, console: Console) -> None:
-    from mtrl.checkpoint import CheckpointError, convert_checkpoint
+    from mtrl.training.checkpoint import CheckpointError, convert_checkpoint
 
     path = Path(args.path)
     if not path.is_file():

@@ -37,7 +37,7 @@ from mtrl.errors import (  # noqa: F401  (ConfigError: re-exported)
 )
 
 # The values some fields accept. They live here, not in the modules that implement them
-# (mtrl/conflict.py, mtrl/task_weighting.py import them), so that reading a config needs no
+# (mtrl/learner/conflict.py, mtrl/learner/task_weighting.py import them), so that reading a config needs no
 # algorithm code; the suite/agent/scheduler sections are typed through the registry.
 CONFLICT_METHODS = ("none", "pcgrad", "cagrad", "upgrad", "nash_mtl", "imtl_g", "aligned_mtl")
 TASK_WEIGHTINGS = ("none", "inverse_size", "uncertainty", "famo")
@@ -73,7 +73,7 @@ class RunConfig:
 
 @dataclass
 class DistillConfig:
-    """Distillation from single-task teachers (mtrl/distillation.py): the student's actor loss
+    """Distillation from single-task teachers (mtrl/learner/distillation.py): the student's actor loss
     gains weight * KL(teacher || student) on each teacher's task's states."""
 
     teachers: list[str] = field(default_factory=list)
@@ -111,7 +111,7 @@ class SACConfig:
     task_weighting: str = "none"
     """Per-task loss weights from the critic's per-task losses: none | inverse_size | uncertainty | famo.
 
-    uncertainty: Kendall et al. 2018; famo: Liu et al. 2023 (mtrl/task_weighting.py). Multiplies
+    uncertainty: Kendall et al. 2018; famo: Liu et al. 2023 (mtrl/learner/task_weighting.py). Multiplies
     sac.task_weights' when both are on."""
     task_weighting_lr: float = 0.025
     """Adam's rate for uncertainty's log-variances / FAMO's logits (FAMO's default)."""
@@ -140,14 +140,14 @@ class SACConfig:
     reward_scaling: str = "none"
     """none (raw rewards) | returns (each task's rewards divided by its running return scale).
 
-    returns is BRC's per-task reward normalisation (mtrl/reward_scale.py): scaled soft returns
+    returns is BRC's per-task reward normalisation (mtrl/learner/reward_scale.py): scaled soft returns
     stay within +-sac.reward_scale_bound."""
     reward_scale_bound: float = 10.0
     """The bound on scaled soft returns under sac.reward_scaling=returns."""
     n_step: int = 1
     """n-step returns (FastTD3 uses 3): the target sums n rewards, bootstraps with gamma^n.
 
-    Shorter at an episode's end (mtrl/replay.py); 1: one-step targets."""
+    Shorter at an episode's end (mtrl/learner/replay.py); 1: one-step targets."""
 
 
 @dataclass
@@ -201,7 +201,7 @@ class TrainConfig:
 
 @dataclass
 class ConflictConfig:
-    """Gradient-conflict monitoring and mitigation (mtrl/conflict.py)."""
+    """Gradient-conflict monitoring and mitigation (mtrl/learner/conflict.py)."""
 
     monitor_every: int = 1000
     """Updates between gradient-conflict measurements; 0 turns the monitor off."""

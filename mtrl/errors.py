@@ -33,7 +33,6 @@ def install_hint(extra: str) -> str:
     from urllib.parse import unquote, urlparse
 
     from mtrl import SOURCE_CHECKOUT
-
     if SOURCE_CHECKOUT is not None:
         return f"pip install -e '{SOURCE_CHECKOUT}[{extra}]'"
     try:

@@ -1,7 +1,7 @@
 """Name -> component registry for suites, agents and schedulers.
 
 Built-in components register themselves when the ``mtrl.envs``/``mtrl.agents`` packages and
-``mtrl.scheduler`` are imported; a separately installed package adds a suite through
+``mtrl.training.scheduler`` are imported; a separately installed package adds a suite through
 the entry-point group ``mtrl.envs`` (the entry point names a module that registers on
 import, or a :class:`mtrl.suite.Suite` subclass registered under the entry point's name).
 """
@@ -55,7 +55,7 @@ def _load_builtin_and_plugins() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in ("mtrl.envs", "mtrl.agents", "mtrl.scheduler"):
+    for module in ("mtrl.envs", "mtrl.agents", "mtrl.training.scheduler"):
         importlib.import_module(module)
     _BROKEN.clear()
     for ep in entry_points(group=ENTRY_POINT_GROUP):

@@ -22,9 +22,9 @@ import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from mtrl import registry
-from mtrl.care import CAREEncoder, TaskEmbedding
+from mtrl.networks.care_encoder import CAREEncoder, TaskEmbedding
 from mtrl.errors import ConfigError
-from mtrl.embeddings import read_embedding_file
+from mtrl.networks.task_embeddings import read_embedding_file
 
 
 def embeddings_for(task_names: list[str], suite: str = "metaworld", embedding_file: str | Path | None = None) -> np.ndarray:

@@ -63,8 +63,8 @@ def case_config(name: str, run_dir: Path):
 
 def run_case(name: str, workdir: Path) -> list[dict]:
     """Train the case in ``workdir/<name>`` and return its metrics without wall-clock fields."""
-    from mtrl.logger import read_metrics
-    from mtrl.trainer import train
+    from mtrl.training.logger import read_metrics
+    from mtrl.training.trainer import train
 
     run_dir = workdir / name
     train(case_config(name, run_dir))
@@ -73,7 +73,6 @@ def run_case(name: str, workdir: Path) -> list[dict]:
 
 def main() -> None:
     from mtrl import hardware
-
     hardware.cpu_flags = lambda *args: set()  # as the tests do: nothing hardware-dependent
     torch.set_num_threads(1)
     GOLDEN.mkdir(exist_ok=True)

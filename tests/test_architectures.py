@@ -9,18 +9,18 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mtrl.agent import EnvSpec
-from mtrl.bronet import BroNet
-from mtrl.categorical import project
+from mtrl.learner.agent import EnvSpec
+from mtrl.networks.bronet import BroNet
+from mtrl.learner.categorical import project
 from mtrl.config import ConflictConfig, SACConfig
 from mtrl.errors import ConfigError
-from mtrl.moore import MOORENet, orthonormalize
-from mtrl.paco import PaCoNet
+from mtrl.networks.moore_experts import MOORENet, orthonormalize
+from mtrl.networks.paco_layers import PaCoNet
 from mtrl.registry import get
-from mtrl.replay import Batch
-from mtrl.reward_scale import ReturnScale, returns_to_go
-from mtrl.sac import SAC
-from mtrl.soft_modularization import SoftModularNet
+from mtrl.learner.replay import Batch
+from mtrl.learner.reward_scale import ReturnScale, returns_to_go
+from mtrl.learner.sac import SAC
+from mtrl.networks.soft_modularization import SoftModularNet
 
 T, OBS, ACT = 3, 6, 2
 SMALL = {
@@ -354,7 +354,7 @@ def test_every_shipped_config_loads_and_its_agent_builds(path):
 
 
 def test_soft_sharing_runs_each_sample_through_its_own_tasks_network():
-    from mtrl.soft_sharing import PerTaskMLP
+    from mtrl.learner.soft_sharing import PerTaskMLP
 
     torch.manual_seed(11)
     net = PerTaskMLP(2, 5, [8], 3, 4, strength=0.1)
@@ -428,11 +428,11 @@ def test_network_constructors_take_names_only():
     swap two of SoftModularNet's eleven integers."""
     import inspect
 
-    from mtrl.bronet import BroNet
-    from mtrl.care import CAREEncoder, TaskEmbedding
-    from mtrl.moore import MOORENet
-    from mtrl.networks import EnsembleLinear, EnsembleMLP, TanhGaussianActor, TwinQ
-    from mtrl.paco import CompositionalLinear, PaCoNet
+    from mtrl.networks.bronet import BroNet
+    from mtrl.networks.care_encoder import CAREEncoder, TaskEmbedding
+    from mtrl.networks.moore_experts import MOORENet
+    from mtrl.networks.ensemble import EnsembleLinear, EnsembleMLP, TanhGaussianActor, TwinQ
+    from mtrl.networks.paco_layers import CompositionalLinear, PaCoNet
 
     for build in (BroNet, CAREEncoder, TaskEmbedding, MOORENet, EnsembleLinear, EnsembleMLP, TanhGaussianActor.mlp,
                   TwinQ.mlp, CompositionalLinear, PaCoNet, SoftModularNet):

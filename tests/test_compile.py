@@ -4,11 +4,11 @@ checkpoint format."""
 import numpy as np
 import torch
 
-from mtrl.agent import EnvSpec
+from mtrl.learner.agent import EnvSpec
 from mtrl.config import SACConfig, load_config
 from mtrl.registry import get
-from mtrl.replay import MultiTaskReplay
-from mtrl.sac import SAC
+from mtrl.learner.replay import MultiTaskReplay
+from mtrl.learner.sac import SAC
 
 
 def updated_state(compile: bool, updates: int = 3) -> dict:

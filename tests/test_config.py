@@ -99,8 +99,9 @@ def test_every_config_field_is_documented_where_declared():
     config has a doc (the string after its declaration) for `mtrl train --show-config`."""
     import dataclasses
 
-    from mtrl import config, registry
+    from mtrl import config
 
+    from mtrl import registry
     registry.get("agent", "mtsac")  # loads the built-in components
     components = [e.config_cls for kind in registry.KINDS for e in registry._REGISTRY[kind].values()]
     classes = [config.Config, config.RunConfig, config.SACConfig, config.TrainConfig, config.ConflictConfig,

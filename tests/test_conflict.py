@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from mtrl.checkpoint import latest_checkpoint, load_checkpoint
+from mtrl.training.checkpoint import latest_checkpoint, load_checkpoint
 from mtrl.errors import ConfigError
 from mtrl.config import TORCHJD_METHODS
-from mtrl.conflict import (METHODS, aggregate, cagrad, cagrad_dual, conflict_stats, nash_mtl_alpha,
+from mtrl.learner.conflict import (METHODS, aggregate, cagrad, cagrad_dual, conflict_stats, nash_mtl_alpha,
                            pcgrad, per_task_gradients)
-from mtrl.logger import read_metrics
-from mtrl.replay import MultiTaskReplay
-from mtrl.sac import SAC
+from mtrl.training.logger import read_metrics
+from mtrl.learner.replay import MultiTaskReplay
+from mtrl.learner.sac import SAC
 from mtrl.builders import make_agent, make_spec, make_suite
-from mtrl.trainer import train
+from mtrl.training.trainer import train
 
 from conftest import TOY_FAST, make_config
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from conftest import TOY_FAST, make_config
 from mtrl.config import ConfigError
-from mtrl.networks import EnsembleLayerNorm, EnsembleMLP
+from mtrl.networks.ensemble import EnsembleLayerNorm, EnsembleMLP
 from mtrl.builders import make_agent, make_spec, make_suite
 
 

@@ -4,14 +4,14 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from mtrl.agent import Agent, OneHotTaskEncoder
+from mtrl.learner.agent import Agent, OneHotTaskEncoder
 from mtrl.cli import main
 from mtrl.config import SACConfig
-from mtrl.distillation import Teacher, Teachers, gaussian_kl
-from mtrl.logger import read_metrics
-from mtrl.networks import TanhGaussianActor, TwinQ
-from mtrl.replay import Batch
-from mtrl.sac import SAC
+from mtrl.learner.distillation import Teacher, Teachers, gaussian_kl
+from mtrl.training.logger import read_metrics
+from mtrl.networks.ensemble import TanhGaussianActor, TwinQ
+from mtrl.learner.replay import Batch
+from mtrl.learner.sac import SAC
 
 from conftest import TINY_TOY
 

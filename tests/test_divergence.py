@@ -9,14 +9,14 @@ import torch
 
 from mtrl.agents.mhsac import MHSACConfig, make_mhsac
 from mtrl.agents.mtsac import MTSACConfig, make_mtsac
-from mtrl import conflict as conflict_module
-from mtrl import sac as sac_module
-from mtrl.agent import Agent, EnvSpec
-from mtrl.care import CAREEncoder, TaskEmbedding
+from mtrl.learner import conflict as conflict_module
+from mtrl.learner import sac as sac_module
+from mtrl.learner.agent import Agent, EnvSpec
+from mtrl.networks.care_encoder import CAREEncoder, TaskEmbedding
 from mtrl.config import ConflictConfig, SACConfig
-from mtrl.networks import TanhGaussianActor, TwinQ
-from mtrl.replay import Batch
-from mtrl.sac import SAC, temperature_loss
+from mtrl.networks.ensemble import TanhGaussianActor, TwinQ
+from mtrl.learner.replay import Batch
+from mtrl.learner.sac import SAC, temperature_loss
 
 T, OBS, ACT, PER_TASK = 4, 3, 2, 6
 SPEC = EnvSpec(OBS, ACT, tuple(f"task{i}" for i in range(T)), ("",) * T, "toy")

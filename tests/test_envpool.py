@@ -12,8 +12,8 @@ import pytest
 from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite, MetaWorldVecEnv, all_task_names
 from mtrl.envs.meta_world_envpool import MISMATCHED_TASKS, EnvPoolVecEnv, envpool_id
 from mtrl.errors import ConfigError, install_hint
-from mtrl.logger import read_metrics
-from mtrl.trainer import train
+from mtrl.training.logger import read_metrics
+from mtrl.training.trainer import train
 from conftest import make_config
 
 envpool = pytest.importorskip("envpool", reason="the envpool extra is not installed")

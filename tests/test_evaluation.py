@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mtrl.evaluation import evaluate
+from mtrl.training.evaluation import evaluate
 from mtrl.suite import MultiTaskVecEnv, StepResult
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from mtrl.checkpoint import save_checkpoint
+from mtrl.training.checkpoint import save_checkpoint
 from mtrl.errors import RunError
-from mtrl.faults import DivergenceGuard
+from mtrl.training.faults import DivergenceGuard
 
 
 def update(skipped: int = 0, masked: int = 0) -> dict[str, torch.Tensor]:

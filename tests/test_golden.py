@@ -35,8 +35,8 @@ def test_a_checkpoint_written_before_the_redesign_resumes_to_the_golden_metrics(
     import shutil
 
     from mtrl.config import load_config
-    from mtrl.logger import read_metrics
-    from mtrl.trainer import train
+    from mtrl.training.logger import read_metrics
+    from mtrl.training.trainer import train
 
     run_dir = tmp_path / "mtsac-run"
     shutil.copytree(GOLDEN / "mtsac-run", run_dir)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-INFERENCE = ["mtrl.policy", "mtrl.evaluate_run", "mtrl.export", "mtrl.distillation", "mtrl.single_task",
+INFERENCE = ["mtrl.inference.policy", "mtrl.inference.evaluate_run", "mtrl.inference.export", "mtrl.learner.distillation", "mtrl.training.single_task",
              "mtrl.builders"]
 
 
 def test_inference_modules_do_not_import_the_trainer():
-    code = f"import sys\nfor m in {INFERENCE!r}: __import__(m)\nprint('mtrl.trainer' in sys.modules)"
+    code = f"import sys\nfor m in {INFERENCE!r}: __import__(m)\nprint('mtrl.training.trainer' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtrl.logger import read_metrics
-from mtrl.trainer import train
+from mtrl.training.logger import read_metrics
+from mtrl.training.trainer import train
 
 from conftest import TOY_FAST, make_config
 
@@ -60,7 +60,7 @@ def test_each_architecture_runs_with_the_monitor_and_the_scheduler_and_reports(t
     """Every architecture through the CLI with conflict monitoring and the learning-progress
     scheduler, then one `mtrl report` over all of them."""
     from mtrl.cli import main
-    from mtrl.report import write_report
+    from mtrl.analysis.report import write_report
 
     tiny = ["train.total_steps=600", "train.warmup_steps=200", "train.eval_every=0", "train.eval_episodes=1",
             "train.final_eval_episodes=2", "train.log_every=200", "train.checkpoint_every=0", "device=cpu",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mtrl.cli import main
-from mtrl.logger import Logger, read_metrics
+from mtrl.training.logger import Logger, read_metrics
 from tests.conftest import TINY_TOY
 
 

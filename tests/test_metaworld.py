@@ -10,7 +10,7 @@ from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite, all_task_names
 from mtrl.envs.meta_world_descriptions import DESCRIPTIONS
 from mtrl.cli import main
 from mtrl.errors import ConfigError
-from mtrl.logger import read_metrics
+from mtrl.training.logger import read_metrics
 
 MT10 = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3", "drawer-close-v3",
         "button-press-topdown-v3", "peg-insert-side-v3", "window-open-v3", "window-close-v3"]

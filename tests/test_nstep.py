@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mtrl.replay import MultiTaskReplay
-from mtrl.sac import critic_target
+from mtrl.learner.replay import MultiTaskReplay
+from mtrl.learner.sac import critic_target
 
 OBS, ACT, TASKS, SLOTS, GAMMA = 3, 2, 3, 4, 0.9
 
@@ -147,8 +147,8 @@ def test_a_resumed_n_step_run_logs_what_an_uninterrupted_one_does(tmp_path):
     """The waiting steps travel in the checkpoint (with the replay), so stopping and resuming
     changes nothing: the toy env restores its episodes, every random stream is restored."""
     from conftest import TOY_FAST, make_config
-    from mtrl.logger import read_metrics
-    from mtrl.trainer import train
+    from mtrl.training.logger import read_metrics
+    from mtrl.training.trainer import train
 
     def run(name: str, total: int, resume: bool = False):
         train(make_config(TOY_FAST, run={"dir": str(tmp_path / name)}, resume=resume, sac={"n_step": 3},

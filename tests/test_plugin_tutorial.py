@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mtrl.logger import read_metrics
+from mtrl.training.logger import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = ROOT / "docs" / "ADD_A_SUITE.md"

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import mtrl
-from mtrl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from mtrl.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from mtrl.cli import main
 from mtrl.config import ConfigError, from_dict, read_yaml
-from mtrl.evaluation import evaluate
+from mtrl.training.evaluation import evaluate
 from mtrl.seeding import run_seeds
 from mtrl.builders import make_agent, make_policy, make_spec, make_suite
 
@@ -155,8 +155,8 @@ def test_load_of_a_care_run_reads_the_shipped_embeddings(tmp_path):
 
 
 def test_import_mtrl_stays_cheap_and_load_is_lazy():
-    code = ("import sys, mtrl; assert 'torch' not in sys.modules and 'mtrl.policy' not in sys.modules; "
-            "from mtrl import load; assert callable(load) and 'mtrl.policy' in sys.modules")
+    code = ("import sys, mtrl; assert 'torch' not in sys.modules and 'mtrl.inference.policy' not in sys.modules; "
+            "from mtrl import load; assert callable(load) and 'mtrl.inference.policy' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -8,13 +8,13 @@ import torch
 import yaml
 from torch.nn.functional import cosine_similarity
 
-from mtrl.agent import EnvSpec
+from mtrl.learner.agent import EnvSpec
 from mtrl.config import ConfigError, SACConfig, load_config
 from mtrl.registry import get
-from mtrl.replay import MultiTaskReplay
+from mtrl.learner.replay import MultiTaskReplay
 from mtrl.hardware import resolve_precision
-from mtrl.sac import SAC
-from mtrl.trainer import train
+from mtrl.learner.sac import SAC
+from mtrl.training.trainer import train
 from conftest import TOY_FAST, make_config
 
 TASKS = 10

@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from mtrl.progress import RecentRate, StepProgress
+from mtrl.training.progress import RecentRate, StepProgress
 
 
 class FakeClock:

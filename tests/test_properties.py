@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import mtrl
-from mtrl.checkpoint import LEGACY_MAGIC, MAGIC, CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from mtrl.training.checkpoint import LEGACY_MAGIC, MAGIC, CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 from mtrl.cli import main
 from mtrl.config import Config, load_config
-from mtrl.embeddings import load_task_embeddings
+from mtrl.networks.task_embeddings import load_task_embeddings
 from mtrl.errors import ConfigError
 
 from conftest import TINY_TOY
@@ -287,7 +287,7 @@ class ReachedRay(Exception):
 @FAST
 @given(content=manifests)
 def test_any_sweep_manifest_resumes_or_is_one_line(content, monkeypatch):
-    import mtrl.sweep as sweep
+    import mtrl.sweeps.runner as sweep
 
     monkeypatch.setattr(sweep, "import_ray", lambda: (_ for _ in ()).throw(ReachedRay()))
     with tempfile.TemporaryDirectory() as d:

@@ -4,8 +4,6 @@ import sys
 import textwrap
 
 from mtrl import registry
-
-
 def install_plugins(tmp_path, monkeypatch, modules: dict[str, str], entry_points: str, name: str = "my-suite") -> None:
     """An installed distribution (on sys.path, with its dist-info) holding ``modules``
     (path -> source) and declaring ``entry_points`` in the mtrl.envs group."""

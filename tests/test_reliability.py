@@ -21,7 +21,7 @@ import torch
 
 from mtrl import atomic_write as atomic_write_module
 from mtrl.atomic_write import atomic_write
-from mtrl.checkpoint import (
+from mtrl.training.checkpoint import (
     CheckpointError,
     list_checkpoints,
     load_checkpoint,
@@ -30,9 +30,9 @@ from mtrl.checkpoint import (
 )
 from mtrl.cli import main
 from mtrl.errors import RunError, WriteError
-from mtrl.logger import read_metrics
+from mtrl.training.logger import read_metrics
 from mtrl.registry import register
-from mtrl.trainer import train
+from mtrl.training.trainer import train
 from mtrl.envs.toy import PointMassVecEnv, ToyConfig, ToySuite
 
 from conftest import make_config

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from mtrl.replay import MultiTaskReplay
+from mtrl.learner.replay import MultiTaskReplay
 
 
 def fill(replay, tasks, n, obs_dim=39, act_dim=4):

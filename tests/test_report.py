@@ -14,7 +14,7 @@ from scipy.stats import trim_mean
 from mtrl.cli import main
 from mtrl.config import ConfigError, TrainConfig
 from mtrl.errors import install_hint
-from mtrl.report import find_runs, group_runs, probability_of_improvement, write_report
+from mtrl.analysis.report import find_runs, group_runs, probability_of_improvement, write_report
 
 from conftest import TOY_FAST, make_config
 
@@ -219,7 +219,7 @@ def test_report_of_real_toy_runs(tmp_path):
             "buffer_per_task": 3000, "log_every": 1000, "checkpoint_every": 0}
     if "final_eval_episodes" in TrainConfig.__dataclass_fields__:
         fast["final_eval_episodes"] = 2
-    from mtrl.trainer import train
+    from mtrl.training.trainer import train
 
     for seed in (1, 2):
         train(make_config(TOY_FAST, seed=seed, agent={"hidden_sizes": [32, 32]}, train=fast,
@@ -304,7 +304,7 @@ def test_nineteen_methods_get_nineteen_distinct_looks_in_both_legends(tmp_path, 
     success curve's legend and in the per-task figure's, not 10 colours cycled twice."""
     from matplotlib.colors import to_hex
 
-    import mtrl.report as report
+    import mtrl.analysis.report as report
 
     figures = {}
     monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.__setitem__(Path(path).name, fig))
@@ -340,7 +340,7 @@ def test_read_metrics_skips_what_it_cannot_read_as_the_report_did(tmp_path):
     """The one reader of metrics.jsonl (report, sweep, tests): unreadable lines, records
     without a finite step and a trailing line still being written are skipped; a value that
     is not a finite number reads as None."""
-    from mtrl.logger import read_metrics
+    from mtrl.training.logger import read_metrics
 
     lines = ['{"step": 1, "a": 0.5}', "not json", "[1, 2]", '{"step": "2", "a": 1}', '{"step": NaN}',
              '{"step": 3, "a": Infinity, "b": "x", "c": true, "d": 2}', '{"step": 4, "a": 0.25}']

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from mtrl.agent import Agent, OneHotTaskEncoder
+from mtrl.learner.agent import Agent, OneHotTaskEncoder
 from mtrl.config import SACConfig
-from mtrl.networks import TanhGaussianActor, TwinQ, squashed_log_prob
-from mtrl.replay import Batch
-from mtrl.sac import SAC, actor_loss, critic_loss, critic_target, temperature_loss
+from mtrl.networks.ensemble import TanhGaussianActor, TwinQ, squashed_log_prob
+from mtrl.learner.replay import Batch
+from mtrl.learner.sac import SAC, actor_loss, critic_loss, critic_target, temperature_loss
 
 
 def test_critic_target_hand_computed():
@@ -110,7 +110,7 @@ def test_temperatures_of_different_tasks_move_independently():
 
 
 def test_task_weights_follow_meta_world_plus_and_weight_the_critic_loss():
-    from mtrl.sac import task_loss_weights
+    from mtrl.learner.sac import task_loss_weights
 
     log_alpha = torch.log(torch.tensor([0.3, 0.7]))
     w = task_loss_weights(log_alpha)
@@ -137,7 +137,7 @@ def test_task_weights_follow_meta_world_plus_and_weight_the_critic_loss():
 def test_encoder_tau_moves_the_target_encoder_at_its_own_rate():
     from mtrl.agents.care import CAREConfig, make_care
     from mtrl.envs.toy import ToyConfig, ToySuite
-    from mtrl.agent import EnvSpec
+    from mtrl.learner.agent import EnvSpec
 
     suite = ToySuite(ToyConfig())
     spec = EnvSpec(2, 2, tuple(suite.task_names), tuple(suite.descriptions.values()), "toy", str(suite.embedding_file))
@@ -188,7 +188,7 @@ def _per_sample(losses: torch.Tensor, n: int = 4) -> tuple[torch.Tensor, torch.T
 
 
 def test_famo_weights_and_logits_follow_the_reference_code():
-    from mtrl.task_weighting import TaskWeighting
+    from mtrl.learner.task_weighting import TaskWeighting
 
     torch.manual_seed(0)
     ours, ref = TaskWeighting("famo", 3), FAMOReference(3)
@@ -206,7 +206,7 @@ def test_famo_weights_and_logits_follow_the_reference_code():
 
 
 def test_uncertainty_weights_tend_to_inverse_losses():
-    from mtrl.task_weighting import TaskWeighting
+    from mtrl.learner.task_weighting import TaskWeighting
 
     losses = torch.tensor([0.5, 2.0, 8.0])
     weighting = TaskWeighting("uncertainty", 3, lr=0.05)
@@ -219,7 +219,7 @@ def test_uncertainty_weights_tend_to_inverse_losses():
 
 
 def test_inverse_size_makes_every_task_count_the_same_and_none_is_one():
-    from mtrl.task_weighting import TaskWeighting
+    from mtrl.learner.task_weighting import TaskWeighting
 
     task = torch.tensor([0] * 6 + [1] * 2 + [2] * 0 + [3] * 4)
     per_sample = torch.rand(len(task))
@@ -270,7 +270,7 @@ def test_task_weighting_actor_decides_whether_the_weights_scale_the_actor_terms(
 
 @pytest.mark.parametrize("kind", ["inverse_size", "uncertainty", "famo"])
 def test_a_task_with_a_non_finite_loss_does_not_poison_the_weighting(kind):
-    from mtrl.task_weighting import TaskWeighting
+    from mtrl.learner.task_weighting import TaskWeighting
 
     weighting = TaskWeighting(kind, 3)
     for step in range(4):

@@ -1,25 +1,25 @@
-"""SAC's update in parts: the levers composed by mtrl/loss_terms.py, the agents' optional
-parts declared in mtrl/hooks.py, reward scaling inside the learner (and checkpoints that
+"""SAC's update in parts: the levers composed by mtrl/learner/loss_terms.py, the agents' optional
+parts declared in mtrl/learner/hooks.py, reward scaling inside the learner (and checkpoints that
 kept it outside), and the one per-task mean."""
 
 import numpy as np
 import pytest
 import torch
 
-from mtrl.agent import EnvSpec, OneHotTaskEncoder
+from mtrl.learner.agent import EnvSpec, OneHotTaskEncoder
 from mtrl.agents.brc import BRCConfig, make_brc
 from mtrl.agents.care import CAREConfig, make_care
 from mtrl.agents.mtsac import MTSACConfig, make_mtsac
 from mtrl.agents.softshare import SoftShareConfig, make_softshare
-from mtrl.checkpoint import list_checkpoints, load_checkpoint, write_checkpoint_file
+from mtrl.training.checkpoint import list_checkpoints, load_checkpoint, write_checkpoint_file
 from mtrl.config import SACConfig
-from mtrl.hooks import AttentionEncoder, Penalized, is_categorical, penalized
-from mtrl.loss_terms import UpdateTerms
-from mtrl.logger import read_metrics
-from mtrl.replay import Batch
-from mtrl.sac import SAC
-from mtrl.task_weighting import task_means
-from mtrl.trainer import train
+from mtrl.learner.hooks import AttentionEncoder, Penalized, is_categorical, penalized
+from mtrl.learner.loss_terms import UpdateTerms
+from mtrl.training.logger import read_metrics
+from mtrl.learner.replay import Batch
+from mtrl.learner.sac import SAC
+from mtrl.learner.task_weighting import task_means
+from mtrl.training.trainer import train
 
 from conftest import TOY_FAST, make_config
 

@@ -13,7 +13,7 @@ pytest.importorskip("stable_baselines3")
 from conftest import CountdownConfig, CountdownEnv  # noqa: E402
 
 from mtrl.config import ConfigError, load_config  # noqa: E402
-from mtrl.logger import read_metrics  # noqa: E402
+from mtrl.training.logger import read_metrics  # noqa: E402
 from mtrl.builders import make_suite  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "sb3_peer.py"

@@ -1,7 +1,7 @@
 import numpy as np
 
 from mtrl.registry import get
-from mtrl.scheduler import RoundRobin, Uniform
+from mtrl.training.scheduler import RoundRobin, Uniform
 
 
 def test_round_robin_with_one_slot_per_task_pins_each_task_to_one_slot():

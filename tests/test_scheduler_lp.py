@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mtrl.errors import ConfigError
-from mtrl.scheduler import LearningProgress, LearningProgressConfig, ema_difference_variance
+from mtrl.training.scheduler import LearningProgress, LearningProgressConfig, ema_difference_variance
 
 SEEDS = range(5)
 RAMP = 600  # episodes (of that task) an improving task needs from 0 % to 100 % success

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import mtrl
-from mtrl.checkpoint import (
+from mtrl.training.checkpoint import (
     LEGACY_MAGIC,
     MAGIC,
     UnsafeCheckpointError,
@@ -27,7 +27,7 @@ from mtrl.checkpoint import (
 )
 from mtrl.cli import main
 from mtrl.errors import ConfigError, RunError
-from mtrl.logger import read_metrics
+from mtrl.training.logger import read_metrics
 
 from conftest import TINY_TOY
 

@@ -18,12 +18,14 @@ import pytest
 
 from mtrl.cli import main
 from mtrl.errors import RunError, install_hint
-from mtrl.logger import read_metrics
+from mtrl.training.logger import read_metrics
 
 ray = pytest.importorskip("ray")
 
-from mtrl import sweep, sweep_leftovers
-from mtrl.sweep_storage import WORKDIR_ENV, Storage, claim, workplace, write_files
+from mtrl.sweeps import runner as sweep
+
+from mtrl.sweeps import leftovers as sweep_leftovers
+from mtrl.sweeps.storage import WORKDIR_ENV, Storage, claim, workplace, write_files
 
 TINY = ["train.total_steps=400", "train.warmup_steps=100", "train.eval_every=200", "train.eval_episodes=1",
         "train.final_eval_episodes=1", "train.log_every=200", "train.checkpoint_every=200",
@@ -244,8 +246,7 @@ def test_a_storage_folder_a_node_does_not_see_fails_the_trial_in_one_line(tmp_pa
 def test_a_storage_that_fails_costs_copies_not_the_run_and_the_node_keeps_it(tmp_path, monkeypatch):
     import torch
 
-    from mtrl import sweep_storage
-
+    from mtrl.sweeps import storage as sweep_storage
     node, store = tmp_path / "node", tmp_path / "store"
     monkeypatch.setenv(WORKDIR_ENV, str(node))
     storage = Storage(f"file://{store}", "abc")

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from mtrl.cli import main
-from mtrl.logger import read_metrics
-from mtrl.sweep_storage import WORKDIR_ENV
+from mtrl.training.logger import read_metrics
+from mtrl.sweeps.storage import WORKDIR_ENV
 
 ray = pytest.importorskip("ray")
 

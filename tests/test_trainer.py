@@ -4,10 +4,10 @@
 import pytest
 import torch
 
-from mtrl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from mtrl.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from mtrl.errors import ConfigError
-from mtrl.logger import read_metrics
-from mtrl.trainer import train
+from mtrl.training.logger import read_metrics
+from mtrl.training.trainer import train
 
 from conftest import TOY_FAST, make_config
 

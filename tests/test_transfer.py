@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mtrl.cli import main
-from mtrl.transfer import bootstrap_difference, write_transfer_report
+from mtrl.analysis.transfer import bootstrap_difference, write_transfer_report
 
 from conftest import TINY_TOY
 
@@ -82,7 +82,7 @@ def test_single_task_trains_each_task_alone_at_the_per_task_budget_then_maps_tra
 @pytest.mark.parametrize("config", ["toy-mtsac", "study-mt10-mtsac", "kitchen-mtsac"])
 def test_single_task_overrides_keep_exactly_that_task_under_its_name(config):
     from mtrl.config import load_config
-    from mtrl.single_task import single_task_overrides
+    from mtrl.training.single_task import single_task_overrides
     from mtrl.builders import make_suite
 
     if config.startswith("kitchen"):

@@ -13,7 +13,7 @@ from mtrl.errors import RenderUnavailable, install_hint
 from mtrl.seeding import run_seeds
 from mtrl.suite import MultiTaskVecEnv
 from mtrl.builders import make_suite
-from mtrl.video import NOT_YET, SUCCESS, film
+from mtrl.inference.video import NOT_YET, SUCCESS, film
 
 iio = pytest.importorskip("imageio.v3")
 pytest.importorskip("imageio_ffmpeg")
@@ -177,7 +177,7 @@ def test_an_unknown_mujoco_gl_value_is_no_backend(monkeypatch):
 
 def test_report_links_the_videos(toy_run, tmp_path):
     pytest.importorskip("rliable")
-    from mtrl.report import write_report
+    from mtrl.analysis.report import write_report
 
     run_dir = fresh_copy(toy_run, tmp_path)
     assert main(["eval", str(run_dir), "--video", "--tasks", "reach-east", "reach-north", "--episodes", "1",
@@ -193,7 +193,7 @@ def test_report_links_the_videos(toy_run, tmp_path):
 
 def test_report_without_videos_has_no_videos_section(toy_run, tmp_path):
     pytest.importorskip("rliable")
-    from mtrl.report import write_report
+    from mtrl.analysis.report import write_report
 
     run_dir = fresh_copy(toy_run, tmp_path)
     write_report([run_dir], tmp_path / "report", reps=20)

@@ -1,0 +1,1 @@
+"""Reading runs: ``mtrl report`` (IQM, CIs, P(>)), transfer maps and representation introspection."""
