@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mtrl.learner.agent import Agent, EmbeddingTaskEncoder, EnvSpec
-from mtrl.networks.bronet import BroNet
-from mtrl.learner.categorical import CategoricalQ
 from mtrl.errors import at_least, check_values, positive
+from mtrl.learner.agent import Agent, EmbeddingTaskEncoder, EnvSpec
+from mtrl.learner.categorical import CategoricalQ
+from mtrl.networks.bronet import BroNet
 from mtrl.networks.ensemble import TanhGaussianActor
 from mtrl.registry import register
 
@@ -40,15 +40,17 @@ class BRCConfig:
     """The categorical support spans [-v_max, v_max]."""
 
     def validate(self) -> None:
-        check_values([
-            ("agent.critic_width", self.critic_width, at_least(1), "at least 1"),
-            ("agent.critic_depth", self.critic_depth, at_least(0), "at least 0"),
-            ("agent.actor_width", self.actor_width, at_least(1), "at least 1"),
-            ("agent.actor_depth", self.actor_depth, at_least(0), "at least 0"),
-            ("agent.embedding_dim", self.embedding_dim, at_least(1), "at least 1"),
-            ("agent.bins", self.bins, at_least(2), "at least 2"),
-            ("agent.v_max", self.v_max, positive, "positive"),
-        ])
+        check_values(
+            [
+                ("agent.critic_width", self.critic_width, at_least(1), "at least 1"),
+                ("agent.critic_depth", self.critic_depth, at_least(0), "at least 0"),
+                ("agent.actor_width", self.actor_width, at_least(1), "at least 1"),
+                ("agent.actor_depth", self.actor_depth, at_least(0), "at least 0"),
+                ("agent.embedding_dim", self.embedding_dim, at_least(1), "at least 1"),
+                ("agent.bins", self.bins, at_least(2), "at least 2"),
+                ("agent.v_max", self.v_max, positive, "positive"),
+            ]
+        )
 
 
 @register("agent", "brc", BRCConfig)
@@ -57,8 +59,25 @@ def make_brc(cfg: BRCConfig, spec: EnvSpec) -> Agent:
     # The embedding belongs to the critics (trained by their loss); the actor reads it
     # without training it, as the reference code's actor input.
     encoder = EmbeddingTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.embedding_dim)
-    actor = TanhGaussianActor(BroNet(members=1, in_dim=encoder.out_dim, width=cfg.actor_width, depth=cfg.actor_depth,
-                                     out_dim=2 * spec.act_dim, out_gain=1.0))
-    critic = CategoricalQ(BroNet(members=2, in_dim=encoder.out_dim + spec.act_dim, width=cfg.critic_width,
-                                 depth=cfg.critic_depth, out_dim=cfg.bins), cfg.v_max, cfg.bins)
+    actor = TanhGaussianActor(
+        BroNet(
+            members=1,
+            in_dim=encoder.out_dim,
+            width=cfg.actor_width,
+            depth=cfg.actor_depth,
+            out_dim=2 * spec.act_dim,
+            out_gain=1.0,
+        )
+    )
+    critic = CategoricalQ(
+        BroNet(
+            members=2,
+            in_dim=encoder.out_dim + spec.act_dim,
+            width=cfg.critic_width,
+            depth=cfg.critic_depth,
+            out_dim=cfg.bins,
+        ),
+        cfg.v_max,
+        cfg.bins,
+    )
     return Agent(encoder, actor, critic, actor_encoder="critic_detached")

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mtrl.errors import ConfigError, at_least, check_values, each_at_least_1, layer_sizes, one_of, positive
 from mtrl.learner.agent import ACTOR_ENCODERS, Agent, EnvSpec, critic_size_check, mlp_critic
 from mtrl.networks.care_encoder import ATTENTION_KINDS, EMBEDDING_KINDS, CAREEncoder, TaskEmbedding
-from mtrl.errors import ConfigError, at_least, check_values, each_at_least_1, layer_sizes, one_of, positive
-from mtrl.networks.task_embeddings import load_task_embeddings
 from mtrl.networks.ensemble import INITS, TanhGaussianActor
+from mtrl.networks.task_embeddings import load_task_embeddings
 from mtrl.registry import register
 
 
@@ -53,19 +53,21 @@ class CAREConfig:
     CARE code); critic: it reads and trains the critic's encoder."""
 
     def validate(self) -> None:
-        check_values([
-            ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
-            ("agent.init", self.init, *one_of(INITS)),
-            critic_size_check(self),
-            ("agent.num_encoders", self.num_encoders, at_least(1), "at least 1"),
-            ("agent.encoder_hidden", self.encoder_hidden, each_at_least_1, "a list of sizes >= 1"),
-            ("agent.encoder_dim", self.encoder_dim, at_least(1), "at least 1"),
-            ("agent.context_hidden", self.context_hidden, each_at_least_1, "a list of sizes >= 1"),
-            ("agent.attention", self.attention, *one_of(ATTENTION_KINDS)),
-            ("agent.attention_temperature", self.attention_temperature, positive, "positive"),
-            ("agent.task_embedding", self.task_embedding, *one_of(EMBEDDING_KINDS)),
-            ("agent.actor_encoder", self.actor_encoder, *one_of(ACTOR_ENCODERS)),
-        ])
+        check_values(
+            [
+                ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
+                ("agent.init", self.init, *one_of(INITS)),
+                critic_size_check(self),
+                ("agent.num_encoders", self.num_encoders, at_least(1), "at least 1"),
+                ("agent.encoder_hidden", self.encoder_hidden, each_at_least_1, "a list of sizes >= 1"),
+                ("agent.encoder_dim", self.encoder_dim, at_least(1), "at least 1"),
+                ("agent.context_hidden", self.context_hidden, each_at_least_1, "a list of sizes >= 1"),
+                ("agent.attention", self.attention, *one_of(ATTENTION_KINDS)),
+                ("agent.attention_temperature", self.attention_temperature, positive, "positive"),
+                ("agent.task_embedding", self.task_embedding, *one_of(EMBEDDING_KINDS)),
+                ("agent.actor_encoder", self.actor_encoder, *one_of(ACTOR_ENCODERS)),
+            ]
+        )
 
 
 @register("agent", "care", CAREConfig)
@@ -83,10 +85,16 @@ def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
 
     def care_encoder() -> CAREEncoder:
         embedding = TaskEmbedding(kind=cfg.task_embedding, num_tasks=spec.num_tasks, pretrained=pretrained)
-        return CAREEncoder(obs_dim=spec.obs_dim, task_embedding=embedding, num_encoders=cfg.num_encoders,
-                           encoder_hidden=cfg.encoder_hidden, encoder_dim=cfg.encoder_dim,
-                           context_hidden=cfg.context_hidden, attention=cfg.attention,
-                           temperature=cfg.attention_temperature)
+        return CAREEncoder(
+            obs_dim=spec.obs_dim,
+            task_embedding=embedding,
+            num_encoders=cfg.num_encoders,
+            encoder_hidden=cfg.encoder_hidden,
+            encoder_dim=cfg.encoder_dim,
+            context_hidden=cfg.context_hidden,
+            attention=cfg.attention,
+            temperature=cfg.attention_temperature,
+        )
 
     encoder = care_encoder()
     actor_encoder = care_encoder() if cfg.actor_encoder == "own" else None

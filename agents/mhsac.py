@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtrl.learner.agent import Agent, EnvSpec, OneHotTaskEncoder, critic_size_check, mlp_critic
 from mtrl.errors import check_values, layer_sizes, one_of
+from mtrl.learner.agent import Agent, EnvSpec, OneHotTaskEncoder, critic_size_check, mlp_critic
 from mtrl.networks.ensemble import INITS, TanhGaussianActor
 from mtrl.registry import register
 
@@ -28,18 +28,21 @@ class MHSACConfig:
     """Also append the task's one-hot to the shared trunk's input (Meta-World+ MH-SAC)."""
 
     def validate(self) -> None:
-        check_values([
-            ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
-            ("agent.init", self.init, *one_of(INITS)),
-            critic_size_check(self),
-        ])
+        check_values(
+            [
+                ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
+                ("agent.init", self.init, *one_of(INITS)),
+                critic_size_check(self),
+            ]
+        )
 
 
 @register("agent", "mhsac", MHSACConfig)
 def make_mhsac(cfg: MHSACConfig, spec: EnvSpec) -> Agent:
     """Multi-head SAC: shared hidden layers, one output head per task."""
     encoder = OneHotTaskEncoder(spec.obs_dim, spec.num_tasks, cfg.task_visible)
-    actor = TanhGaussianActor.mlp(in_dim=encoder.out_dim, act_dim=spec.act_dim, hidden=cfg.hidden_sizes,
-                                  num_heads=spec.num_tasks, init=cfg.init)
+    actor = TanhGaussianActor.mlp(
+        in_dim=encoder.out_dim, act_dim=spec.act_dim, hidden=cfg.hidden_sizes, num_heads=spec.num_tasks, init=cfg.init
+    )
     critic = mlp_critic(cfg, encoder.out_dim, spec.act_dim, spec.num_tasks)
     return Agent(encoder, actor, critic)

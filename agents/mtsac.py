@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtrl.learner.agent import Agent, EnvSpec, OneHotTaskEncoder, critic_size_check, mlp_critic
 from mtrl.errors import check_values, layer_sizes, one_of
+from mtrl.learner.agent import Agent, EnvSpec, OneHotTaskEncoder, critic_size_check, mlp_critic
 from mtrl.networks.ensemble import INITS, TanhGaussianActor
 from mtrl.registry import register
 
@@ -28,11 +28,13 @@ class MTSACConfig:
     """Append the task's one-hot to the state; false: hidden (single-task SAC on all tasks)."""
 
     def validate(self) -> None:
-        check_values([
-            ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
-            ("agent.init", self.init, *one_of(INITS)),
-            critic_size_check(self),
-        ])
+        check_values(
+            [
+                ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
+                ("agent.init", self.init, *one_of(INITS)),
+                critic_size_check(self),
+            ]
+        )
 
 
 @register("agent", "mtsac", MTSACConfig)

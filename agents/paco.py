@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtrl.learner.agent import Agent, EnvSpec, task_conditioned_agent
 from mtrl.errors import at_least, check_values, layer_sizes, one_of
+from mtrl.learner.agent import Agent, EnvSpec, task_conditioned_agent
 from mtrl.networks.ensemble import INITS
 from mtrl.networks.paco_layers import PaCoNet
 from mtrl.registry import register
@@ -27,11 +27,13 @@ class PaCoConfig:
     """Each layer's first set (copied to all K): pytorch | reference."""
 
     def validate(self) -> None:
-        check_values([
-            ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
-            ("agent.num_sets", self.num_sets, at_least(1), "at least 1"),
-            ("agent.init", self.init, *one_of(INITS)),
-        ])
+        check_values(
+            [
+                ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
+                ("agent.num_sets", self.num_sets, at_least(1), "at least 1"),
+                ("agent.init", self.init, *one_of(INITS)),
+            ]
+        )
 
 
 @register("agent", "paco", PaCoConfig)
@@ -40,7 +42,14 @@ def make_paco(cfg: PaCoConfig, spec: EnvSpec) -> Agent:
     init = "pytorch" if cfg.init == "pytorch" else "orthogonal"
 
     def net(members: int, in_dim: int, out_dim: int) -> PaCoNet:
-        return PaCoNet(members=members, in_dim=in_dim, hidden=cfg.hidden_sizes, out_dim=out_dim,
-                       num_tasks=spec.num_tasks, num_sets=cfg.num_sets, init=init)
+        return PaCoNet(
+            members=members,
+            in_dim=in_dim,
+            hidden=cfg.hidden_sizes,
+            out_dim=out_dim,
+            num_tasks=spec.num_tasks,
+            num_sets=cfg.num_sets,
+            init=init,
+        )
 
     return task_conditioned_agent(spec, net)

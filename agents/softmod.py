@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtrl.learner.agent import Agent, EnvSpec, task_conditioned_agent
 from mtrl.errors import at_least, check_values, layer_sizes, one_of
+from mtrl.learner.agent import Agent, EnvSpec, task_conditioned_agent
 from mtrl.networks.ensemble import INITS
-from mtrl.registry import register
 from mtrl.networks.soft_modularization import SoftModularNet
+from mtrl.registry import register
 
 
 @dataclass
@@ -34,15 +34,17 @@ class SoftModConfig:
     """Module, base and routing hidden layers' initialisation: pytorch | reference."""
 
     def validate(self) -> None:
-        check_values([
-            ("agent.base_hidden", self.base_hidden, layer_sizes, "a non-empty list of sizes >= 1"),
-            ("agent.num_layers", self.num_layers, at_least(2), "at least 2"),
-            ("agent.num_modules", self.num_modules, at_least(1), "at least 1"),
-            ("agent.module_hidden", self.module_hidden, at_least(1), "at least 1"),
-            ("agent.routing_hidden", self.routing_hidden, at_least(1), "at least 1"),
-            ("agent.num_routing_layers", self.num_routing_layers, at_least(1), "at least 1"),
-            ("agent.init", self.init, *one_of(INITS)),
-        ])
+        check_values(
+            [
+                ("agent.base_hidden", self.base_hidden, layer_sizes, "a non-empty list of sizes >= 1"),
+                ("agent.num_layers", self.num_layers, at_least(2), "at least 2"),
+                ("agent.num_modules", self.num_modules, at_least(1), "at least 1"),
+                ("agent.module_hidden", self.module_hidden, at_least(1), "at least 1"),
+                ("agent.routing_hidden", self.routing_hidden, at_least(1), "at least 1"),
+                ("agent.num_routing_layers", self.num_routing_layers, at_least(1), "at least 1"),
+                ("agent.init", self.init, *one_of(INITS)),
+            ]
+        )
 
 
 @register("agent", "softmod", SoftModConfig)
@@ -50,9 +52,18 @@ def make_softmod(cfg: SoftModConfig, spec: EnvSpec) -> Agent:
     """Soft Modularization: per-sample routing over layers of modules, from the task embedding."""
 
     def net(members: int, in_dim: int, out_dim: int) -> SoftModularNet:
-        return SoftModularNet(members=members, in_dim=in_dim, out_dim=out_dim, num_tasks=spec.num_tasks,
-                              base_hidden=cfg.base_hidden, num_layers=cfg.num_layers, num_modules=cfg.num_modules,
-                              module_hidden=cfg.module_hidden, routing_hidden=cfg.routing_hidden,
-                              num_routing_layers=cfg.num_routing_layers, init=cfg.init)
+        return SoftModularNet(
+            members=members,
+            in_dim=in_dim,
+            out_dim=out_dim,
+            num_tasks=spec.num_tasks,
+            base_hidden=cfg.base_hidden,
+            num_layers=cfg.num_layers,
+            num_modules=cfg.num_modules,
+            module_hidden=cfg.module_hidden,
+            routing_hidden=cfg.routing_hidden,
+            num_routing_layers=cfg.num_routing_layers,
+            init=cfg.init,
+        )
 
     return task_conditioned_agent(spec, net)

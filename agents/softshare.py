@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtrl.learner.agent import Agent, EnvSpec, task_conditioned_agent
 from mtrl.errors import at_least, check_values, layer_sizes, one_of
+from mtrl.learner.agent import Agent, EnvSpec, task_conditioned_agent
+from mtrl.learner.soft_sharing import PerTaskMLP
 from mtrl.networks.ensemble import INITS
 from mtrl.registry import register
-from mtrl.learner.soft_sharing import PerTaskMLP
 
 
 @dataclass
@@ -26,11 +26,13 @@ class SoftShareConfig:
     """Initialisation: pytorch | reference (orthogonal hidden layers)."""
 
     def validate(self) -> None:
-        check_values([
-            ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
-            ("agent.strength", self.strength, at_least(0), "at least 0 (0: independent networks)"),
-            ("agent.init", self.init, *one_of(INITS)),
-        ])
+        check_values(
+            [
+                ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
+                ("agent.strength", self.strength, at_least(0), "at least 0 (0: independent networks)"),
+                ("agent.init", self.init, *one_of(INITS)),
+            ]
+        )
 
 
 @register("agent", "softshare", SoftShareConfig)

@@ -133,9 +133,15 @@ def brute_force_slsqp(gram: np.ndarray, c: float, rng: np.random.Generator, rand
     starts = [np.full(t, 1.0 / t)] + list(0.9 * np.eye(t) + 0.1 / t) + list(rng.dirichlet(np.ones(t), random_starts))
     best, best_w = math.inf, None
     for start in starts:
-        res = minimize(fun, start, jac=True, method="SLSQP", bounds=[(0, 1)] * t,
-                       constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1, "jac": lambda w: np.ones(t)}],
-                       options={"ftol": 1e-15, "maxiter": 2000})
+        res = minimize(
+            fun,
+            start,
+            jac=True,
+            method="SLSQP",
+            bounds=[(0, 1)] * t,
+            constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1, "jac": lambda w: np.ones(t)}],
+            options={"ftol": 1e-15, "maxiter": 2000},
+        )
         w = np.clip(res.x, 0, None)
         w /= w.sum()
         f = dual_objective(w, gram, c)
@@ -179,8 +185,12 @@ def median_ms(fn, repeats: int) -> float:
 
 
 def summary(errors: list[float]) -> dict:
-    return {"median": float(f"{statistics.median(errors):.3g}"), "max": float(f"{max(errors):.3g}"),
-            "over_1pct": sum(e > 0.01 for e in errors), "over_10pct": sum(e > 0.10 for e in errors)}
+    return {
+        "median": float(f"{statistics.median(errors):.3g}"),
+        "max": float(f"{max(errors):.3g}"),
+        "over_1pct": sum(e > 0.01 for e in errors),
+        "over_10pct": sum(e > 0.10 for e in errors),
+    }
 
 
 def main() -> None:
@@ -196,18 +206,34 @@ def main() -> None:
     from torchjd import aggregation as jd
 
     c, p = args.c, args.params
-    out = {"benchmark": "aggregators", "params": p, "c": c, "threads": torch.get_num_threads(),
-           "time_ms": {}, "cagrad_accuracy": {}, "pcgrad_max_relative_difference": {},
-           "torchjd_max_relative_difference": {}, "nash_mtl": {}}
+    out = {
+        "benchmark": "aggregators",
+        "params": p,
+        "c": c,
+        "threads": torch.get_num_threads(),
+        "time_ms": {},
+        "cagrad_accuracy": {},
+        "pcgrad_max_relative_difference": {},
+        "torchjd_max_relative_difference": {},
+        "nash_mtl": {},
+    }
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
     for t in args.tasks:
         grads = random_gradients(t, p, gen, conflicting=False)
-        torchjd_aggregators = {"cagrad": jd.CAGrad(c=c), "pcgrad": jd.PCGrad(), "upgrad": jd.UPGrad(),
-                               "nash_mtl": jd.NashMTL(n_tasks=t), "imtl_g": jd.IMTLG(), "aligned_mtl": jd.AlignedMTL()}
-        times = {"gram_matrix_only": median_ms(lambda: grads @ grads.T, args.repeats),
-                 "cagrad_old": median_ms(lambda: old_cagrad(grads, c), args.repeats),
-                 "pcgrad_old": median_ms(lambda: old_pcgrad(grads), args.repeats)}
+        torchjd_aggregators = {
+            "cagrad": jd.CAGrad(c=c),
+            "pcgrad": jd.PCGrad(),
+            "upgrad": jd.UPGrad(),
+            "nash_mtl": jd.NashMTL(n_tasks=t),
+            "imtl_g": jd.IMTLG(),
+            "aligned_mtl": jd.AlignedMTL(),
+        }
+        times = {
+            "gram_matrix_only": median_ms(lambda: grads @ grads.T, args.repeats),
+            "cagrad_old": median_ms(lambda: old_cagrad(grads, c), args.repeats),
+            "pcgrad_old": median_ms(lambda: old_pcgrad(grads), args.repeats),
+        }
         for name, agg in torchjd_aggregators.items():
             if name == "nash_mtl":  # stateful: a fresh one per call, as mtrl calls it
                 times[f"{name}_torchjd"] = median_ms(lambda: jd.NashMTL(n_tasks=t)(grads), args.repeats)
@@ -219,8 +245,11 @@ def main() -> None:
 
         # the wrapper against torchjd's aggregators on the full matrix (same method, same input)
         out["torchjd_max_relative_difference"][f"T={t}"] = {
-            name: float(f"{float((aggregate(grads, name).double() - torchjd_aggregators[name](grads).double()).norm() / torchjd_aggregators[name](grads).double().norm()):.3g}")
-            for name in ("upgrad", "imtl_g", "aligned_mtl")}
+            name: float(
+                f"{float((aggregate(grads, name).double() - torchjd_aggregators[name](grads).double()).norm() / torchjd_aggregators[name](grads).double().norm()):.3g}"
+            )
+            for name in ("upgrad", "imtl_g", "aligned_mtl")
+        }
 
         # Nash-MTL: the condition alpha_i (G alpha)_i = 1, ours vs torchjd's, at the gradients' own
         # scale (row norms ~ 1e2-1e3 here) and scaled to a mean row norm of 0.1 (RL-sized);
@@ -232,8 +261,11 @@ def main() -> None:
             ours = torch.from_numpy(nash_mtl_alpha(gram.numpy()))
             theirs = jd.NashMTL(n_tasks=t, max_norm=0.0).weighting(g.float()).double()
             cos = float((ours @ gram @ theirs) / ((ours @ gram @ ours) * (theirs @ gram @ theirs)).sqrt())
-            nash[label] = {"residual_mtrl": nash_residual(ours, gram), "residual_torchjd": nash_residual(theirs, gram),
-                           "direction_cosine": round(cos, 6)}
+            nash[label] = {
+                "residual_mtrl": nash_residual(ours, gram),
+                "residual_torchjd": nash_residual(theirs, gram),
+                "direction_cosine": round(cos, 6),
+            }
         out["nash_mtl"][f"T={t}"] = nash
 
         # PCGrad: old vs now vs torchjd (/T), with the same global seed, hence the same orders
@@ -265,15 +297,19 @@ def main() -> None:
             jd_weights = jd.CAGradWeighting(c=c)(torch.from_numpy(gram)).numpy()
             w_jd = (jd_weights - 1 / t) / (jd_weights.sum() - 1)  # weights = 1/T + lambda w, sum w = 1
             d_ref_vector = torch.from_numpy(direction(gram, ref, c)) @ g.double()
-            for name, w, d in (("old", w_old.double().numpy(), d_old * (1 + c**2)),
-                               ("torchjd", w_jd, jd.CAGrad(c=c)(g)),
-                               ("mtrl", cagrad_dual(gram, c), aggregate(g, "cagrad", c) * (1 + c))):
+            for name, w, d in (
+                ("old", w_old.double().numpy(), d_old * (1 + c**2)),
+                ("torchjd", w_jd, jd.CAGrad(c=c)(g)),
+                ("mtrl", cagrad_dual(gram, c), aggregate(g, "cagrad", c) * (1 + c)),
+            ):
                 errors[name]["dual"].append(abs(dual_objective(w, gram, c) - f_ref) / abs(f_ref))
                 errors[name]["direction"].append(float((d.double() - d_ref_vector).norm() / d_ref_vector.norm()))
         out["cagrad_accuracy"][f"T={t}"] = {
-            "sets": sets, "reference": "enumeration" if t <= 12 else "SLSQP multi-start",
+            "sets": sets,
+            "reference": "enumeration" if t <= 12 else "SLSQP multi-start",
             "reference_max_kkt_violation": float(f"{max(reference_kkt):.2g}"),
-            **{name: {kind: summary(v) for kind, v in e.items()} for name, e in errors.items()}}
+            **{name: {kind: summary(v) for kind, v in e.items()} for name, e in errors.items()},
+        }
     print(json.dumps(out))
 
 

@@ -50,9 +50,12 @@ def raw_envpool(steps: int, per_task: int, threads: int = 1) -> float:
     import envpool
 
     names = MetaWorldSuite(MetaWorldConfig(benchmark="MT10")).task_names
-    pools = [envpool.make_gymnasium(envpool_id(n), num_envs=per_task, seed=i * per_task,
-                                    partially_observable=False, num_threads=threads)
-             for i, n in enumerate(names)]
+    pools = [
+        envpool.make_gymnasium(
+            envpool_id(n), num_envs=per_task, seed=i * per_task, partially_observable=False, num_threads=threads
+        )
+        for i, n in enumerate(names)
+    ]
     for pool in pools:
         pool.async_reset()  # queues the reset results, so the first recv returns them
     rng = np.random.default_rng(0)
@@ -105,9 +108,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=2000, help="vector steps per measurement")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--envs-per-task", type=int, default=1,
-                        help="envs per task for mtrl and raw EnvPool (SyncVectorEnv steps envs one after "
-                             "another, so its rate per env does not depend on their number: it runs one per task)")
+    parser.add_argument(
+        "--envs-per-task",
+        type=int,
+        default=1,
+        help="envs per task for mtrl and raw EnvPool (SyncVectorEnv steps envs one after "
+        "another, so its rate per env does not depend on their number: it runs one per task)",
+    )
     args = parser.parse_args()
     k = args.envs_per_task
     runs = {
@@ -123,13 +130,20 @@ def main() -> None:
         for name, run in runs.items():
             rates[name].append(run(args.steps))
     ratios = {name: [r / s for r, s in zip(rates[name], rates["raw_sync"])] for name in runs if name != "raw_sync"}
-    print(json.dumps({
-        "benchmark": "collector", "suite": "MT10", "envs_per_task": k, "vector_steps": args.steps,
-        "env_steps_per_s": {name: round(statistics.median(r)) for name, r in rates.items()},
-        "ratio_to_raw_sync_median": {name: round(statistics.median(r), 3) for name, r in ratios.items()},
-        "ratio_to_raw_sync_per_round": {name: [round(x, 3) for x in r] for name, r in ratios.items()},
-        "goal_ratio": {"mtrl_python": 0.9, "mtrl_envpool": 3.5},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "collector",
+                "suite": "MT10",
+                "envs_per_task": k,
+                "vector_steps": args.steps,
+                "env_steps_per_s": {name: round(statistics.median(r)) for name, r in rates.items()},
+                "ratio_to_raw_sync_median": {name: round(statistics.median(r), 3) for name, r in ratios.items()},
+                "ratio_to_raw_sync_per_round": {name: [round(x, 3) for x in r] for name, r in ratios.items()},
+                "goal_ratio": {"mtrl_python": 0.9, "mtrl_envpool": 3.5},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

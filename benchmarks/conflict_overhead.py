@@ -16,11 +16,11 @@ import time
 import numpy as np
 import torch
 
-from mtrl.learner.agent import EnvSpec
 from mtrl.config import ConflictConfig, SACConfig, load_config
-from mtrl.registry import get
+from mtrl.learner.agent import EnvSpec
 from mtrl.learner.replay import MultiTaskReplay
 from mtrl.learner.sac import SAC
+from mtrl.registry import get
 
 
 def timed(fn, repeats: int) -> float:
@@ -46,8 +46,14 @@ def main() -> None:
     replay = MultiTaskReplay(tasks, 10_000, obs_dim, act_dim)
     rng = np.random.default_rng(0)
     for _ in range(100):
-        replay.add(np.arange(tasks), rng.normal(size=(tasks, obs_dim)), rng.uniform(-1, 1, (tasks, act_dim)),
-                   rng.normal(size=tasks), rng.normal(size=(tasks, obs_dim)), np.zeros(tasks, bool))
+        replay.add(
+            np.arange(tasks),
+            rng.normal(size=(tasks, obs_dim)),
+            rng.uniform(-1, 1, (tasks, act_dim)),
+            rng.normal(size=tasks),
+            rng.normal(size=(tasks, obs_dim)),
+            np.zeros(tasks, bool),
+        )
     results = {}
     for method in ("none", "pcgrad"):
         agent = get("agent", args.agent).target(agent_cfg, spec)
@@ -55,14 +61,23 @@ def main() -> None:
         results[method] = timed(lambda: sac.update(replay.sample(128)), args.updates)
     measure = timed(lambda: sac.measure_conflicts(replay.sample(128)), max(3, args.updates // 10))
     k = ConflictConfig().monitor_every
-    print(json.dumps({
-        "benchmark": "conflict_overhead", "agent": args.agent, "tasks": tasks, "batch": 128 * tasks,
-        "threads": torch.get_num_threads(),
-        "update_ms": round(results["none"] * 1e3, 2), "measure_ms": round(measure * 1e3, 2),
-        "monitor_every": k, "monitor_overhead_percent": round(100 * measure / (k * results["none"]), 3),
-        "pcgrad_update_ms": round(results["pcgrad"] * 1e3, 2),
-        "pcgrad_slowdown": round(results["pcgrad"] / results["none"], 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "conflict_overhead",
+                "agent": args.agent,
+                "tasks": tasks,
+                "batch": 128 * tasks,
+                "threads": torch.get_num_threads(),
+                "update_ms": round(results["none"] * 1e3, 2),
+                "measure_ms": round(measure * 1e3, 2),
+                "monitor_every": k,
+                "monitor_overhead_percent": round(100 * measure / (k * results["none"]), 3),
+                "pcgrad_update_ms": round(results["pcgrad"] * 1e3, 2),
+                "pcgrad_slowdown": round(results["pcgrad"] / results["none"], 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

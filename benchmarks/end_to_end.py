@@ -30,18 +30,30 @@ from mtrl.hardware import resolve_precision
 from mtrl.training.logger import read_metrics
 from mtrl.training.trainer import train
 
-
 MT10_TRANSITIONS = 20_000_000
 
 
 def ours(warmup: int, transitions: int, extra: tuple[str, ...] = ()) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        cfg = load_config("mt10-mtsac", [
-            f"run.dir={run_dir}", f"train.warmup_steps={warmup}", f"train.total_steps={warmup + transitions}",
-            f"train.log_every={warmup}", "train.eval_every=0", "train.eval_episodes=1", "train.final_eval_episodes=1", "train.checkpoint_every=0",
-            "train.buffer_per_task=10000", "train.progress=false", "conflict.monitor_every=0", "device=cpu", *extra,
-        ])
+        cfg = load_config(
+            "mt10-mtsac",
+            [
+                f"run.dir={run_dir}",
+                f"train.warmup_steps={warmup}",
+                f"train.total_steps={warmup + transitions}",
+                f"train.log_every={warmup}",
+                "train.eval_every=0",
+                "train.eval_episodes=1",
+                "train.final_eval_episodes=1",
+                "train.checkpoint_every=0",
+                "train.buffer_per_task=10000",
+                "train.progress=false",
+                "conflict.monitor_every=0",
+                "device=cpu",
+                *extra,
+            ],
+        )
         train(cfg)
         rates = [r["train/steps_per_second"] for r in read_metrics(run_dir) if "train/steps_per_second" in r]
         return rates[-1]  # the window after the warm-up
@@ -53,8 +65,18 @@ def sb3(warmup: int, transitions: int) -> float:
     from mtrl.sb3 import metaworld_onehot_vec_env
 
     env = metaworld_onehot_vec_env("MT10", seed=0)
-    model = SAC("MlpPolicy", env, learning_starts=warmup, batch_size=1280, buffer_size=100_000, train_freq=1,
-                gradient_steps=1, policy_kwargs=dict(net_arch=[400, 400, 400]), device="cpu", seed=0)
+    model = SAC(
+        "MlpPolicy",
+        env,
+        learning_starts=warmup,
+        batch_size=1280,
+        buffer_size=100_000,
+        train_freq=1,
+        gradient_steps=1,
+        policy_kwargs=dict(net_arch=[400, 400, 400]),
+        device="cpu",
+        seed=0,
+    )
     model.learn(total_timesteps=warmup)
     start = time.perf_counter()
     model.learn(total_timesteps=transitions, reset_num_timesteps=False)
@@ -80,15 +102,29 @@ def main() -> None:
         for name, run in variants.items():
             rates[name].append(run())
     median = {k: statistics.median(v) for k, v in rates.items()}
-    print(json.dumps({
-        "benchmark": "end_to_end", "suite": "MT10", "timed_transitions": args.transitions, "rounds": args.rounds,
-        "ours_precision": "auto -> " + resolve_precision("auto", torch.device("cpu"))[0],
-        "transitions_per_s": {k: round(v, 1) for k, v in median.items()},
-        "ratio_over_sb3_per_round": {k: [round(a / b, 3) for a, b in zip(v, rates["sb3"])] for k, v in rates.items() if k != "sb3"},
-        "ratio_over_sb3_median": {k: round(statistics.median(a / b for a, b in zip(v, rates["sb3"])), 3)
-                                  for k, v in rates.items() if k != "sb3"},
-        "projected_mt10_hours_without_eval": {k: round(MT10_TRANSITIONS / v / 3600, 1) for k, v in median.items()},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "end_to_end",
+                "suite": "MT10",
+                "timed_transitions": args.transitions,
+                "rounds": args.rounds,
+                "ours_precision": "auto -> " + resolve_precision("auto", torch.device("cpu"))[0],
+                "transitions_per_s": {k: round(v, 1) for k, v in median.items()},
+                "ratio_over_sb3_per_round": {
+                    k: [round(a / b, 3) for a, b in zip(v, rates["sb3"])] for k, v in rates.items() if k != "sb3"
+                },
+                "ratio_over_sb3_median": {
+                    k: round(statistics.median(a / b for a, b in zip(v, rates["sb3"])), 3)
+                    for k, v in rates.items()
+                    if k != "sb3"
+                },
+                "projected_mt10_hours_without_eval": {
+                    k: round(MT10_TRANSITIONS / v / 3600, 1) for k, v in median.items()
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,12 @@ def child(backend: str, slots: int, rounds: int) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
     lender = env.lender
     made = lender.made + (env.python_env.lender.made if getattr(env, "python_env", None) else 0)
-    return {"envs_built": made, "peak_resident_gb": round(peak / 1e6, 2),
-            "mb_per_env": round((peak - baseline) / 1e3 / made, 1), "envs_one_per_slot_and_task": len(pairs)}
+    return {
+        "envs_built": made,
+        "peak_resident_gb": round(peak / 1e6, 2),
+        "mb_per_env": round((peak - baseline) / 1e3 / made, 1),
+        "envs_one_per_slot_and_task": len(pairs),
+    }
 
 
 def main() -> None:
@@ -52,11 +56,25 @@ def main() -> None:
         return
     rows = {}
     for backend in ("python", "envpool"):
-        out = subprocess.run([sys.executable, __file__, "--child", backend, "--slots", str(args.slots),
-                              "--rounds", str(args.rounds)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", backend, "--slots", str(args.slots), "--rounds", str(args.rounds)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows[backend] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(json.dumps({"benchmark": "env_memory", "suite": "MT50", "slots": args.slots, "rounds": args.rounds,
-                      "scheduler": "uniform draws", **rows}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "env_memory",
+                "suite": "MT50",
+                "slots": args.slots,
+                "rounds": args.rounds,
+                "scheduler": "uniform draws",
+                **rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,17 @@ def main() -> None:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     one, build_s = measure(1, args.seconds)
     seven, _ = measure(7, args.seconds)
-    print(json.dumps({"benchmark": "kitchen_env", "cores": 1, "env_steps_per_s_1_slot": round(one),
-                      "env_steps_per_s_7_slots": round(seven), "seconds_to_build_one_kitchen": round(build_s, 2)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "kitchen_env",
+                "cores": 1,
+                "env_steps_per_s_1_slot": round(one),
+                "env_steps_per_s_7_slots": round(seven),
+                "seconds_to_build_one_kitchen": round(build_s, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

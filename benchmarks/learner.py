@@ -36,12 +36,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from mtrl.learner.agent import EnvSpec
 from mtrl.config import ConflictConfig, SACConfig, find_config, load_config
 from mtrl.errors import ConfigError
-from mtrl.registry import get
+from mtrl.learner.agent import EnvSpec
 from mtrl.learner.replay import MultiTaskReplay
 from mtrl.learner.sac import SAC
+from mtrl.registry import get
 
 TASKS, OBS, ACT, PER_TASK, HIDDEN = 10, 39, 4, 128, [400, 400, 400]
 WARMUP_SECONDS: dict = {}
@@ -49,8 +49,15 @@ PARAMETERS: dict = {}
 ARCHITECTURES = ("mtsac", "mhsac", "care", "softmod", "moore", "paco", "brc")
 
 
-def ours(agent_name: str, precision: str = "float32", device: str = "cpu", compile: bool = False,
-         prefix: str = "mt10", per_task: int = PER_TASK, **agent_overrides) -> callable:
+def ours(
+    agent_name: str,
+    precision: str = "float32",
+    device: str = "cpu",
+    compile: bool = False,
+    prefix: str = "mt10",
+    per_task: int = PER_TASK,
+    **agent_overrides,
+) -> callable:
     spec = EnvSpec(OBS, ACT, tuple(f"t{i}" for i in range(TASKS)), tuple(["x"] * TASKS), "bench")
     agent_cfg = load_config(f"{prefix}-{agent_name}").agent
     for key, value in agent_overrides.items():
@@ -63,8 +70,14 @@ def ours(agent_name: str, precision: str = "float32", device: str = "cpu", compi
     replay = MultiTaskReplay(TASKS, 5_000, OBS, ACT, device)
     rng = np.random.default_rng(0)
     for _ in range(500):
-        replay.add(np.arange(TASKS), rng.normal(size=(TASKS, OBS)), rng.uniform(-1, 1, (TASKS, ACT)),
-                   rng.normal(size=TASKS), rng.normal(size=(TASKS, OBS)), np.zeros(TASKS, bool))
+        replay.add(
+            np.arange(TASKS),
+            rng.normal(size=(TASKS, OBS)),
+            rng.uniform(-1, 1, (TASKS, ACT)),
+            rng.normal(size=TASKS),
+            rng.normal(size=(TASKS, OBS)),
+            np.zeros(TASKS, bool),
+        )
     return lambda n: [sac.update(replay.sample(per_task)) for _ in range(n)]
 
 
@@ -76,13 +89,26 @@ def sb3(device: str = "cpu") -> callable:
         observation_space = gym.spaces.Box(-np.inf, np.inf, (OBS + TASKS,), np.float32)
         action_space = gym.spaces.Box(-1, 1, (ACT,), np.float32)
 
-    model = SB3SAC("MlpPolicy", Dummy(), batch_size=PER_TASK * TASKS, buffer_size=5_000 * TASKS, device=device,
-                   policy_kwargs=dict(net_arch=HIDDEN), seed=0)
+    model = SB3SAC(
+        "MlpPolicy",
+        Dummy(),
+        batch_size=PER_TASK * TASKS,
+        buffer_size=5_000 * TASKS,
+        device=device,
+        policy_kwargs=dict(net_arch=HIDDEN),
+        seed=0,
+    )
     model.set_logger(configure(None, []))
     rng = np.random.default_rng(0)
     for _ in range(500 * TASKS):
-        model.replay_buffer.add(rng.normal(size=(1, OBS + TASKS)).astype(np.float32), rng.normal(size=(1, OBS + TASKS)).astype(np.float32),
-                                rng.uniform(-1, 1, (1, ACT)).astype(np.float32), rng.normal(size=1), np.zeros(1), [{}])
+        model.replay_buffer.add(
+            rng.normal(size=(1, OBS + TASKS)).astype(np.float32),
+            rng.normal(size=(1, OBS + TASKS)).astype(np.float32),
+            rng.uniform(-1, 1, (1, ACT)).astype(np.float32),
+            rng.normal(size=1),
+            np.zeros(1),
+            [{}],
+        )
     return lambda n: model.train(gradient_steps=n, batch_size=PER_TASK * TASKS)
 
 
@@ -108,10 +134,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (a GPU session's measurement)")
     parser.add_argument("--compile", action="store_true", help="also time ours with sac.compile=true")
-    parser.add_argument("--architectures", nargs="?", const="mt10", default=None, choices=["mt10", "study-mt10"],
-                        help="time every agent at its MT10 paper scale (or the study's)")
-    parser.add_argument("--critics", action="store_true", help="the recipe screen's MT-SAC with wider LayerNorm critics")
-    parser.add_argument("--adam", action="store_true", help="the screen's MT-SAC with Adam's loop, foreach and fused paths")
+    parser.add_argument(
+        "--architectures",
+        nargs="?",
+        const="mt10",
+        default=None,
+        choices=["mt10", "study-mt10"],
+        help="time every agent at its MT10 paper scale (or the study's)",
+    )
+    parser.add_argument(
+        "--critics", action="store_true", help="the recipe screen's MT-SAC with wider LayerNorm critics"
+    )
+    parser.add_argument(
+        "--adam", action="store_true", help="the screen's MT-SAC with Adam's loop, foreach and fused paths"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     d = args.device
@@ -121,8 +157,12 @@ def main() -> None:
         return critics(args)
     if args.adam:
         return adam_variants(args)
-    runs = {"mtsac": ours("mtsac", device=d), "mtsac_bf16": ours("mtsac", "bfloat16", d), "care": ours("care", device=d),
-            "sb3": sb3(d)}
+    runs = {
+        "mtsac": ours("mtsac", device=d),
+        "mtsac_bf16": ours("mtsac", "bfloat16", d),
+        "care": ours("care", device=d),
+        "sb3": sb3(d),
+    }
     if args.compile:
         runs["mtsac_compiled"] = ours("mtsac", device=d, compile=True)
     rates: dict[str, list[float]] = {k: [] for k in runs}
@@ -130,23 +170,40 @@ def main() -> None:
         for name, run in runs.items():
             rates[name].append(rate(run, args.updates))
     median = {k: statistics.median(v) for k, v in rates.items()}
-    print(json.dumps({
-        "benchmark": "learner", "setting": "MT10: batch 1280, 3x400 actor and twin critics", "device": d,
-        "threads": torch.get_num_threads(),
-        "ours_mtsac_updates_per_s": round(median["mtsac"], 2),
-        "sb3_sac_updates_per_s": round(median["sb3"], 2),
-        "ours_care_updates_per_s": round(median["care"], 2),
-        "ours_mtsac_bf16_updates_per_s": round(median["mtsac_bf16"], 2),
-        "ratio_ours_bf16_over_sb3_median": round(statistics.median(a / b for a, b in zip(rates["mtsac_bf16"], rates["sb3"])), 3),
-        "ratio_ours_over_sb3_per_round": [round(a / b, 3) for a, b in zip(rates["mtsac"], rates["sb3"])],
-        "ratio_ours_over_sb3_median": round(statistics.median(a / b for a, b in zip(rates["mtsac"], rates["sb3"])), 3),
-        "care_cost_over_mtsac": round(median["mtsac"] / median["care"], 3),
-        "goal_ratio_ours_over_sb3": 1.3,
-        **({"ours_mtsac_compiled_updates_per_s": round(median["mtsac_compiled"], 2),
-            "ratio_compiled_over_eager_median": round(statistics.median(
-                a / b for a, b in zip(rates["mtsac_compiled"], rates["mtsac"])), 3),
-            "compile_first_warmup_s": round(WARMUP_SECONDS[runs["mtsac_compiled"]], 1)} if args.compile else {}),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "learner",
+                "setting": "MT10: batch 1280, 3x400 actor and twin critics",
+                "device": d,
+                "threads": torch.get_num_threads(),
+                "ours_mtsac_updates_per_s": round(median["mtsac"], 2),
+                "sb3_sac_updates_per_s": round(median["sb3"], 2),
+                "ours_care_updates_per_s": round(median["care"], 2),
+                "ours_mtsac_bf16_updates_per_s": round(median["mtsac_bf16"], 2),
+                "ratio_ours_bf16_over_sb3_median": round(
+                    statistics.median(a / b for a, b in zip(rates["mtsac_bf16"], rates["sb3"])), 3
+                ),
+                "ratio_ours_over_sb3_per_round": [round(a / b, 3) for a, b in zip(rates["mtsac"], rates["sb3"])],
+                "ratio_ours_over_sb3_median": round(
+                    statistics.median(a / b for a, b in zip(rates["mtsac"], rates["sb3"])), 3
+                ),
+                "care_cost_over_mtsac": round(median["mtsac"] / median["care"], 3),
+                "goal_ratio_ours_over_sb3": 1.3,
+                **(
+                    {
+                        "ours_mtsac_compiled_updates_per_s": round(median["mtsac_compiled"], 2),
+                        "ratio_compiled_over_eager_median": round(
+                            statistics.median(a / b for a, b in zip(rates["mtsac_compiled"], rates["mtsac"])), 3
+                        ),
+                        "compile_first_warmup_s": round(WARMUP_SECONDS[runs["mtsac_compiled"]], 1),
+                    }
+                    if args.compile
+                    else {}
+                ),
+            }
+        )
+    )
 
 
 def find_config_or_none(name: str):
@@ -165,35 +222,78 @@ def architectures(args) -> None:
     for _ in range(args.rounds):
         for name, run in runs.items():
             rates[name].append(rate(run, args.updates))
-    print(json.dumps({
-        "benchmark": "learner_architectures", "setting": f"configs/{args.architectures}-<agent>.yaml networks, batch 1280",
-        "device": args.device, "threads": torch.get_num_threads(), "updates_per_round": args.updates, "rounds": args.rounds,
-        "agents": {name: {"parameters": PARAMETERS[name], "updates_per_s": round(statistics.median(rates[name]), 3),
-                          "cost_over_mtsac": round(statistics.median(m / r for m, r in zip(rates["mtsac"], rates[name])), 2)}
-                   for name in runs},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "learner_architectures",
+                "setting": f"configs/{args.architectures}-<agent>.yaml networks, batch 1280",
+                "device": args.device,
+                "threads": torch.get_num_threads(),
+                "updates_per_round": args.updates,
+                "rounds": args.rounds,
+                "agents": {
+                    name: {
+                        "parameters": PARAMETERS[name],
+                        "updates_per_s": round(statistics.median(rates[name]), 3),
+                        "cost_over_mtsac": round(
+                            statistics.median(m / r for m, r in zip(rates["mtsac"], rates[name])), 2
+                        ),
+                    }
+                    for name in runs
+                },
+            }
+        )
+    )
 
 
-CRITIC_WIDTHS = {"2x256": None, "2x256_ln": [256, 256], "2x384_ln": [384, 384], "2x512_ln": [512, 512], "2x1024_ln": [1024, 1024]}
+CRITIC_WIDTHS = {
+    "2x256": None,
+    "2x256_ln": [256, 256],
+    "2x384_ln": [384, 384],
+    "2x512_ln": [512, 512],
+    "2x1024_ln": [1024, 1024],
+}
 
 
 def critics(args) -> None:
     """Updates per second of the screen's MT-SAC (64 per task, bfloat16) against the same with
     wider LayerNorm critics, alternated per round; cost ratios per round, medians printed."""
-    runs = {name: ours("mtsac", "bfloat16", args.device, prefix="screen-mt10", per_task=64,
-                       critic_hidden_sizes=widths, critic_layer_norm=widths is not None)
-            for name, widths in CRITIC_WIDTHS.items()}
+    runs = {
+        name: ours(
+            "mtsac",
+            "bfloat16",
+            args.device,
+            prefix="screen-mt10",
+            per_task=64,
+            critic_hidden_sizes=widths,
+            critic_layer_norm=widths is not None,
+        )
+        for name, widths in CRITIC_WIDTHS.items()
+    }
     rates: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.rounds):
         for name, run in runs.items():
             rates[name].append(rate(run, args.updates))
-    print(json.dumps({
-        "benchmark": "learner_critics", "setting": "configs/screen-mt10-mtsac.yaml (2x256 actor, batch 640, bfloat16)",
-        "device": args.device, "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "critics": {name: {"updates_per_s": round(statistics.median(rates[name]), 2),
-                           "cost_over_2x256": round(statistics.median(b / r for b, r in zip(rates["2x256"], rates[name])), 2)}
-                    for name in runs},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "learner_critics",
+                "setting": "configs/screen-mt10-mtsac.yaml (2x256 actor, batch 640, bfloat16)",
+                "device": args.device,
+                "threads": torch.get_num_threads(),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "critics": {
+                    name: {
+                        "updates_per_s": round(statistics.median(rates[name]), 2),
+                        "cost_over_2x256": round(
+                            statistics.median(b / r for b, r in zip(rates["2x256"], rates[name])), 2
+                        ),
+                    }
+                    for name in runs
+                },
+            }
+        )
+    )
 
 
 ADAM_PATHS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
@@ -215,14 +315,30 @@ def adam_variants(args) -> None:
     for _ in range(args.rounds):
         for name, run in runs.items():
             rates[name].append(rate(run, args.updates))
-    print(json.dumps({
-        "benchmark": "learner_adam", "setting": "configs/screen-mt10-mtsac.yaml (2x256, batch 640)",
-        "device": args.device, "threads": torch.get_num_threads(), "rounds": args.rounds, "updates_per_round": args.updates,
-        "variants": {name: {"updates_per_s": round(statistics.median(rates[name]), 2),
-                            "speedup_over_loop": round(statistics.median(
-                                r / b for r, b in zip(rates[name], rates[name.rsplit("_", 1)[0] + "_loop"])), 3)}
-                     for name in runs},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "learner_adam",
+                "setting": "configs/screen-mt10-mtsac.yaml (2x256, batch 640)",
+                "device": args.device,
+                "threads": torch.get_num_threads(),
+                "rounds": args.rounds,
+                "updates_per_round": args.updates,
+                "variants": {
+                    name: {
+                        "updates_per_s": round(statistics.median(rates[name]), 2),
+                        "speedup_over_loop": round(
+                            statistics.median(
+                                r / b for r, b in zip(rates[name], rates[name.rsplit("_", 1)[0] + "_loop"])
+                            ),
+                            3,
+                        ),
+                    }
+                    for name in runs
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,11 +39,17 @@ def main() -> None:
         "float32_baddbmm_1_member": microseconds(lambda: torch.baddbmm(b[None, None], x[None], w[None]), args.repeats),
         "bfloat16_addmm": microseconds(lambda: torch.addmm(b16, x16, w16), args.repeats),
     }
-    print(json.dumps({
-        "benchmark": "matmul", "shape": [BATCH, WIDTH, WIDTH], "threads": torch.get_num_threads(),
-        "microseconds": {k: round(v) for k, v in times.items()},
-        "bfloat16_speedup": round(times["float32_addmm"] / times["bfloat16_addmm"], 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "matmul",
+                "shape": [BATCH, WIDTH, WIDTH],
+                "threads": torch.get_num_threads(),
+                "microseconds": {k: round(v) for k, v in times.items()},
+                "bfloat16_speedup": round(times["float32_addmm"] / times["bfloat16_addmm"], 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -45,11 +45,11 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from mtrl.builders import make_suite, resolve_device
 from mtrl.config import Config, ConfigError, load_config, parse_overrides, to_dict
+from mtrl.seeding import run_seeds
+from mtrl.suite import MultiTaskVecEnv, Suite
 from mtrl.training.evaluation import EvalResult, EvaluationSchedule, crossed
 from mtrl.training.logger import Logger
 from mtrl.training.run_files import refuse_used_run_dir
-from mtrl.seeding import run_seeds
-from mtrl.suite import MultiTaskVecEnv, Suite
 
 METHOD_NAME = "sb3-sac"
 
@@ -171,19 +171,27 @@ def check_supported(cfg: Config, num_tasks: int) -> None:
     if not hasattr(cfg.agent, "hidden_sizes"):
         raise ConfigError(f"agent '{cfg.agent.name}' has no agent.hidden_sizes to give SB3's net_arch")
     if len({sc.actor_lr, sc.critic_lr, sc.alpha_lr}) != 1:
-        raise ConfigError(f"SB3's SAC has one learning rate: sac.actor_lr ({sc.actor_lr}), sac.critic_lr "
-                          f"({sc.critic_lr}) and sac.alpha_lr ({sc.alpha_lr}) must be equal")
+        raise ConfigError(
+            f"SB3's SAC has one learning rate: sac.actor_lr ({sc.actor_lr}), sac.critic_lr "
+            f"({sc.critic_lr}) and sac.alpha_lr ({sc.alpha_lr}) must be equal"
+        )
     refused = {
         "train.num_slots": (tc.num_slots, None, "slot s always runs task s: leave it null (one slot per task)"),
         "scheduler.name": (cfg.scheduler.name, "round_robin", "slot s always runs task s"),
         "train.batch_allocation": (tc.batch_allocation, "equal", "SB3 samples its buffer uniformly"),
         "conflict.method": (cfg.conflict.method, "none", "SB3's SAC takes plain gradients"),
         # auto is mtrl's own choice of speed; SB3 as shipped trains in float32 whatever the CPU
-        "sac.precision": ("float32" if sc.precision == "auto" else sc.precision, "float32", "SB3's SAC trains in float32"),
+        "sac.precision": (
+            "float32" if sc.precision == "auto" else sc.precision,
+            "float32",
+            "SB3's SAC trains in float32",
+        ),
     }
     for key, (value, wanted, why) in refused.items():
         if value != wanted and not (key == "train.num_slots" and value == num_tasks):
-            raise ConfigError(f"{key}={value} has no SB3 equivalent ({why}); use {key}={wanted if wanted is not None else 'null'}")
+            raise ConfigError(
+                f"{key}={value} has no SB3 equivalent ({why}); use {key}={wanted if wanted is not None else 'null'}"
+            )
 
 
 def sb3_device(cfg: Config) -> str:
@@ -299,8 +307,11 @@ class PeerRun(BaseCallback):
 
     def report(self, step: int, result: EvalResult) -> None:
         elapsed = time.perf_counter() - self.t_start
-        print(f"sb3_peer: step {step:,}/{self.cfg.train.total_steps:,}  eval success {result.success_mean:.3f}"
-              f"  return {float(result.returns.mean()):.1f}  ({elapsed:.0f} s)", flush=True)
+        print(
+            f"sb3_peer: step {step:,}/{self.cfg.train.total_steps:,}  eval success {result.success_mean:.3f}"
+            f"  return {float(result.returns.mean()):.1f}  ({elapsed:.0f} s)",
+            flush=True,
+        )
 
 
 # --- the run -------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ Instead each slot borrows an env of its episode's task and gives it back at its 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class EnvLender:

@@ -68,8 +68,9 @@ class TaskFidelity:
         )
 
 
-def run_episodes(env: MultiTaskVecEnv, episodes: int, act, stop_on_success: bool,
-                 max_steps: int | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+def run_episodes(
+    env: MultiTaskVecEnv, episodes: int, act, stop_on_success: bool, max_steps: int | None = None
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """Run ``episodes`` episodes of task 0 over the env's slots, each cut after ``max_steps``
     if given; returns per-episode success and mean reward per step, and whether every
     observation was 39-d and finite."""
@@ -123,8 +124,14 @@ def compare_task(task: str, episodes: int, random_episodes: int, slots: int = 10
         _, random_reward, layout_random = run_episodes(env, random_episodes, random_act, False, RANDOM_EPISODE_STEPS)
         # The median episode: random rewards are heavy-tailed (a random arm that happens to
         # close a drawer earns ~10 per step), which moved mean ratios by up to 0.7 across seeds.
-        results.append((float(success.mean()), float(expert_reward.mean()), float(np.median(random_reward)),
-                        bool(layout_expert and layout_random)))
+        results.append(
+            (
+                float(success.mean()),
+                float(expert_reward.mean()),
+                float(np.median(random_reward)),
+                bool(layout_expert and layout_random),
+            )
+        )
         env.close()
     (sp, ep, rp, lp), (se, ee, re, le) = results
     return TaskFidelity(task, sp, se, ep, ee, rp, re, lp and le)
@@ -143,14 +150,28 @@ def main() -> None:
     rows = []
     for task in tasks:
         r = compare_task(task, args.episodes, args.random_episodes)
-        rows.append({**asdict(r), "expert_reward_ratio": round(r.expert_reward_ratio, 3),
-                     "random_reward_ratio": round(r.reward_ratio, 3), "agrees": r.agrees})
+        rows.append(
+            {
+                **asdict(r),
+                "expert_reward_ratio": round(r.expert_reward_ratio, 3),
+                "random_reward_ratio": round(r.reward_ratio, 3),
+                "agrees": r.agrees,
+            }
+        )
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
-    print(json.dumps({
-        "check": "envpool_fidelity", "episodes": args.episodes, "success_tolerance": SUCCESS_TOLERANCE,
-        "expert_reward_range": EXPERT_REWARD_RANGE, "random_reward_range": RANDOM_REWARD_RANGE, "tasks": rows,
-        "disagree": [r["task"] for r in rows if not r["agrees"]],
-    }))
+    print(
+        json.dumps(
+            {
+                "check": "envpool_fidelity",
+                "episodes": args.episodes,
+                "success_tolerance": SUCCESS_TOLERANCE,
+                "expert_reward_range": EXPERT_REWARD_RANGE,
+                "random_reward_range": RANDOM_REWARD_RANGE,
+                "tasks": rows,
+                "disagree": [r["task"] for r in rows if not r["agrees"]],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -89,11 +89,13 @@ class FrankaKitchenConfig:
     """The env's object observation noise scale (its default)."""
 
     def validate(self) -> None:
-        check_values([
-            ("env.max_episode_steps", self.max_episode_steps, at_least(1), "at least 1"),
-            ("env.robot_noise_ratio", self.robot_noise_ratio, at_least(0), "at least 0"),
-            ("env.object_noise_ratio", self.object_noise_ratio, at_least(0), "at least 0"),
-        ])
+        check_values(
+            [
+                ("env.max_episode_steps", self.max_episode_steps, at_least(1), "at least 1"),
+                ("env.robot_noise_ratio", self.robot_noise_ratio, at_least(0), "at least 0"),
+                ("env.object_noise_ratio", self.object_noise_ratio, at_least(0), "at least 0"),
+            ]
+        )
         if self.tasks is not None:
             if not self.tasks:
                 raise ConfigError("env.tasks is empty; list Franka Kitchen tasks or set it to null")

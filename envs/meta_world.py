@@ -89,14 +89,14 @@ def all_task_names() -> list[str]:
     return list(metaworld.env_dict.ALL_V3_ENVIRONMENTS.keys())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _benchmark(name: str, seed: int) -> Any:
     import metaworld
 
     return getattr(metaworld, name)(seed=seed)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _single_task_benchmark(task: str, seed: int) -> Any:
     import metaworld
 
@@ -223,12 +223,11 @@ class MetaWorldSuite(Suite):
         if python_tasks:  # printed once per env, as a plain line (logging's last-resort handler)
             logging.getLogger(__name__).warning(
                 "env.backend=envpool: %s run(s) on the Python envs, since EnvPool's version differs "
-                "from Meta-World's; env.envpool_fallback=false refuses instead", ", ".join(python_tasks)
+                "from Meta-World's; env.envpool_fallback=false refuses instead",
+                ", ".join(python_tasks),
             )
         python_env = self._python_env(num_slots, seed) if python_tasks else None
-        return EnvPoolVecEnv(
-            self.task_names, num_slots, seed, self.cfg.max_episode_steps, python_tasks, python_env
-        )
+        return EnvPoolVecEnv(self.task_names, num_slots, seed, self.cfg.max_episode_steps, python_tasks, python_env)
 
     def make_eval_env(self, num_episodes: int, seed: int) -> MetaWorldVecEnv:
         """Always the reference Python envs, so results compare with the literature."""

@@ -119,14 +119,16 @@ class EnvPoolVecEnv(MultiTaskVecEnv):
     def _make_pool(self, task: int) -> list[tuple[int, int]]:
         # EnvPool seeds env i of a pool with seed + i: counting the envs made keeps the seeds
         # of a run disjoint (and runs with other seeds far apart).
-        self.pools.append(self.envpool.make_gymnasium(
-            envpool_id(self.names[task]),
-            num_envs=self.chunk,
-            seed=(self.seed * 1_000_003 + self.lender.made) % 2**31,  # EnvPool takes int32 seeds
-            partially_observable=False,  # goal-visible observations, as in Meta-World's MT setting
-            max_episode_steps=self.max_episode_steps,
-            num_threads=self.threads,
-        ))
+        self.pools.append(
+            self.envpool.make_gymnasium(
+                envpool_id(self.names[task]),
+                num_envs=self.chunk,
+                seed=(self.seed * 1_000_003 + self.lender.made) % 2**31,  # EnvPool takes int32 seeds
+                partially_observable=False,  # goal-visible observations, as in Meta-World's MT setting
+                max_episode_steps=self.max_episode_steps,
+                num_threads=self.threads,
+            )
+        )
         return [(len(self.pools) - 1, i) for i in range(self.chunk)]
 
     def reset_slots(self, slots: np.ndarray, tasks: np.ndarray, variants: np.ndarray | None = None) -> np.ndarray:
@@ -185,7 +187,9 @@ class EnvPoolVecEnv(MultiTaskVecEnv):
         if on_python.any():  # steps in this thread while the pools step in theirs
             py = self.python_env.step(actions, on_python)
             obs[on_python], reward[on_python], success[on_python] = (
-                py.obs[on_python], py.reward[on_python], py.success[on_python],
+                py.obs[on_python],
+                py.reward[on_python],
+                py.success[on_python],
             )
         for pool, members in sent:
             o, r, _, _, info = self.pools[pool].recv()

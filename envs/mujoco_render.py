@@ -21,8 +21,10 @@ import numpy as np
 from mtrl.errors import RenderUnavailable
 
 BACKENDS = ("glfw", "egl", "osmesa")
-GL_HINT = ("install OSMesa (apt-get install libosmesa6) and set MUJOCO_GL=osmesa, "
-           "or set MUJOCO_GL=egl on a machine with a GPU driver")
+GL_HINT = (
+    "install OSMesa (apt-get install libosmesa6) and set MUJOCO_GL=osmesa, "
+    "or set MUJOCO_GL=egl on a machine with a GPU driver"
+)
 
 _PROBE = """
 import mujoco
@@ -35,7 +37,7 @@ context.free()
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gl_backend() -> str | None:
     """The OpenGL backend MuJoCo renders with here (``MUJOCO_GL``'s, or the first that works,
     which is then set in ``MUJOCO_GL``), or None when none renders. Checked once per process."""
@@ -51,8 +53,11 @@ def gl_backend() -> str | None:
 def no_backend_message() -> str:
     """One line: no OpenGL backend renders here, what was tried, and what to install."""
     chosen = os.environ.get("MUJOCO_GL")
-    tried = f"MUJOCO_GL={chosen} does not render" if chosen else (
-        f"tried {'glfw, ' if os.environ.get('DISPLAY') else ''}egl and osmesa")
+    tried = (
+        f"MUJOCO_GL={chosen} does not render"
+        if chosen
+        else (f"tried {'glfw, ' if os.environ.get('DISPLAY') else ''}egl and osmesa")
+    )
     return f"no OpenGL backend for MuJoCo rendering here ({tried}); {GL_HINT}"
 
 
@@ -60,8 +65,9 @@ def _renders(backend: str, timeout: float = 120.0) -> bool:
     """Can a child process make a MuJoCo rendering context with ``backend``?"""
     env = {**os.environ, "MUJOCO_GL": backend}
     try:
-        probe = subprocess.run([sys.executable, "-c", _PROBE.format(name=backend)], env=env,
-                               capture_output=True, timeout=timeout)
+        probe = subprocess.run(
+            [sys.executable, "-c", _PROBE.format(name=backend)], env=env, capture_output=True, timeout=timeout
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return probe.returncode == 0
@@ -85,14 +91,17 @@ class MujocoFrames:
                 raise RenderUnavailable(no_backend_message())
             from gymnasium.envs.mujoco.mujoco_rendering import MujocoRenderer
 
-            entry = self._renderers[id(env)] = (env, MujocoRenderer(env.model, env.data, None, self.size, self.size,
-                                                                    camera_name=self.camera))
+            entry = self._renderers[id(env)] = (
+                env,
+                MujocoRenderer(env.model, env.data, None, self.size, self.size, camera_name=self.camera),
+            )
         try:
             frame = entry[1].render("rgb_array")
         except Exception as e:  # a backend that imports but cannot make a context
             why = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
-            raise RenderUnavailable(f"MuJoCo rendering failed with MUJOCO_GL={os.environ.get('MUJOCO_GL')} "
-                                    f"({why}); {GL_HINT}") from None
+            raise RenderUnavailable(
+                f"MuJoCo rendering failed with MUJOCO_GL={os.environ.get('MUJOCO_GL')} ({why}); {GL_HINT}"
+            ) from None
         return np.ascontiguousarray(frame[::-1] if self.flip else frame)
 
     def close(self) -> None:

@@ -9,18 +9,25 @@ slots step as one numpy operation, which is what makes CI learning tests take se
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from pathlib import Path
-
 from mtrl.errors import ConfigError, at_least, check_values, positive
 from mtrl.registry import register
-from mtrl.training.safe_state import check_like
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
+from mtrl.training.safe_state import check_like
 
-_COMPASS = {0: "east", 45: "north-east", 90: "north", 135: "north-west", 180: "west",
-            225: "south-west", 270: "south", 315: "south-east"}
+_COMPASS = {
+    0: "east",
+    45: "north-east",
+    90: "north",
+    135: "north-west",
+    180: "west",
+    225: "south-west",
+    270: "south",
+    315: "south-east",
+}
 
 
 @dataclass
@@ -45,16 +52,20 @@ class ToyConfig:
     """Each task's goal direction in degrees, num_tasks of them; null: the default layout."""
 
     def validate(self) -> None:
-        check_values([
-            ("env.num_tasks", self.num_tasks, at_least(1), "at least 1"),
-            ("env.episode_steps", self.episode_steps, at_least(1), "at least 1"),
-            ("env.goal_radius", self.goal_radius, positive, "positive"),
-            ("env.success_radius", self.success_radius, positive, "positive"),
-            ("env.speed", self.speed, positive, "positive"),
-            ("env.start_noise", self.start_noise, at_least(0), "at least 0"),
-        ])
+        check_values(
+            [
+                ("env.num_tasks", self.num_tasks, at_least(1), "at least 1"),
+                ("env.episode_steps", self.episode_steps, at_least(1), "at least 1"),
+                ("env.goal_radius", self.goal_radius, positive, "positive"),
+                ("env.success_radius", self.success_radius, positive, "positive"),
+                ("env.speed", self.speed, positive, "positive"),
+                ("env.start_noise", self.start_noise, at_least(0), "at least 0"),
+            ]
+        )
         if self.goal_angles is not None and len(self.goal_angles) != self.num_tasks:
-            raise ConfigError(f"env.goal_angles lists {len(self.goal_angles)} angles for env.num_tasks={self.num_tasks}")
+            raise ConfigError(
+                f"env.goal_angles lists {len(self.goal_angles)} angles for env.num_tasks={self.num_tasks}"
+            )
 
 
 def goal_angles(cfg: ToyConfig) -> np.ndarray:

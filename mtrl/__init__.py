@@ -34,5 +34,6 @@ def __getattr__(name: str):
     """``mtrl.load`` (and ``mtrl.TrainedPolicy``) on first use, so that ``import mtrl`` stays cheap."""
     if name in ("load", "TrainedPolicy"):
         from mtrl.inference import policy
+
         return getattr(policy, name)
     raise AttributeError(f"module 'mtrl' has no attribute '{name}'")

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from mtrl import registry
-from mtrl.learner.agent import Agent, EnvSpec
 from mtrl.config import Config
 from mtrl.errors import ConfigError
+from mtrl.learner.agent import Agent, EnvSpec
 from mtrl.suite import MultiTaskVecEnv, Suite
 
 
@@ -52,8 +52,9 @@ def make_policy(agent: Agent) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     return lambda obs, task: agent.act(obs, task, deterministic=True)
 
 
-def agent_from_checkpoint(cfg: Config, spec: EnvSpec, state: dict[str, Any], device: torch.device,
-                          misfit: str, advice: str = "") -> Agent:
+def agent_from_checkpoint(
+    cfg: Config, spec: EnvSpec, state: dict[str, Any], device: torch.device, misfit: str, advice: str = ""
+) -> Agent:
     """The agent of ``cfg`` with the checkpoint ``state``'s weights, in eval mode. Weights of
     other names or shapes: one-line :class:`ConfigError` ``"<misfit> (<why>)<advice>"``."""
     agent = make_agent(cfg, spec, device)

@@ -16,9 +16,10 @@ import inspect
 import textwrap
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -230,9 +231,7 @@ class Config:
     """The task suite; env.suite picks it (mtrl list shows them)."""
     agent: Any = field(default=None, metadata={"kind": "agent", "selector": "name", "default": "mtsac"})
     """The agent's networks; agent.name picks it (mtrl list shows them)."""
-    scheduler: Any = field(
-        default=None, metadata={"kind": "scheduler", "selector": "name", "default": "round_robin"}
-    )
+    scheduler: Any = field(default=None, metadata={"kind": "scheduler", "selector": "name", "default": "round_robin"})
     """Which task each environment slot runs next; scheduler.name picks it."""
     sac: SACConfig = field(default_factory=SACConfig)
     """Soft actor-critic hyper-parameters."""
@@ -311,9 +310,7 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             old = out[key]
-            selector_changed = any(
-                s in value and s in old and value[s] != old[s] for s in ("suite", "name")
-            )
+            selector_changed = any(s in value and s in old and value[s] != old[s] for s in ("suite", "name"))
             out[key] = dict(value) if selector_changed else merge(old, value)
         else:
             out[key] = value
@@ -360,8 +357,9 @@ def require_conflict_packages(method: str) -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise ConfigError(f"conflict.method={method} needs {', '.join(missing)} (from {provider}): "
-                          f"{install_hint('conflict')}")
+        raise ConfigError(
+            f"conflict.method={method} needs {', '.join(missing)} (from {provider}): {install_hint('conflict')}"
+        )
 
 
 def check_value_support(cfg: Config) -> None:
@@ -371,14 +369,18 @@ def check_value_support(cfg: Config) -> None:
     ``sac.reward_scaling=returns`` they reach +-``sac.reward_scale_bound``, and the target
     projection would clip everything beyond the support."""
     if not cfg.sac.task_weighting_actor and cfg.sac.task_weighting == "none":
-        raise ConfigError("sac.task_weighting_actor=false keeps sac.task_weighting's weights off the actor, but "
-                          "sac.task_weighting=none has none: set sac.task_weighting (one of "
-                          f"{', '.join(w for w in TASK_WEIGHTINGS if w != 'none')}) or drop sac.task_weighting_actor=false")
+        raise ConfigError(
+            "sac.task_weighting_actor=false keeps sac.task_weighting's weights off the actor, but "
+            "sac.task_weighting=none has none: set sac.task_weighting (one of "
+            f"{', '.join(w for w in TASK_WEIGHTINGS if w != 'none')}) or drop sac.task_weighting_actor=false"
+        )
     v_max = getattr(cfg.agent, "v_max", None)
     bound = cfg.sac.reward_scale_bound
     if v_max is not None and cfg.sac.reward_scaling == "returns" and v_max < bound:
-        raise ConfigError(f"agent.v_max={v_max:g} is below sac.reward_scale_bound={bound:g}: the critics' support "
-                          f"would clip the scaled returns; set agent.v_max={bound:g} or sac.reward_scale_bound={v_max:g}")
+        raise ConfigError(
+            f"agent.v_max={v_max:g} is below sac.reward_scale_bound={bound:g}: the critics' support "
+            f"would clip the scaled returns; set agent.v_max={bound:g} or sac.reward_scale_bound={v_max:g}"
+        )
 
 
 def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str]]:
@@ -412,7 +414,12 @@ def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str
         ("sac.alpha_lr", s.alpha_lr, positive, "positive"),
         ("sac.initial_alpha", s.initial_alpha, positive, "positive"),
         ("sac.max_grad_norm", s.max_grad_norm, or_null(positive), "positive (or null: no clipping)"),
-        ("sac.task_loss_threshold", s.task_loss_threshold, or_null(positive), "positive (or null: mask only non-finite losses)"),
+        (
+            "sac.task_loss_threshold",
+            s.task_loss_threshold,
+            or_null(positive),
+            "positive (or null: mask only non-finite losses)",
+        ),
         ("sac.precision", s.precision, *one_of(PRECISIONS)),
         ("sac.n_step", s.n_step, at_least(1), "at least 1 (1: one-step targets)"),
         ("distill.weight", cfg.distill.weight, at_least(0), "at least 0"),
@@ -486,8 +493,13 @@ def _own_field_docs(cls: type) -> dict[str, str]:
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     docs = {}
     for node, after in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
             docs[node.target.id] = inspect.cleandoc(after.value.value)
     return docs
 
@@ -532,8 +544,10 @@ def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if not isinstance(key, str):
-            raise ConfigError(f"config key {key!r}{f' under {prefix.rstrip(chr(46))!r}' if prefix else ''} is not a name; "
-                              "keys are words such as total_steps")
+            raise ConfigError(
+                f"config key {key!r}{f' under {prefix.rstrip(chr(46))!r}' if prefix else ''} is not a name; "
+                "keys are words such as total_steps"
+            )
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.5)
             hint = ", ".join(f"'{prefix}{c}'" for c in close) if close else ", ".join(f"'{prefix}{f}'" for f in fields)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
-
+from typing import Any
 
 # Every character str.splitlines() breaks at, shown escaped: a message quoting user input
 # (an override, a file name, a YAML key) stays one line whatever that input holds.
@@ -33,6 +33,7 @@ def install_hint(extra: str) -> str:
     from urllib.parse import unquote, urlparse
 
     from mtrl import SOURCE_CHECKOUT
+
     if SOURCE_CHECKOUT is not None:
         return f"pip install -e '{SOURCE_CHECKOUT}[{extra}]'"
     try:

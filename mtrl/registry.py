@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 from mtrl.errors import ConfigError, did_you_mean, install_hint
 
@@ -77,13 +78,13 @@ def get(kind: str, name: str, key: str | None = None) -> Entry:
     table = _REGISTRY[kind]
     where = f"'{key}': " if key else ""
     if kind == "suite" and name in _BROKEN and name not in table:
-        raise ConfigError(f"{where}suite '{name}' is installed but {_BROKEN[name]}; fix or reinstall the package "
-                          "that provides it, or uninstall it")
+        raise ConfigError(
+            f"{where}suite '{name}' is installed but {_BROKEN[name]}; fix or reinstall the package "
+            "that provides it, or uninstall it"
+        )
     if name not in table:
         hint = did_you_mean(name, list(table), cutoff=0.4)
-        raise ConfigError(
-            f"{where}unknown {kind} '{name}'{hint}; registered: {', '.join(sorted(table))}"
-        )
+        raise ConfigError(f"{where}unknown {kind} '{name}'{hint}; registered: {', '.join(sorted(table))}")
     missing = unmet_requirement(table[name])
     if missing:
         raise ConfigError(f"{where}{kind} '{name}' {missing}")

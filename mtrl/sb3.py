@@ -22,12 +22,14 @@ import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from mtrl import registry
-from mtrl.networks.care_encoder import CAREEncoder, TaskEmbedding
 from mtrl.errors import ConfigError
+from mtrl.networks.care_encoder import CAREEncoder, TaskEmbedding
 from mtrl.networks.task_embeddings import read_embedding_file
 
 
-def embeddings_for(task_names: list[str], suite: str = "metaworld", embedding_file: str | Path | None = None) -> np.ndarray:
+def embeddings_for(
+    task_names: list[str], suite: str = "metaworld", embedding_file: str | Path | None = None
+) -> np.ndarray:
     """Rows of a (shipped or given) embedding file for ``task_names``, in that order."""
     path = Path(embedding_file) if embedding_file else registry.get("suite", suite).target.embedding_file
     if path is None:
@@ -60,9 +62,16 @@ class CAREExtractor(BaseFeaturesExtractor):
         obs_dim = int(observation_space.shape[0]) - self.num_tasks
         table = torch.as_tensor(embeddings_for(list(task_names), suite, embedding_file))
         embedding = TaskEmbedding(kind="pretrained", num_tasks=self.num_tasks, pretrained=table)
-        self.encoder = CAREEncoder(obs_dim=obs_dim, task_embedding=embedding, num_encoders=num_encoders,
-                                   encoder_hidden=list(encoder_hidden), encoder_dim=encoder_dim,
-                                   context_hidden=list(context_hidden), attention=attention, temperature=temperature)
+        self.encoder = CAREEncoder(
+            obs_dim=obs_dim,
+            task_embedding=embedding,
+            num_encoders=num_encoders,
+            encoder_hidden=list(encoder_hidden),
+            encoder_dim=encoder_dim,
+            context_hidden=list(context_hidden),
+            attention=attention,
+            temperature=temperature,
+        )
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         state, one_hot = observations[:, : -self.num_tasks], observations[:, -self.num_tasks :]

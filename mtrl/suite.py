@@ -31,7 +31,9 @@ class StepResult:
     success: np.ndarray  # (E,) bool: success at this step (Meta-World's info["success"])
 
 
-def time_limited_step(obs: np.ndarray, reward: np.ndarray, success: np.ndarray, elapsed: np.ndarray, limit: int) -> StepResult:
+def time_limited_step(
+    obs: np.ndarray, reward: np.ndarray, success: np.ndarray, elapsed: np.ndarray, limit: int
+) -> StepResult:
     """A step of a suite that never terminates (Meta-World MT reports success instead):
     episodes end by truncation at ``limit`` steps."""
     return StepResult(obs, reward, np.zeros(len(obs), bool), elapsed >= limit, success)
@@ -57,7 +59,7 @@ class MultiTaskVecEnv(abc.ABC):
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> StepResult:
         """Step every slot (or only ``active`` ones; inactive rows of the result are meaningless)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: an env without resources keeps this no-op)
         """Release simulator resources."""
 
     # RNG state, so a resumed run draws the same goals and starts. Envs that draw their
@@ -124,8 +126,10 @@ class Suite(abc.ABC):
     def single_task_overrides(self, task: str) -> list[str]:
         """Dotted config overrides that make this suite train ``task`` alone (single-task
         baselines, ``mtrl single-task``). A suite that supports them overrides this."""
-        raise ConfigError(f"suite '{self.cfg.suite}' does not say how to train one of its tasks alone; "
-                          "give it a single_task_overrides(task) method (see mtrl/suite.py)")
+        raise ConfigError(
+            f"suite '{self.cfg.suite}' does not say how to train one of its tasks alone; "
+            "give it a single_task_overrides(task) method (see mtrl/suite.py)"
+        )
 
     # --- task-description embeddings (CARE) ---------------------------------------------
 

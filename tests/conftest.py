@@ -23,8 +23,15 @@ TOY_FAST = {
     "env": {"suite": "toy", "num_tasks": 4},
     "agent": {"name": "mtsac", "hidden_sizes": [128, 128]},
     "train": {
-        "total_steps": 16_000, "warmup_steps": 2_000, "batch_per_task": 64, "buffer_per_task": 50_000,
-        "eval_every": 8_000, "eval_episodes": 20, "log_every": 2_000, "checkpoint_every": 8_000, "progress": False,
+        "total_steps": 16_000,
+        "warmup_steps": 2_000,
+        "batch_per_task": 64,
+        "buffer_per_task": 50_000,
+        "eval_every": 8_000,
+        "eval_episodes": 20,
+        "log_every": 2_000,
+        "checkpoint_every": 8_000,
+        "progress": False,
     },
 }
 
@@ -95,9 +102,18 @@ def run_dir(tmp_path):
 
 
 # A toy run of a few seconds, trained once per test module that asks for it (policy, video).
-TINY_TOY = ["train.total_steps=400", "train.warmup_steps=100", "train.eval_every=0", "train.eval_episodes=1",
-            "train.final_eval_episodes=1", "train.log_every=200", "train.checkpoint_every=200", "agent.hidden_sizes=[16]",
-            "device=cpu", "train.progress=false"]
+TINY_TOY = [
+    "train.total_steps=400",
+    "train.warmup_steps=100",
+    "train.eval_every=0",
+    "train.eval_episodes=1",
+    "train.final_eval_episodes=1",
+    "train.log_every=200",
+    "train.checkpoint_every=200",
+    "agent.hidden_sizes=[16]",
+    "device=cpu",
+    "train.progress=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -115,4 +131,3 @@ def float32_unless_asked(monkeypatch):
     bfloat16 on an AVX512-BF16 one), so that a test's numbers do not depend on the machine;
     bfloat16 is tested where a test asks for it, and auto's choice with explicit CPU flags."""
     monkeypatch.setattr(hardware, "cpu_flags", lambda *args: set())
-

@@ -24,9 +24,17 @@ BASE = {
     "agent": {"name": "mtsac", "hidden_sizes": [32, 32]},
     "sac": {"precision": "float32"},
     "train": {
-        "total_steps": 1_200, "warmup_steps": 300, "batch_per_task": 16, "buffer_per_task": 5_000,
-        "eval_every": 600, "eval_episodes": 2, "final_eval_episodes": 2, "log_every": 150,
-        "checkpoint_every": 600, "progress": False, "threads": 1,
+        "total_steps": 1_200,
+        "warmup_steps": 300,
+        "batch_per_task": 16,
+        "buffer_per_task": 5_000,
+        "eval_every": 600,
+        "eval_episodes": 2,
+        "final_eval_episodes": 2,
+        "log_every": 150,
+        "checkpoint_every": 600,
+        "progress": False,
+        "threads": 1,
     },
     "conflict": {"monitor_every": 100},
 }
@@ -34,24 +42,55 @@ BASE = {
 CASES: dict[str, dict] = {
     "mtsac": {},
     "mhsac": {"agent": {"name": "mhsac"}},
-    "care": {"agent": {"name": "care", "num_encoders": 3, "encoder_hidden": [16], "encoder_dim": 8,
-                       "context_hidden": [16], "task_embedding": "one_hot"}},
-    "care-mlp-detached": {"agent": {"name": "care", "num_encoders": 3, "encoder_hidden": [16], "encoder_dim": 8,
-                                    "context_hidden": [16], "task_embedding": "one_hot", "attention": "mlp",
-                                    "actor_encoder": "critic_detached"}, "sac": {"encoder_tau": 0.05}},
+    "care": {
+        "agent": {
+            "name": "care",
+            "num_encoders": 3,
+            "encoder_hidden": [16],
+            "encoder_dim": 8,
+            "context_hidden": [16],
+            "task_embedding": "one_hot",
+        }
+    },
+    "care-mlp-detached": {
+        "agent": {
+            "name": "care",
+            "num_encoders": 3,
+            "encoder_hidden": [16],
+            "encoder_dim": 8,
+            "context_hidden": [16],
+            "task_embedding": "one_hot",
+            "attention": "mlp",
+            "actor_encoder": "critic_detached",
+        },
+        "sac": {"encoder_tau": 0.05},
+    },
     "softmod": {"agent": {"name": "softmod", "base_hidden": [32, 32], "module_hidden": 16, "routing_hidden": 16}},
     "moore": {"agent": {"name": "moore", "num_experts": 2, "expert_hidden": [32], "expert_dim": 32}},
-    "paco": {"agent": {"name": "paco", "hidden_sizes": [32, 32], "num_sets": 2}, "sac": {"task_loss_threshold": 5.0}, "train": {"divergence_patience": 100_000}},
-    "brc": {"agent": {"name": "brc", "critic_width": 64, "actor_width": 32, "embedding_dim": 8, "bins": 21}, "sac": {"reward_scaling": "returns", "weight_decay": 1e-4}},
+    "paco": {
+        "agent": {"name": "paco", "hidden_sizes": [32, 32], "num_sets": 2},
+        "sac": {"task_loss_threshold": 5.0},
+        "train": {"divergence_patience": 100_000},
+    },
+    "brc": {
+        "agent": {"name": "brc", "critic_width": 64, "actor_width": 32, "embedding_dim": 8, "bins": 21},
+        "sac": {"reward_scaling": "returns", "weight_decay": 1e-4},
+    },
     "softshare": {"agent": {"name": "softshare", "hidden_sizes": [32, 32]}},
     "reward-scaling": {"sac": {"reward_scaling": "returns", "initial_alpha": 0.1}},
     "task-weights-famo": {"sac": {"task_weights": True, "task_weighting": "famo"}},
     "uncertainty-critic-only": {"sac": {"task_weighting": "uncertainty", "task_weighting_actor": False}},
-    "inverse-size-lp": {"sac": {"task_weighting": "inverse_size"}, "scheduler": {"name": "learning_progress"},
-                        "train": {"batch_allocation": "scheduler"}},
+    "inverse-size-lp": {
+        "sac": {"task_weighting": "inverse_size"},
+        "scheduler": {"name": "learning_progress"},
+        "train": {"batch_allocation": "scheduler"},
+    },
     "pcgrad": {"conflict": {"method": "pcgrad"}},
-    "nstep-wide-ln": {"sac": {"n_step": 3}, "agent": {"critic_hidden_sizes": [48, 48], "critic_layer_norm": True},
-                      "train": {"updates_per_step": 2}},
+    "nstep-wide-ln": {
+        "sac": {"n_step": 3},
+        "agent": {"critic_hidden_sizes": [48, 48], "critic_layer_norm": True},
+        "train": {"updates_per_step": 2},
+    },
 }
 
 
@@ -73,6 +112,7 @@ def run_case(name: str, workdir: Path) -> list[dict]:
 
 def main() -> None:
     from mtrl import hardware
+
     hardware.cpu_flags = lambda *args: set()  # as the tests do: nothing hardware-dependent
     torch.set_num_threads(1)
     GOLDEN.mkdir(exist_ok=True)

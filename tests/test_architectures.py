@@ -9,18 +9,18 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mtrl.learner.agent import EnvSpec
-from mtrl.networks.bronet import BroNet
-from mtrl.learner.categorical import project
 from mtrl.config import ConflictConfig, SACConfig
 from mtrl.errors import ConfigError
-from mtrl.networks.moore_experts import MOORENet, orthonormalize
-from mtrl.networks.paco_layers import PaCoNet
-from mtrl.registry import get
+from mtrl.learner.agent import EnvSpec
+from mtrl.learner.categorical import project
 from mtrl.learner.replay import Batch
 from mtrl.learner.reward_scale import ReturnScale, returns_to_go
 from mtrl.learner.sac import SAC
+from mtrl.networks.bronet import BroNet
+from mtrl.networks.moore_experts import MOORENet, orthonormalize
+from mtrl.networks.paco_layers import PaCoNet
 from mtrl.networks.soft_modularization import SoftModularNet
+from mtrl.registry import get
 
 T, OBS, ACT = 3, 6, 2
 SMALL = {
@@ -43,8 +43,14 @@ def make_agent(name: str, **overrides):
 def batch(n_per_task=5, seed=0):
     g = torch.Generator().manual_seed(seed)
     n = n_per_task * T
-    return Batch(torch.randn(n, OBS, generator=g), torch.rand(n, ACT, generator=g) * 2 - 1, torch.randn(n, generator=g),
-                 torch.randn(n, OBS, generator=g), torch.zeros(n), torch.arange(T).repeat_interleave(n_per_task))
+    return Batch(
+        torch.randn(n, OBS, generator=g),
+        torch.rand(n, ACT, generator=g) * 2 - 1,
+        torch.randn(n, generator=g),
+        torch.randn(n, OBS, generator=g),
+        torch.zeros(n),
+        torch.arange(T).repeat_interleave(n_per_task),
+    )
 
 
 # ---------------------------------------------------------------- MOORE
@@ -73,8 +79,9 @@ def test_moore_orthonormalize_is_gram_schmidt_and_orthonormal_per_sample():
 
 def test_moore_representation_orthonormal_experts_mixed_by_task_weights_then_task_head():
     torch.manual_seed(1)
-    net = MOORENet(members=2, in_dim=OBS, out_dim=1, num_tasks=T, num_experts=3, expert_hidden=[16], expert_dim=8,
-                   head_hidden=[])
+    net = MOORENet(
+        members=2, in_dim=OBS, out_dim=1, num_tasks=T, num_experts=3, expert_hidden=[16], expert_dim=8, head_hidden=[]
+    )
     x, task = torch.randn(6, OBS), torch.tensor([0, 1, 2, 2, 1, 0])
     r, v = net.representation(x, task)
     gram = torch.einsum("mkbd,mjbd->mbkj", v, v)
@@ -101,6 +108,7 @@ def test_moore_refuses_more_experts_than_dimensions():
 def soft_module_reference(net: SoftModularNet, x: torch.Tensor, task: torch.Tensor, m: int) -> torch.Tensor:
     """The reference ModularGatedCascadeCondNet.forward (RchalYang/Soft-Module,
     torchrl/networks/nets.py) transcribed with loops over modules, for member m."""
+
     def lin(layer, h, member):
         return h @ layer.weight[member] + layer.bias[member]
 
@@ -138,8 +146,18 @@ def soft_module_reference(net: SoftModularNet, x: torch.Tensor, task: torch.Tens
 @pytest.mark.parametrize("layers,modules", [(2, 2), (4, 3)])
 def test_soft_modularization_matches_the_reference_forward_and_routes_by_distributions(layers, modules):
     torch.manual_seed(2)
-    net = SoftModularNet(members=2, in_dim=OBS, out_dim=3, num_tasks=T, base_hidden=[16, 16], num_layers=layers,
-                         num_modules=modules, module_hidden=8, routing_hidden=8, num_routing_layers=2)
+    net = SoftModularNet(
+        members=2,
+        in_dim=OBS,
+        out_dim=3,
+        num_tasks=T,
+        base_hidden=[16, 16],
+        num_layers=layers,
+        num_modules=modules,
+        module_hidden=8,
+        routing_hidden=8,
+        num_routing_layers=2,
+    )
     for layer in [net.route_first, *net.route_next, net.route_last, net.last]:  # away from the near-uniform start
         torch.nn.init.normal_(layer.weight)
     x, task = torch.randn(7, OBS), torch.tensor([0, 1, 2, 0, 1, 2, 0])
@@ -172,7 +190,7 @@ def test_paco_task_parameters_are_phi_w_and_the_network_is_that_plain_mlp():
         params = net.task_parameters(t)
         for m in range(2):
             # theta_t = Phi w_t, layer by layer, from the raw parameter sets
-            for layer, (weight, bias) in zip(net.layers, params):
+            for layer, (weight, _bias) in zip(net.layers, params):
                 sets = layer.sets.weight.view(2, 4, *layer.sets.weight.shape[1:])[m]
                 assert torch.allclose(weight[m], sum(net.w[m, t, k] * sets[k] for k in range(4)), atol=1e-5)
             h = x[task == t]
@@ -234,7 +252,9 @@ def test_categorical_projection_preserves_mass_and_mean_and_matches_c51():
     assert torch.allclose(projected.sum(-1), torch.ones(8, dtype=torch.float64))
     assert torch.allclose(projected @ support, (probs * inside).sum(-1))
     wide = inside * 3  # beyond the support: clipped to its ends, mass still 1
-    assert np.allclose(project(wide, probs, support).numpy(), c51_projection_reference(wide.numpy(), probs.numpy(), support.numpy()))
+    assert np.allclose(
+        project(wide, probs, support).numpy(), c51_projection_reference(wide.numpy(), probs.numpy(), support.numpy())
+    )
     assert np.allclose(projected.numpy(), c51_projection_reference(inside.numpy(), probs.numpy(), support.numpy()))
 
 
@@ -255,7 +275,9 @@ def test_brc_critic_loss_is_cross_entropy_to_the_projected_soft_bellman_target()
         tc = sac.target["critic"]
         p = torch.softmax(tc.logits(sac.target["encoder"](b.next_obs, b.task), next_a, b.task), -1).mean(0)
         atoms = b.reward[:, None] + 0.9 * (tc.support[None] - alpha[:, None] * next_lp[:, None])
-        target = torch.as_tensor(c51_projection_reference(atoms.numpy(), p.numpy(), tc.support.numpy()), dtype=torch.float32)
+        target = torch.as_tensor(
+            c51_projection_reference(atoms.numpy(), p.numpy(), tc.support.numpy()), dtype=torch.float32
+        )
     ce = -(target[None] * torch.log_softmax(logits, -1)).sum(-1).sum(0)
     assert torch.allclose(per_sample, ce, atol=1e-5)
     assert torch.allclose(q[0], torch.softmax(logits, -1).mean(0) @ tc.support, atol=1e-5)
@@ -287,7 +309,9 @@ def test_returns_to_go_and_the_reward_divisor_follow_brc():
     assert np.allclose(returns_to_go(r, 0.5, bootstrap=True)[-1], 3 + 0.5 * tail)
     scale = ReturnScale(2, 2, 0.5, 10.0)
     for step in range(3):  # slot 0: task 1 ends by a time limit; slot 1: task 0 terminates
-        scale.observe(np.array([1, 0]), np.array([r[step], 4.0]), np.array([False, step == 2]), np.array([step == 2, False]))
+        scale.observe(
+            np.array([1, 0]), np.array([r[step], 4.0]), np.array([False, step == 2]), np.array([step == 2, False])
+        )
     g1 = max(returns_to_go(r, 0.5, True).max(), abs(returns_to_go(r, 0.5, True).min()))
     g0 = returns_to_go(np.array([4.0, 4.0, 4.0]), 0.5, False).max()
     alpha = torch.tensor([0.2, 0.1], dtype=torch.float64)
@@ -331,7 +355,9 @@ def test_task_specific_blocks_are_what_one_task_alone_moves(name):
         assert other.abs().max() == 0 and grad.index_select(blk.dim, torch.tensor([1])).abs().max() > 0, blk.name
 
 
-@pytest.mark.parametrize("path", sorted((__import__("pathlib").Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", sorted((__import__("pathlib").Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.stem
+)
 def test_every_shipped_config_loads_and_its_agent_builds(path):
     """Every file in configs/ validates, and its agent builds for its suite's sizes (paper-scale
     networks included but BRC's 4096-wide critics; CARE with one-hot task inputs, as no suite
@@ -380,7 +406,9 @@ def test_the_soft_sharing_penalty_pulls_task_parameters_together(strength):
 
     expected_penalty = strength * sum(
         float(((p.view(2, T, *p.shape[1:]) - p.view(2, T, *p.shape[1:]).mean(1, keepdim=True)) ** 2).sum())
-        for layer in agent.critic.net.layers for p in (layer.weight.detach(), layer.bias.detach()))
+        for layer in agent.critic.net.layers
+        for p in (layer.weight.detach(), layer.bias.detach())
+    )
     assert math.isclose(float(agent.critic.net.penalty().detach()), expected_penalty, rel_tol=1e-5)
 
     def relative_spread_by_loop() -> float:  # the logged diagnostic, one task's parameters at a time
@@ -391,7 +419,7 @@ def test_the_soft_sharing_penalty_pulls_task_parameters_together(strength):
                     tasks = [p[m * T + t] for t in range(T)]
                     mean = sum(tasks) / T
                     apart += sum(float(((x - mean) ** 2).sum()) for x in tasks)
-                    size += sum(float((x ** 2).sum()) for x in tasks)
+                    size += sum(float((x**2).sum()) for x in tasks)
         return (apart / size) ** 0.5
 
     sac = SAC(agent, T, ACT, SACConfig(critic_lr=1e-2, actor_lr=1e-2))
@@ -430,11 +458,22 @@ def test_network_constructors_take_names_only():
 
     from mtrl.networks.bronet import BroNet
     from mtrl.networks.care_encoder import CAREEncoder, TaskEmbedding
-    from mtrl.networks.moore_experts import MOORENet
     from mtrl.networks.ensemble import EnsembleLinear, EnsembleMLP, TanhGaussianActor, TwinQ
+    from mtrl.networks.moore_experts import MOORENet
     from mtrl.networks.paco_layers import CompositionalLinear, PaCoNet
 
-    for build in (BroNet, CAREEncoder, TaskEmbedding, MOORENet, EnsembleLinear, EnsembleMLP, TanhGaussianActor.mlp,
-                  TwinQ.mlp, CompositionalLinear, PaCoNet, SoftModularNet):
+    for build in (
+        BroNet,
+        CAREEncoder,
+        TaskEmbedding,
+        MOORENet,
+        EnsembleLinear,
+        EnsembleMLP,
+        TanhGaussianActor.mlp,
+        TwinQ.mlp,
+        CompositionalLinear,
+        PaCoNet,
+        SoftModularNet,
+    ):
         params = [p for p in inspect.signature(build).parameters.values() if p.name != "self"]
         assert params and all(p.kind is p.KEYWORD_ONLY for p in params), build

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from mtrl.analysis.introspection import attention_by_task, representation_metrics
 from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite, all_task_names
 from mtrl.envs.toy import ToyConfig, ToySuite
-from mtrl.networks.care_encoder import CAREEncoder, TaskEmbedding
 from mtrl.errors import ConfigError
-from mtrl.analysis.introspection import attention_by_task, representation_metrics
-from mtrl.training.logger import read_metrics
 from mtrl.learner.replay import Batch
 from mtrl.learner.sac import SAC
+from mtrl.networks.care_encoder import CAREEncoder, TaskEmbedding
+from mtrl.training.logger import read_metrics
 from mtrl.training.trainer import train
 
 from conftest import TOY_FAST, make_config
@@ -22,8 +22,16 @@ from conftest import TOY_FAST, make_config
 def care_encoder(attention="dot", k=5, obs_dim=6, tasks=3):
     torch.manual_seed(0)
     emb = TaskEmbedding(kind="pretrained", num_tasks=tasks, pretrained=torch.randn(tasks, 16))
-    return CAREEncoder(obs_dim=obs_dim, task_embedding=emb, num_encoders=k, encoder_hidden=[32], encoder_dim=8,
-                       context_hidden=[32], attention=attention, temperature=0.7)
+    return CAREEncoder(
+        obs_dim=obs_dim,
+        task_embedding=emb,
+        num_encoders=k,
+        encoder_hidden=[32],
+        encoder_dim=8,
+        context_hidden=[32],
+        attention=attention,
+        temperature=0.7,
+    )
 
 
 @pytest.mark.parametrize("attention", ["dot", "mlp"])
@@ -58,8 +66,8 @@ def test_batched_encoders_equal_a_loop_over_encoders():
 
 def _care_sac(actor_encoder="own", suite=None, **kw):
     from mtrl.agents.care import CAREConfig, make_care
-    from mtrl.learner.agent import EnvSpec
     from mtrl.config import SACConfig
+    from mtrl.learner.agent import EnvSpec
 
     suite = suite or ToySuite(ToyConfig())
     n = suite.num_tasks
@@ -94,8 +102,12 @@ def test_actor_and_critic_losses_train_the_right_encoders(kind):
         assert not any(_has_grad(agent.actor_encoder.parameters()))
     # optimisers and the conflict monitor's shared parameters follow the same routing
     ids = lambda ps: {id(p) for p in ps}  # noqa: E731
-    actor_side = ids(agent.actor_encoder.parameters()) if kind == "own" else ids(critic_encoder) if kind == "critic" else set()
-    assert ids(critic_encoder) <= ids(sac.critic_params) and ids(critic_encoder) <= ids(agent.shared_parameters("critic"))
+    actor_side = (
+        ids(agent.actor_encoder.parameters()) if kind == "own" else ids(critic_encoder) if kind == "critic" else set()
+    )
+    assert ids(critic_encoder) <= ids(sac.critic_params) and ids(critic_encoder) <= ids(
+        agent.shared_parameters("critic")
+    )
     assert ids(sac.actor_params) - ids(agent.actor.parameters()) == actor_side
     assert actor_side <= ids(agent.shared_parameters("actor"))
     assert not (ids(agent.shared_parameters("actor")) - ids(sac.actor_params))
@@ -121,8 +133,14 @@ def test_initial_context_vectors_tell_meta_world_tasks_apart():
     from mtrl.agents.care import CAREConfig, make_care
     from mtrl.learner.agent import EnvSpec
 
-    spec = EnvSpec(39, 4, tuple(suite.task_names), tuple(suite.descriptions[n] for n in suite.task_names),
-                   "metaworld", str(suite.embedding_file))
+    spec = EnvSpec(
+        39,
+        4,
+        tuple(suite.task_names),
+        tuple(suite.descriptions[n] for n in suite.task_names),
+        "metaworld",
+        str(suite.embedding_file),
+    )
     torch.manual_seed(0)
     enc = make_care(CAREConfig(), spec).encoder
     cos = enc.context_cosine()
@@ -174,7 +192,9 @@ def test_mlp_attention_depends_on_the_task_only():
     assert torch.allclose(w1, w2)
     assert torch.allclose(w1[0], w1[1]) and not torch.allclose(w1[0], w1[2])
     dot = care_encoder("dot")
-    assert not torch.allclose(dot.attention_weights(torch.randn(4, 6), task), dot.attention_weights(torch.randn(4, 6), task))
+    assert not torch.allclose(
+        dot.attention_weights(torch.randn(4, 6), task), dot.attention_weights(torch.randn(4, 6), task)
+    )
 
 
 @pytest.mark.parametrize("suite", [MetaWorldSuite(MetaWorldConfig(benchmark="MT50")), ToySuite(ToyConfig())])
@@ -210,8 +230,9 @@ def test_stale_or_missing_embeddings_are_refused(tmp_path):
 
 
 def test_care_learns_the_toy_suite_and_tasks_attend_differently(run_dir):
-    cfg = make_config(TOY_FAST, run={"dir": str(run_dir)},
-                      agent={"name": "care", "hidden_sizes": [128, 128], "num_encoders": 4})
+    cfg = make_config(
+        TOY_FAST, run={"dir": str(run_dir)}, agent={"name": "care", "hidden_sizes": [128, 128], "num_encoders": 4}
+    )
     result = train(cfg)
     assert result.final_eval.success_mean >= 0.9, result.final_eval.to_json()
     last = [r for r in read_metrics(run_dir) if "attention/reach-east/0" in r][-1]
@@ -239,9 +260,11 @@ def test_representation_metrics_give_each_tasks_mixture_and_context_norms():
     names = ["a", "b", "c", "d"]
     out = representation_metrics(agent, batch, names)
     features = agent.encoder(obs, task)
-    mixed, context = features[:, :features.shape[1] // 2], features[:, features.shape[1] // 2:]
+    mixed, context = features[:, : features.shape[1] // 2], features[:, features.shape[1] // 2 :]
     for i, name in enumerate(names):
         rows = slice(3 * i, 3 * i + 3)
         assert out[f"care/critic/mixture_norm/{name}"] == pytest.approx(float(mixed[rows].norm(dim=1).mean()), rel=1e-5)
-        assert out[f"care/critic/context_norm/{name}"] == pytest.approx(float(context[rows].norm(dim=1).mean()), rel=1e-5)
+        assert out[f"care/critic/context_norm/{name}"] == pytest.approx(
+            float(context[rows].norm(dim=1).mean()), rel=1e-5
+        )
     assert 0.0 <= out["care/critic/attention_entropy/a"] <= 1.0

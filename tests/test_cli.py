@@ -16,19 +16,34 @@ def test_unknown_config_key_exits_2_with_one_line_and_writes_nothing(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "mtrl.cli", "train", "toy-mtsac", "train.total_step=100", f"run.dir={run_dir}"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "mtrl: error: unknown config key 'train.total_step'; closest valid keys: 'train.total_steps', 'train.warmup_steps'"
+        "mtrl: error: unknown config key 'train.total_step'; closest valid keys: "
+        "'train.total_steps', 'train.warmup_steps'"
     ]
     assert "Traceback" not in proc.stderr and not run_dir.exists()
 
 
 def test_train_then_eval_writes_eval_json(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert main(["train", "toy-mtsac", f"run.dir={run_dir}", "train.total_steps=600", "train.warmup_steps=200",
-                 "train.progress=false", "train.eval_episodes=3", "train.final_eval_episodes=3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "toy-mtsac",
+                f"run.dir={run_dir}",
+                "train.total_steps=600",
+                "train.warmup_steps=200",
+                "train.progress=false",
+                "train.eval_episodes=3",
+                "train.final_eval_episodes=3",
+            ]
+        )
+        == 0
+    )
     assert "reach-east" in capsys.readouterr().out
     assert {"config.yaml", "metrics.jsonl", "checkpoints"} <= {p.name for p in run_dir.iterdir()}
     assert any(p.name.startswith("events.out.tfevents") for p in run_dir.iterdir())
@@ -55,8 +70,16 @@ def test_list_shows_components(capsys):
 
 # Would make a tiny, seconds-long run if a check below were missing: the test then fails on the
 # exit code (or on the run directory) instead of training for minutes.
-TINY_RUN = ["train.total_steps=40", "train.warmup_steps=40", "train.num_slots=1", "train.eval_episodes=1",
-            "train.final_eval_episodes=1", "train.progress=false", "agent.hidden_sizes=[8]", "device=cpu"]
+TINY_RUN = [
+    "train.total_steps=40",
+    "train.warmup_steps=40",
+    "train.num_slots=1",
+    "train.eval_episodes=1",
+    "train.final_eval_episodes=1",
+    "train.progress=false",
+    "agent.hidden_sizes=[8]",
+    "device=cpu",
+]
 
 
 def one_error_line(capsys, after: str | None = None) -> str:
@@ -108,7 +131,10 @@ def one_error_line(capsys, after: str | None = None) -> str:
         ("env.goal_radius=-.inf", "env.goal_radius must be a finite number"),
         ("env.goal_angles=[0,.inf,180,270]", "env.goal_angles[1] must be a finite number"),
         ("agent.name=care agent.attention_temperature=.inf", "agent.attention_temperature must be a finite number"),
-        ("scheduler.name=learning_progress scheduler.noise_threshold=.inf", "scheduler.noise_threshold must be a finite"),
+        (
+            "scheduler.name=learning_progress scheduler.noise_threshold=.inf",
+            "scheduler.noise_threshold must be a finite",
+        ),
         # a combination that would silently change nothing
         ("sac.task_weighting_actor=false", "sac.task_weighting_actor=false keeps sac.task_weighting's weights off"),
         ("conflict.cagrad_c=-0.5", "conflict.cagrad_c"),
@@ -187,7 +213,10 @@ def test_eval_of_a_run_with_a_bad_saved_config_exits_2(tmp_path, capsys, config_
 @pytest.mark.parametrize(
     "contents, why",
     [
-        ('{"model": "x", "tasks": {\n  "reach-east": {"description": "x", "vector": [1, 2]\n', "is not valid JSON (line 3, column 1: Expecting ',' delimiter)"),
+        (
+            '{"model": "x", "tasks": {\n  "reach-east": {"description": "x", "vector": [1, 2]\n',
+            "is not valid JSON (line 3, column 1: Expecting ',' delimiter)",
+        ),
         ('{"model": "all-MiniLM-L6-v2", "dim": 2}', 'has no "tasks" mapping'),
         ("short vector", "holds a vector of length 3 for task 'reach-north', expected 384"),
         ("NaN", "holds a non-finite number (NaN, Infinity or beyond float32) in the vector of task 'reach-north'"),
@@ -200,7 +229,9 @@ def test_broken_embedding_file_exits_2_naming_the_file_and_how_to_regenerate_it(
     if contents in ("short vector", "NaN", "Infinity", "1e39"):
         data = json.loads((Path(__file__).parent.parent / "envs" / "data" / "toy_embeddings.json").read_text())
         vector = data["tasks"]["reach-north"]["vector"]
-        data["tasks"]["reach-north"]["vector"] = [0.1, 0.2, 0.3] if contents == "short vector" else [*vector[:-1], float(contents)]
+        data["tasks"]["reach-north"]["vector"] = (
+            [0.1, 0.2, 0.3] if contents == "short vector" else [*vector[:-1], float(contents)]
+        )
         contents = json.dumps(data)
     path.write_text(contents)
     run_dir = tmp_path / "run"
@@ -218,10 +249,26 @@ def test_broken_embedding_file_exits_2_naming_the_file_and_how_to_regenerate_it(
 def trained_run(tmp_path_factory) -> Path:
     """A tiny finished toy run (4 tasks, 2x32 units), trained once for the tests below."""
     run_dir = tmp_path_factory.mktemp("trained") / "run"
-    assert main(["train", "toy-mtsac", "train.total_steps=400", "train.warmup_steps=100", "train.eval_every=400",
-                 "train.checkpoint_every=400", "train.log_every=400", "train.eval_episodes=1",
-                 "train.final_eval_episodes=1", "train.progress=false", "agent.hidden_sizes=[32,32]",
-                 "device=cpu", f"run.dir={run_dir}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "toy-mtsac",
+                "train.total_steps=400",
+                "train.warmup_steps=100",
+                "train.eval_every=400",
+                "train.checkpoint_every=400",
+                "train.log_every=400",
+                "train.eval_episodes=1",
+                "train.final_eval_episodes=1",
+                "train.progress=false",
+                "agent.hidden_sizes=[32,32]",
+                "device=cpu",
+                f"run.dir={run_dir}",
+            ]
+        )
+        == 0
+    )
     return run_dir
 
 
@@ -284,16 +331,23 @@ def test_eval_says_what_it_evaluates_and_shows_its_progress(trained_run, tmp_pat
     run_dir = copy_of(trained_run, tmp_path)
     assert main(["eval", str(run_dir), "--device", "cpu", "--episodes", "3"]) == 0
     out, err = capsys.readouterr()
-    assert err.splitlines() == [f"mtrl: evaluating {run_dir / 'checkpoints' / 'step_400.pt'} (step 400): 3 episodes x 4 tasks; "
-                                "Ctrl-C stops it and writes nothing"]
+    assert err.splitlines() == [
+        f"mtrl: evaluating {run_dir / 'checkpoints' / 'step_400.pt'} (step 400): 3 episodes x 4 tasks; "
+        "Ctrl-C stops it and writes nothing"
+    ]
     assert "eval 12/12 (100%)" in out  # off a terminal: the progress line where it ended
 
 
 def test_ctrl_c_during_eval_says_so_and_writes_nothing(trained_run, tmp_path):
     run_dir = copy_of(trained_run, tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "mtrl.cli", "eval", str(run_dir), "--device", "cpu", "--episodes", "400000"],
-                            env=env, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtrl.cli", "eval", str(run_dir), "--device", "cpu", "--episodes", "400000"],
+        env=env,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     first = proc.stderr.readline()
     assert first.startswith("mtrl: evaluating "), first + proc.stderr.read()
     # 400k toy episodes per task run as one vectorised batch for seconds: the Ctrl-C lands
@@ -301,7 +355,8 @@ def test_ctrl_c_during_eval_says_so_and_writes_nothing(trained_run, tmp_path):
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130
     assert proc.stderr.read().strip().splitlines() == [
-        f"mtrl: evaluation interrupted; nothing was written ({run_dir / 'eval.json'} is as it was)"]
+        f"mtrl: evaluation interrupted; nothing was written ({run_dir / 'eval.json'} is as it was)"
+    ]
     assert not (run_dir / "eval.json").exists()
 
 
@@ -322,8 +377,12 @@ def test_train_threads_sets_torchs_cpu_threads(tmp_path):
 
 
 def test_show_config_prints_the_resolved_config_with_docs_and_writes_nothing(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mtrl.cli", "train", "toy-mtsac", "sac.tau=0.02", "--show-config"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtrl.cli", "train", "toy-mtsac", "sac.tau=0.02", "--show-config"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     data = yaml.safe_load(proc.stdout)
     assert data["sac"]["tau"] == 0.02 and data["train"]["keep_checkpoints"] == 2  # override, default filled
@@ -336,8 +395,12 @@ def test_show_config_prints_the_resolved_config_with_docs_and_writes_nothing(tmp
 
 
 def test_show_config_with_a_bad_override_is_a_one_line_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mtrl.cli", "train", "toy-mtsac", "sac.tau=2", "--show-config"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtrl.cli", "train", "toy-mtsac", "sac.tau=2", "--show-config"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == ["mtrl: error: sac.tau must be in (0, 1], got 2.0"]
     assert list(tmp_path.iterdir()) == []

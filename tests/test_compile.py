@@ -4,11 +4,11 @@ checkpoint format."""
 import numpy as np
 import torch
 
-from mtrl.learner.agent import EnvSpec
 from mtrl.config import SACConfig, load_config
-from mtrl.registry import get
+from mtrl.learner.agent import EnvSpec
 from mtrl.learner.replay import MultiTaskReplay
 from mtrl.learner.sac import SAC
+from mtrl.registry import get
 
 
 def updated_state(compile: bool, updates: int = 3) -> dict:
@@ -20,8 +20,14 @@ def updated_state(compile: bool, updates: int = 3) -> dict:
     replay = MultiTaskReplay(2, 100, 6, 2)
     rng = np.random.default_rng(0)
     for _ in range(50):
-        replay.add(np.arange(2), rng.normal(size=(2, 6)), rng.uniform(-1, 1, (2, 2)), rng.normal(size=2),
-                   rng.normal(size=(2, 6)), np.zeros(2, bool))
+        replay.add(
+            np.arange(2),
+            rng.normal(size=(2, 6)),
+            rng.uniform(-1, 1, (2, 2)),
+            rng.normal(size=2),
+            rng.normal(size=(2, 6)),
+            np.zeros(2, bool),
+        )
     torch.manual_seed(1)
     for _ in range(updates):
         sac.update(replay.sample(16))

@@ -4,7 +4,10 @@ from mtrl.config import ConfigError, find_config, from_dict, load_config, parse_
 
 
 def test_overrides_are_typed_and_nested():
-    cfg = load_config("toy-mtsac", ["train.total_steps=2e4", "seed=3", "device=cpu", "agent.hidden_sizes=[32,32]", "sac.max_grad_norm=null"])
+    cfg = load_config(
+        "toy-mtsac",
+        ["train.total_steps=2e4", "seed=3", "device=cpu", "agent.hidden_sizes=[32,32]", "sac.max_grad_norm=null"],
+    )
     assert cfg.train.total_steps == 20000 and isinstance(cfg.train.total_steps, int)
     assert cfg.seed == 3 and cfg.device == "cpu"
     assert cfg.agent.hidden_sizes == [32, 32]
@@ -74,13 +77,27 @@ def test_categorical_support_must_hold_the_scaled_returns():
     with pytest.raises(ConfigError, match=r"^agent.v_max=5 is below sac.reward_scale_bound=10: .*set agent.v_max=10"):
         load_config("toy-brc", ["agent.v_max=5"])
     assert load_config("toy-brc", ["agent.v_max=20"]).agent.v_max == 20  # a wider support only coarsens it
-    assert load_config("toy-brc", ["agent.v_max=5", "sac.reward_scaling=none"]).agent.v_max == 5  # raw rewards: the user's call
+    assert (
+        load_config("toy-brc", ["agent.v_max=5", "sac.reward_scaling=none"]).agent.v_max == 5
+    )  # raw rewards: the user's call
 
 
 def test_zero_turns_periodic_work_off_and_is_accepted():
-    cfg = load_config("toy-mtsac", ["train.eval_every=0", "train.log_every=0", "train.checkpoint_every=0",
-                                    "train.warmup_steps=0", "conflict.monitor_every=0", "sac.max_grad_norm=null",
-                                    "sac.encoder_tau=null", "sac.gamma=1", "sac.tau=1", "env.start_noise=0"])
+    cfg = load_config(
+        "toy-mtsac",
+        [
+            "train.eval_every=0",
+            "train.log_every=0",
+            "train.checkpoint_every=0",
+            "train.warmup_steps=0",
+            "conflict.monitor_every=0",
+            "sac.max_grad_norm=null",
+            "sac.encoder_tau=null",
+            "sac.gamma=1",
+            "sac.tau=1",
+            "env.start_noise=0",
+        ],
+    )
     assert (cfg.train.eval_every, cfg.train.log_every, cfg.train.checkpoint_every) == (0, 0, 0)
 
 
@@ -99,15 +116,24 @@ def test_every_config_field_is_documented_where_declared():
     config has a doc (the string after its declaration) for `mtrl train --show-config`."""
     import dataclasses
 
-    from mtrl import config
+    from mtrl import config, registry
 
-    from mtrl import registry
     registry.get("agent", "mtsac")  # loads the built-in components
     components = [e.config_cls for kind in registry.KINDS for e in registry._REGISTRY[kind].values()]
-    classes = [config.Config, config.RunConfig, config.SACConfig, config.TrainConfig, config.ConflictConfig,
-               config.DistillConfig] + [c for c in components if c.__module__.startswith("mtrl.")]  # no tests' plug-ins
-    missing = [f"{cls.__name__}.{f.name}" for cls in classes for f in dataclasses.fields(cls)
-               if not config.field_docs(cls).get(f.name)]
+    classes = [
+        config.Config,
+        config.RunConfig,
+        config.SACConfig,
+        config.TrainConfig,
+        config.ConflictConfig,
+        config.DistillConfig,
+    ] + [c for c in components if c.__module__.startswith("mtrl.")]  # no tests' plug-ins
+    missing = [
+        f"{cls.__name__}.{f.name}"
+        for cls in classes
+        for f in dataclasses.fields(cls)
+        if not config.field_docs(cls).get(f.name)
+    ]
     assert missing == []
 
 

@@ -8,15 +8,23 @@ import numpy as np
 import pytest
 import torch
 
-from mtrl.training.checkpoint import latest_checkpoint, load_checkpoint
-from mtrl.errors import ConfigError
+from mtrl.builders import make_agent, make_spec, make_suite
 from mtrl.config import TORCHJD_METHODS
-from mtrl.learner.conflict import (METHODS, aggregate, cagrad, cagrad_dual, conflict_stats, nash_mtl_alpha,
-                           pcgrad, per_task_gradients)
-from mtrl.training.logger import read_metrics
+from mtrl.errors import ConfigError
+from mtrl.learner.conflict import (
+    METHODS,
+    aggregate,
+    cagrad,
+    cagrad_dual,
+    conflict_stats,
+    nash_mtl_alpha,
+    pcgrad,
+    per_task_gradients,
+)
 from mtrl.learner.replay import MultiTaskReplay
 from mtrl.learner.sac import SAC
-from mtrl.builders import make_agent, make_spec, make_suite
+from mtrl.training.checkpoint import latest_checkpoint, load_checkpoint
+from mtrl.training.logger import read_metrics
 from mtrl.training.trainer import train
 
 from conftest import TOY_FAST, make_config
@@ -214,16 +222,24 @@ def test_every_method_drives_a_sac_update(method):
     replay = MultiTaskReplay(4, 100, spec.obs_dim, spec.act_dim)
     rng = np.random.default_rng(0)
     for _ in range(20):
-        replay.add(np.arange(4), rng.normal(size=(4, spec.obs_dim)), rng.uniform(-1, 1, (4, spec.act_dim)),
-                   rng.normal(size=4), rng.normal(size=(4, spec.obs_dim)), np.zeros(4, bool))
+        replay.add(
+            np.arange(4),
+            rng.normal(size=(4, spec.obs_dim)),
+            rng.uniform(-1, 1, (4, spec.act_dim)),
+            rng.normal(size=4),
+            rng.normal(size=(4, spec.obs_dim)),
+            np.zeros(4, bool),
+        )
     before = [p.detach().clone() for p in sac.shared["critic"]]
     metrics = sac.update(replay.sample(16))
     assert all(torch.isfinite(v).all() for v in metrics.values())
     assert any(not torch.equal(b, p) for b, p in zip(before, sac.shared["critic"]))
 
 
-@pytest.mark.parametrize("method, missing", [("upgrad", "quadprog"), ("upgrad", "torchjd"), ("imtl_g", "torchjd"),
-                                             ("aligned_mtl", "torchjd")])
+@pytest.mark.parametrize(
+    "method, missing",
+    [("upgrad", "quadprog"), ("upgrad", "torchjd"), ("imtl_g", "torchjd"), ("aligned_mtl", "torchjd")],
+)
 def test_a_missing_optional_dependency_is_a_one_line_config_error(monkeypatch, method, missing):
     monkeypatch.setitem(sys.modules, missing, None)  # makes `import missing` raise ImportError
     with pytest.raises(ConfigError) as error:
@@ -260,10 +276,14 @@ def test_per_task_gradients_sum_to_the_batch_gradient():
 
 def test_monitor_on_the_toy_suite_opposite_tasks_conflict_identical_tasks_agree(run_dir):
     # east, west, and east again; the task is hidden so identical tasks are the same problem
-    cfg = make_config(TOY_FAST, run={"dir": str(run_dir)}, env={"num_tasks": 3, "goal_angles": [0, 180, 0]},
-                      agent={"task_visible": False},
-                      train={"total_steps": 3000, "eval_every": 0, "save_replay": True},
-                      conflict={"monitor_every": 200})
+    cfg = make_config(
+        TOY_FAST,
+        run={"dir": str(run_dir)},
+        env={"num_tasks": 3, "goal_angles": [0, 180, 0]},
+        agent={"task_visible": False},
+        train={"total_steps": 3000, "eval_every": 0, "save_replay": True},
+        conflict={"monitor_every": 200},
+    )
     train(cfg)
     logged = [r for r in read_metrics(run_dir) if "conflict/critic/conflicting_fraction" in r]
     assert logged and "conflict/actor/grad_norm/reach-west" in logged[-1]
@@ -283,8 +303,12 @@ def test_monitor_on_the_toy_suite_opposite_tasks_conflict_identical_tasks_agree(
 
 
 def test_pcgrad_with_learning_progress_and_the_monitor_still_solves_the_toy_suite(run_dir):
-    cfg = make_config(TOY_FAST, run={"dir": str(run_dir)}, scheduler={"name": "learning_progress"},
-                      conflict={"method": "pcgrad", "monitor_every": 500})
+    cfg = make_config(
+        TOY_FAST,
+        run={"dir": str(run_dir)},
+        scheduler={"name": "learning_progress"},
+        conflict={"method": "pcgrad", "monitor_every": 500},
+    )
     result = train(cfg)
     assert result.final_eval.success_mean >= 0.9, result.final_eval.to_json()
     last = [r for r in read_metrics(run_dir) if "scheduler/probability/reach-east" in r][-1]

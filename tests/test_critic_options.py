@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TOY_FAST, make_config
+from mtrl.builders import make_agent, make_spec, make_suite
 from mtrl.config import ConfigError
 from mtrl.networks.ensemble import EnsembleLayerNorm, EnsembleMLP
-from mtrl.builders import make_agent, make_spec, make_suite
+
+from conftest import TOY_FAST, make_config
 
 
 def test_ensemble_layer_norm_equals_torch_layer_norm_per_member():
@@ -44,7 +45,10 @@ def test_layer_norm_mlp_normalises_each_hidden_layer_before_its_relu():
 
 @pytest.mark.parametrize("agent", ["mtsac", "mhsac", "care"])
 def test_critic_widths_and_layer_norm_reach_the_critics_only(agent):
-    cfg = make_config(TOY_FAST, agent={"name": agent, "hidden_sizes": [32], "critic_hidden_sizes": [64, 48], "critic_layer_norm": True})
+    cfg = make_config(
+        TOY_FAST,
+        agent={"name": agent, "hidden_sizes": [32], "critic_hidden_sizes": [64, 48], "critic_layer_norm": True},
+    )
     suite = make_suite(cfg)
     env = suite.make_env(suite.num_tasks, seed=0)
     built = make_agent(cfg, make_spec(suite, env), torch.device("cpu"))

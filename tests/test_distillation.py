@@ -4,14 +4,14 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from mtrl.learner.agent import Agent, OneHotTaskEncoder
 from mtrl.cli import main
 from mtrl.config import SACConfig
+from mtrl.learner.agent import Agent, OneHotTaskEncoder
 from mtrl.learner.distillation import Teacher, Teachers, gaussian_kl
-from mtrl.training.logger import read_metrics
-from mtrl.networks.ensemble import TanhGaussianActor, TwinQ
 from mtrl.learner.replay import Batch
 from mtrl.learner.sac import SAC
+from mtrl.networks.ensemble import TanhGaussianActor, TwinQ
+from mtrl.training.logger import read_metrics
 
 from conftest import TINY_TOY
 
@@ -26,16 +26,25 @@ def test_gaussian_kl_matches_torch_distributions():
 def agent(num_tasks: int, seed: int) -> Agent:
     torch.manual_seed(seed)
     enc = OneHotTaskEncoder(3, num_tasks)
-    return Agent(enc, TanhGaussianActor.mlp(in_dim=enc.out_dim, act_dim=2, hidden=[16]),
-                 TwinQ.mlp(in_dim=enc.out_dim, act_dim=2, hidden=[16]))
+    return Agent(
+        enc,
+        TanhGaussianActor.mlp(in_dim=enc.out_dim, act_dim=2, hidden=[16]),
+        TwinQ.mlp(in_dim=enc.out_dim, act_dim=2, hidden=[16]),
+    )
 
 
 def test_distillation_pulls_the_student_toward_a_fixed_teacher_on_its_task_only():
     teacher = agent(1, seed=1).requires_grad_(False)
     teachers = Teachers([Teacher(task=1, agent=teacher, run_dir=None)], num_tasks=2)
     g = torch.Generator().manual_seed(2)
-    batch = Batch(torch.randn(32, 3, generator=g), torch.rand(32, 2, generator=g) * 2 - 1, torch.randn(32, generator=g),
-                  torch.randn(32, 3, generator=g), torch.zeros(32), torch.arange(2).repeat(16))
+    batch = Batch(
+        torch.randn(32, 3, generator=g),
+        torch.rand(32, 2, generator=g) * 2 - 1,
+        torch.randn(32, generator=g),
+        torch.randn(32, 3, generator=g),
+        torch.zeros(32),
+        torch.arange(2).repeat(16),
+    )
 
     def kl_after(weight: float) -> tuple[float, torch.Tensor]:
         student = agent(2, seed=3)
@@ -63,17 +72,31 @@ def teacher_run(tmp_path_factory):
 
 def test_a_student_trains_with_a_teacher_and_logs_the_kl(teacher_run, tmp_path):
     run_dir = tmp_path / "student"
-    assert main(["train", "toy-mtsac", *TINY_TOY, f"distill.teachers=[{teacher_run}]", "distill.weight=2",
-                 f"run.dir={run_dir}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "toy-mtsac",
+                *TINY_TOY,
+                f"distill.teachers=[{teacher_run}]",
+                "distill.weight=2",
+                f"run.dir={run_dir}",
+            ]
+        )
+        == 0
+    )
     kls = [r["distill/kl"] for r in read_metrics(run_dir) if "distill/kl" in r]
     assert kls and all(k >= 0 for k in kls)
 
 
-@pytest.mark.parametrize("make_bad, message", [
-    (lambda teacher, toy: [toy], "was trained on 4 tasks"),
-    (lambda teacher, toy: [teacher, teacher], "both teach 'reach-north'"),
-    (lambda teacher, toy: [str(teacher) + "-missing"], "is not a run directory"),
-])
+@pytest.mark.parametrize(
+    "make_bad, message",
+    [
+        (lambda teacher, toy: [toy], "was trained on 4 tasks"),
+        (lambda teacher, toy: [teacher, teacher], "both teach 'reach-north'"),
+        (lambda teacher, toy: [str(teacher) + "-missing"], "is not a run directory"),
+    ],
+)
 def test_bad_teachers_are_one_line_errors(make_bad, message, teacher_run, toy_run, tmp_path, capsys):
     teachers = ",".join(map(str, make_bad(teacher_run, toy_run)))
     run_dir = tmp_path / "student"

@@ -9,14 +9,14 @@ import torch
 
 from mtrl.agents.mhsac import MHSACConfig, make_mhsac
 from mtrl.agents.mtsac import MTSACConfig, make_mtsac
+from mtrl.config import ConflictConfig, SACConfig
 from mtrl.learner import conflict as conflict_module
 from mtrl.learner import sac as sac_module
 from mtrl.learner.agent import Agent, EnvSpec
-from mtrl.networks.care_encoder import CAREEncoder, TaskEmbedding
-from mtrl.config import ConflictConfig, SACConfig
-from mtrl.networks.ensemble import TanhGaussianActor, TwinQ
 from mtrl.learner.replay import Batch
 from mtrl.learner.sac import SAC, temperature_loss
+from mtrl.networks.care_encoder import CAREEncoder, TaskEmbedding
+from mtrl.networks.ensemble import TanhGaussianActor, TwinQ
 
 T, OBS, ACT, PER_TASK = 4, 3, 2, 6
 SPEC = EnvSpec(OBS, ACT, tuple(f"task{i}" for i in range(T)), ("",) * T, "toy")
@@ -34,9 +34,14 @@ def make_sac(kind="mtsac", num_tasks=T, conflict="none", **cfg):
 def make_batch(num_tasks=T, seed=1):
     g = torch.Generator().manual_seed(seed)
     n = PER_TASK * num_tasks
-    return Batch(torch.randn(n, OBS, generator=g), torch.rand(n, ACT, generator=g) * 2 - 1, torch.randn(n, generator=g),
-                 torch.randn(n, OBS, generator=g), (torch.rand(n, generator=g) < 0.2).float(),
-                 torch.arange(num_tasks).repeat_interleave(PER_TASK))
+    return Batch(
+        torch.randn(n, OBS, generator=g),
+        torch.rand(n, ACT, generator=g) * 2 - 1,
+        torch.randn(n, generator=g),
+        torch.randn(n, OBS, generator=g),
+        (torch.rand(n, generator=g) < 0.2).float(),
+        torch.arange(num_tasks).repeat_interleave(PER_TASK),
+    )
 
 
 def with_task_value(batch, field, t, value):
@@ -59,7 +64,10 @@ def snapshot(sac):
 
 
 def opt_states(sac):
-    return {name: copy.deepcopy(getattr(sac, name).state_dict()["state"]) for name in ("critic_opt", "actor_opt", "alpha_opt")}
+    return {
+        name: copy.deepcopy(getattr(sac, name).state_dict()["state"])
+        for name in ("critic_opt", "actor_opt", "alpha_opt")
+    }
 
 
 def assert_states_equal(a, b):
@@ -104,7 +112,9 @@ def test_nan_in_one_task_is_masked_and_the_other_tasks_still_learn(kind, field):
         if kind == "mhsac":
             width = net.out_dim
             for t in (0, 2, 3):
-                assert not torch.equal(head_slice(net.head.weight, t, width), head_slice(before[f"agent.{part}.net.head.weight"], t, width))
+                assert not torch.equal(
+                    head_slice(net.head.weight, t, width), head_slice(before[f"agent.{part}.net.head.weight"], t, width)
+                )
     for t in (0, 2, 3):
         assert sac.log_alpha[t] != before["log_alpha"][t]
 
@@ -120,7 +130,9 @@ def test_a_masked_or_absent_task_is_left_out_of_the_aggregation(monkeypatch):
     """Its zero gradient row would shrink the aggregated step by (T - k) / T."""
     seen = []
     aggregate = conflict_module.aggregate  # called by the update's conflict.aggregated_backward
-    monkeypatch.setattr(conflict_module, "aggregate", lambda grads, *a, **k: seen.append(grads) or aggregate(grads, *a, **k))
+    monkeypatch.setattr(
+        conflict_module, "aggregate", lambda grads, *a, **k: seen.append(grads) or aggregate(grads, *a, **k)
+    )
     sac = make_sac("mhsac", conflict="pcgrad")
     sac.update(with_task_value(make_batch(), "reward", 3, float("inf")))  # task 3 masked
     assert [g.shape[0] for g in seen] == [T - 1, T - 1] and all(bool((g.norm(dim=1) > 0).all()) for g in seen)
@@ -248,7 +260,8 @@ def test_task_specific_blocks_are_the_slices_each_task_reads(kind):
         named = dict(agent.named_parameters())
         blocks = agent.task_specific_blocks()
         assert {b.name for b in blocks} == {"actor.net.hidden.0.weight", "critic.net.hidden.0.weight"} | (
-            {f"{p}.net.head.{n}" for p in ("actor", "critic") for n in ("weight", "bias")} if kind == "mhsac" else set())
+            {f"{p}.net.head.{n}" for p in ("actor", "critic") for n in ("weight", "bias")} if kind == "mhsac" else set()
+        )
         for block in blocks:
             block.view(named[block.name], T)[(slice(None),) * block.dim + (2,)].add_(1.0)
         q2 = agent.critic(agent.encoder(batch.obs, batch.task), batch.action, batch.task)
@@ -263,12 +276,23 @@ def care_sac(kind):
     pretrained = torch.randn(T, 8)
 
     def encoder():
-        return CAREEncoder(obs_dim=OBS, task_embedding=TaskEmbedding(kind=kind, num_tasks=T, pretrained=pretrained),
-                           num_encoders=2, encoder_hidden=[16], encoder_dim=8, context_hidden=[16])
+        return CAREEncoder(
+            obs_dim=OBS,
+            task_embedding=TaskEmbedding(kind=kind, num_tasks=T, pretrained=pretrained),
+            num_encoders=2,
+            encoder_hidden=[16],
+            encoder_dim=8,
+            context_hidden=[16],
+        )
 
     enc = encoder()
-    agent = Agent(enc, TanhGaussianActor.mlp(in_dim=enc.out_dim, act_dim=ACT, hidden=[16]),
-                  TwinQ.mlp(in_dim=enc.out_dim, act_dim=ACT, hidden=[16]), "own", encoder())
+    agent = Agent(
+        enc,
+        TanhGaussianActor.mlp(in_dim=enc.out_dim, act_dim=ACT, hidden=[16]),
+        TwinQ.mlp(in_dim=enc.out_dim, act_dim=ACT, hidden=[16]),
+        "own",
+        encoder(),
+    )
     return SAC(agent, T, ACT, SACConfig())
 
 
@@ -311,6 +335,7 @@ def test_single_task_reset_leaves_the_networks_and_restores_the_initial_temperat
 
 def reference_update(sac, batch):
     """The update before the divergence guards (plain mean losses, always step)."""
+
     def step(opt, params, loss):
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -337,7 +362,9 @@ def test_healthy_batches_update_exactly_as_without_the_guards(kind, max_grad_nor
         for seed in range(3):
             if guarded:
                 metrics = sac.update(make_batch(seed=seed))
-                assert metrics["divergence/skipped_steps"].item() == 0 and metrics["divergence/masked_tasks"].item() == 0
+                assert (
+                    metrics["divergence/skipped_steps"].item() == 0 and metrics["divergence/masked_tasks"].item() == 0
+                )
                 assert not sac.last_masked.any() and sac.last_masked.shape == (T,)
             else:
                 reference_update(sac, make_batch(seed=seed))
@@ -356,16 +383,25 @@ def test_a_reset_slice_moves_as_a_fresh_adam_would(weight_decay):
     sac.reset_tasks(torch.tensor([False, True, False, False]))
     block = next(b for b in sac.task_blocks if b.name.startswith("critic") and b.name.endswith("weight"))
     head = dict(sac.agent.named_parameters())[block.name]
-    start = {"head": block.view(head, T).select(block.dim, 1).detach().clone(), "alpha": sac.log_alpha[1:2].detach().clone()}
+    start = {
+        "head": block.view(head, T).select(block.dim, 1).detach().clone(),
+        "alpha": sac.log_alpha[1:2].detach().clone(),
+    }
     grads = {"head": [], "alpha": []}
-    hooks = [sac.critic_opt.register_step_pre_hook(lambda *_: grads["head"].append(block.view(head.grad, T).select(block.dim, 1).clone())),
-             sac.alpha_opt.register_step_pre_hook(lambda *_: grads["alpha"].append(sac.log_alpha.grad[1:2].clone()))]
+    hooks = [
+        sac.critic_opt.register_step_pre_hook(
+            lambda *_: grads["head"].append(block.view(head.grad, T).select(block.dim, 1).clone())
+        ),
+        sac.alpha_opt.register_step_pre_hook(lambda *_: grads["alpha"].append(sac.log_alpha.grad[1:2].clone())),
+    ]
     for seed in range(3, 9):
         sac.update(make_batch(seed=seed))
     for hook in hooks:
         hook.remove()
-    fresh = {"head": (start["head"], sac.cfg.critic_lr, torch.optim.AdamW if weight_decay else torch.optim.Adam),
-             "alpha": (start["alpha"], sac.cfg.alpha_lr, torch.optim.Adam)}
+    fresh = {
+        "head": (start["head"], sac.cfg.critic_lr, torch.optim.AdamW if weight_decay else torch.optim.Adam),
+        "alpha": (start["alpha"], sac.cfg.alpha_lr, torch.optim.Adam),
+    }
     for part, (value, lr, optimizer) in fresh.items():
         x = value.clone().requires_grad_(True)
         opt = optimizer([x], lr=lr, **({"weight_decay": weight_decay} if optimizer is torch.optim.AdamW else {}))

@@ -14,6 +14,7 @@ from mtrl.envs.meta_world_envpool import MISMATCHED_TASKS, EnvPoolVecEnv, envpoo
 from mtrl.errors import ConfigError, install_hint
 from mtrl.training.logger import read_metrics
 from mtrl.training.trainer import train
+
 from conftest import make_config
 
 envpool = pytest.importorskip("envpool", reason="the envpool extra is not installed")
@@ -113,11 +114,26 @@ def test_bad_backend_and_missing_envpool_are_one_line_errors(monkeypatch):
 
 def test_training_on_envpool_evaluates_on_python_envs(tmp_path):
     cfg = make_config(
-        {"env": {"suite": "metaworld", "tasks": ["reach-v3", "drawer-close-v3"], "backend": "envpool",
-                 "max_episode_steps": 50},
-         "agent": {"name": "mtsac", "hidden_sizes": [32, 32]}},
-        train={"total_steps": 400, "warmup_steps": 200, "batch_per_task": 8, "buffer_per_task": 1000,
-               "eval_every": 400, "eval_episodes": 1, "final_eval_episodes": 1, "log_every": 200, "progress": False},
+        {
+            "env": {
+                "suite": "metaworld",
+                "tasks": ["reach-v3", "drawer-close-v3"],
+                "backend": "envpool",
+                "max_episode_steps": 50,
+            },
+            "agent": {"name": "mtsac", "hidden_sizes": [32, 32]},
+        },
+        train={
+            "total_steps": 400,
+            "warmup_steps": 200,
+            "batch_per_task": 8,
+            "buffer_per_task": 1000,
+            "eval_every": 400,
+            "eval_episodes": 1,
+            "final_eval_episodes": 1,
+            "log_every": 200,
+            "progress": False,
+        },
         run={"dir": str(tmp_path / "run")},
     )
     suite = MetaWorldSuite(cfg.env, seed=0)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from mtrl.training.evaluation import evaluate
 from mtrl.suite import MultiTaskVecEnv, StepResult
+from mtrl.training.evaluation import evaluate
 
 
 class ScriptedEnv(MultiTaskVecEnv):
@@ -23,8 +23,13 @@ class ScriptedEnv(MultiTaskVecEnv):
     def step(self, actions, active=None):
         self.t += 1
         success = ((self.task == 0) & (self.t == 2)) | ((self.task == 2) & (self.t == 4))
-        return StepResult(np.zeros((self.num_slots, 1), np.float32), np.ones(self.num_slots, np.float32),
-                          np.zeros(self.num_slots, bool), self.t >= 4, success)
+        return StepResult(
+            np.zeros((self.num_slots, 1), np.float32),
+            np.ones(self.num_slots, np.float32),
+            np.zeros(self.num_slots, bool),
+            self.t >= 4,
+            success,
+        )
 
 
 def zero_policy(obs, task):

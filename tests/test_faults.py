@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mtrl.training.checkpoint import save_checkpoint
 from mtrl.errors import RunError
+from mtrl.training.checkpoint import save_checkpoint
 from mtrl.training.faults import DivergenceGuard
 
 
@@ -19,8 +19,11 @@ def update(skipped: int = 0, masked: int = 0) -> dict[str, torch.Tensor]:
 
 
 def guard_for(run_dir, patience: int) -> tuple[DivergenceGuard, SimpleNamespace]:
-    state = SimpleNamespace(faults={"skipped_steps": 0, "masked": np.zeros(2, np.int64), "env_faults": 0},
-                            bad_updates_in_a_row=0, env_steps=700)
+    state = SimpleNamespace(
+        faults={"skipped_steps": 0, "masked": np.zeros(2, np.int64), "env_faults": 0},
+        bad_updates_in_a_row=0,
+        env_steps=700,
+    )
     sac = SimpleNamespace(last_masked=torch.tensor([False, True]))
     return DivergenceGuard(state, sac, patience, run_dir, ["a", "b"]), state
 

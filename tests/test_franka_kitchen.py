@@ -19,7 +19,11 @@ from mtrl.training.logger import read_metrics
 pytest.importorskip("gymnasium_robotics")
 
 from mtrl.envs.franka_kitchen import (  # noqa: E402
-    DESCRIPTIONS, SUBTASKS, FrankaKitchenConfig, FrankaKitchenSuite, make_kitchen_env,
+    DESCRIPTIONS,
+    SUBTASKS,
+    FrankaKitchenConfig,
+    FrankaKitchenSuite,
+    make_kitchen_env,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,14 +194,33 @@ def test_without_the_extra_list_says_how_to_install_and_training_is_a_config_err
     assert registry.unmet_requirement(registry.get("suite", "toy")) is None
 
 
-@pytest.mark.slow  # 17 s of CPU (14 kitchens built: 7 training slots, 7 evaluation), 31-51 s wall on the busy 2-core machine
+# 17 s of CPU (14 kitchens built: 7 training slots, 7 evaluation), 31-51 s wall on the busy 2-core machine
+@pytest.mark.slow
 def test_care_trains_on_the_suite_through_the_cli(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "mtrl.cli", "train", "kitchen-care", f"run.dir={run_dir}", "train.total_steps=350",
-         "env.max_episode_steps=50", "train.warmup_steps=140", "train.batch_per_task=16", "train.eval_every=100000", "train.eval_episodes=1",
-         "train.final_eval_episodes=1", "train.progress=false", "agent.hidden_sizes=[32,32]", "device=cpu"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "mtrl.cli",
+            "train",
+            "kitchen-care",
+            f"run.dir={run_dir}",
+            "train.total_steps=350",
+            "env.max_episode_steps=50",
+            "train.warmup_steps=140",
+            "train.batch_per_task=16",
+            "train.eval_every=100000",
+            "train.eval_episodes=1",
+            "train.final_eval_episodes=1",
+            "train.progress=false",
+            "agent.hidden_sizes=[32,32]",
+            "device=cpu",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     assert "kettle" in proc.stdout and "top-burner" in proc.stdout

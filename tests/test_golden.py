@@ -7,7 +7,6 @@ import json
 import math
 
 import pytest
-
 from golden_cases import CASES, GOLDEN, run_case
 
 

@@ -6,8 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-INFERENCE = ["mtrl.inference.policy", "mtrl.inference.evaluate_run", "mtrl.inference.export", "mtrl.learner.distillation", "mtrl.training.single_task",
-             "mtrl.builders"]
+INFERENCE = [
+    "mtrl.inference.policy",
+    "mtrl.inference.evaluate_run",
+    "mtrl.inference.export",
+    "mtrl.learner.distillation",
+    "mtrl.training.single_task",
+    "mtrl.builders",
+]
 
 
 def test_inference_modules_do_not_import_the_trainer():

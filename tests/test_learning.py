@@ -59,12 +59,22 @@ def test_each_architecture_solves_the_toy_suite(agent, run_dir):
 def test_each_architecture_runs_with_the_monitor_and_the_scheduler_and_reports(tmp_path):
     """Every architecture through the CLI with conflict monitoring and the learning-progress
     scheduler, then one `mtrl report` over all of them."""
-    from mtrl.cli import main
     from mtrl.analysis.report import write_report
+    from mtrl.cli import main
 
-    tiny = ["train.total_steps=600", "train.warmup_steps=200", "train.eval_every=0", "train.eval_episodes=1",
-            "train.final_eval_episodes=2", "train.log_every=200", "train.checkpoint_every=0", "device=cpu",
-            "train.progress=false", "conflict.monitor_every=20", "scheduler.name=learning_progress"]
+    tiny = [
+        "train.total_steps=600",
+        "train.warmup_steps=200",
+        "train.eval_every=0",
+        "train.eval_episodes=1",
+        "train.final_eval_episodes=2",
+        "train.log_every=200",
+        "train.checkpoint_every=0",
+        "device=cpu",
+        "train.progress=false",
+        "conflict.monitor_every=20",
+        "scheduler.name=learning_progress",
+    ]
     for agent in ARCHITECTURES:
         assert main(["train", f"toy-{agent}", *tiny, f"run.name={agent}", f"run.dir={tmp_path / 'runs' / agent}"]) == 0
         records = read_metrics(tmp_path / "runs" / agent)
@@ -78,8 +88,11 @@ LEVERS = {
     "uncertainty": {"sac": {"task_weighting": "uncertainty"}},
     "famo": {"sac": {"task_weighting": "famo"}},
     # inverse_size matters when the batch follows a skewed collection: the scheduler's shares
-    "inverse_size": {"sac": {"task_weighting": "inverse_size"}, "scheduler": {"name": "learning_progress"},
-                     "train": {"batch_allocation": "scheduler"}},
+    "inverse_size": {
+        "sac": {"task_weighting": "inverse_size"},
+        "scheduler": {"name": "learning_progress"},
+        "train": {"batch_allocation": "scheduler"},
+    },
     "softshare": {"agent": {"name": "softshare", "hidden_sizes": [128, 128], "strength": 1e-3}},
 }
 
@@ -104,12 +117,26 @@ def test_a_student_distilled_from_single_task_teachers_solves_the_toy_suite(tmp_
     the lever tests' budget."""
     teachers = []
     for angle in (0, 90, 180, 270):
-        cfg = make_config(TOY_FAST, run={"dir": str(tmp_path / f"teacher{angle}")}, env={"num_tasks": 1, "goal_angles": [angle]},
-                          train={**TOY_FAST["train"], "total_steps": 6_000, "warmup_steps": 1_000, "eval_every": 0,
-                                 "checkpoint_every": 0, "num_slots": 4})  # 4 slots of its task: 1,250 updates
+        cfg = make_config(
+            TOY_FAST,
+            run={"dir": str(tmp_path / f"teacher{angle}")},
+            env={"num_tasks": 1, "goal_angles": [angle]},
+            train={
+                **TOY_FAST["train"],
+                "total_steps": 6_000,
+                "warmup_steps": 1_000,
+                "eval_every": 0,
+                "checkpoint_every": 0,
+                "num_slots": 4,
+            },
+        )  # 4 slots of its task: 1,250 updates
         assert train(cfg).final_eval.success_mean >= 0.9  # a teacher worth distilling
         teachers.append(str(tmp_path / f"teacher{angle}"))
-    cfg = make_config(TOY_FAST, run={"dir": str(tmp_path / "student")}, distill={"teachers": teachers, "weight": 1.0},
-                      train={**TOY_FAST["train"], "total_steps": 10_000, "eval_every": 0})
+    cfg = make_config(
+        TOY_FAST,
+        run={"dir": str(tmp_path / "student")},
+        distill={"teachers": teachers, "weight": 1.0},
+        train={**TOY_FAST["train"], "total_steps": 10_000, "eval_every": 0},
+    )
     result = train(cfg)
     assert result.final_eval.success_mean >= 0.9, result.final_eval.to_json()

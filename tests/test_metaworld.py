@@ -6,14 +6,24 @@ import json
 import numpy as np
 import pytest
 
+from mtrl.cli import main
 from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite, all_task_names
 from mtrl.envs.meta_world_descriptions import DESCRIPTIONS
-from mtrl.cli import main
 from mtrl.errors import ConfigError
 from mtrl.training.logger import read_metrics
 
-MT10 = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3", "drawer-close-v3",
-        "button-press-topdown-v3", "peg-insert-side-v3", "window-open-v3", "window-close-v3"]
+MT10 = [
+    "reach-v3",
+    "push-v3",
+    "pick-place-v3",
+    "door-open-v3",
+    "drawer-open-v3",
+    "drawer-close-v3",
+    "button-press-topdown-v3",
+    "peg-insert-side-v3",
+    "window-open-v3",
+    "window-close-v3",
+]
 
 
 def test_task_order_and_descriptions():
@@ -82,9 +92,23 @@ def _goal_positions(env):
 
 def test_cli_trains_mt10_briefly_and_evaluates_one_episode_per_task(tmp_path, capsys):
     run_dir = tmp_path / "mt10"
-    code = main(["train", "mt10-mtsac", f"run.dir={run_dir}", "train.total_steps=300", "train.warmup_steps=100",
-                 "train.batch_per_task=8", "train.buffer_per_task=1000", "train.eval_episodes=1", "train.final_eval_episodes=1",
-                 "train.log_every=100", "agent.hidden_sizes=[32,32]", "train.progress=false", "device=cpu"])
+    code = main(
+        [
+            "train",
+            "mt10-mtsac",
+            f"run.dir={run_dir}",
+            "train.total_steps=300",
+            "train.warmup_steps=100",
+            "train.batch_per_task=8",
+            "train.buffer_per_task=1000",
+            "train.eval_episodes=1",
+            "train.final_eval_episodes=1",
+            "train.log_every=100",
+            "agent.hidden_sizes=[32,32]",
+            "train.progress=false",
+            "device=cpu",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "reach-v3" in out and "window-close-v3" in out

@@ -23,11 +23,17 @@ def random_stream(steps: int, seed: int) -> list[dict]:
     for _ in range(steps):
         ends = rng.random(SLOTS)
         terminated, truncated = ends < 0.08, (ends >= 0.08) & (ends < 0.16)
-        stream.append(dict(task=tasks.copy(), obs=rng.normal(size=(SLOTS, OBS)).astype(np.float32),
-                           action=rng.uniform(-1, 1, (SLOTS, ACT)).astype(np.float32),
-                           reward=rng.normal(size=SLOTS).astype(np.float32),
-                           next_obs=rng.normal(size=(SLOTS, OBS)).astype(np.float32),
-                           terminated=terminated, truncated=truncated))
+        stream.append(
+            dict(
+                task=tasks.copy(),
+                obs=rng.normal(size=(SLOTS, OBS)).astype(np.float32),
+                action=rng.uniform(-1, 1, (SLOTS, ACT)).astype(np.float32),
+                reward=rng.normal(size=SLOTS).astype(np.float32),
+                next_obs=rng.normal(size=(SLOTS, OBS)).astype(np.float32),
+                terminated=terminated,
+                truncated=truncated,
+            )
+        )
         done = terminated | truncated
         tasks = np.where(done, rng.integers(0, TASKS, SLOTS), tasks)
     return stream
@@ -51,11 +57,17 @@ def brute_force(stream: list[dict], n: int) -> dict[bytes, tuple]:
                 if not ended and j + n > length:
                     break  # still waiting in the queue
                 steps = [stream[episode[i]] for i in range(j, last + 1)]
-                ret = sum(GAMMA ** i * float(x["reward"][s]) for i, x in enumerate(steps))
+                ret = sum(GAMMA**i * float(x["reward"][s]) for i, x in enumerate(steps))
                 first = stream[episode[j]]
                 term = bool(stream[episode[last]]["terminated"][s]) and last == length - 1
-                expected[first["obs"][s].tobytes()] = (int(first["task"][s]), first["action"][s], ret,
-                                                       stream[episode[last]]["next_obs"][s], term, GAMMA ** (last - j + 1))
+                expected[first["obs"][s].tobytes()] = (
+                    int(first["task"][s]),
+                    first["action"][s],
+                    ret,
+                    stream[episode[last]]["next_obs"][s],
+                    term,
+                    GAMMA ** (last - j + 1),
+                )
             episode = []
     return expected
 
@@ -65,14 +77,28 @@ def stored(replay: MultiTaskReplay) -> dict[bytes, tuple]:
     for task in range(TASKS):
         for i in range(int(replay.size[task])):
             discount = float(replay.discount[task, i]) if replay.n_step > 1 else GAMMA
-            out[replay.obs[task, i].numpy().tobytes()] = (task, replay.action[task, i].numpy(), float(replay.reward[task, i]),
-                                                          replay.next_obs[task, i].numpy(), bool(replay.terminated[task, i]), discount)
+            out[replay.obs[task, i].numpy().tobytes()] = (
+                task,
+                replay.action[task, i].numpy(),
+                float(replay.reward[task, i]),
+                replay.next_obs[task, i].numpy(),
+                bool(replay.terminated[task, i]),
+                discount,
+            )
     return out
 
 
 def feed(replay: MultiTaskReplay, stream: list[dict]) -> None:
     for step in stream:
-        replay.add(step["task"], step["obs"], step["action"], step["reward"], step["next_obs"], step["terminated"], step["truncated"])
+        replay.add(
+            step["task"],
+            step["obs"],
+            step["action"],
+            step["reward"],
+            step["next_obs"],
+            step["terminated"],
+            step["truncated"],
+        )
 
 
 def assert_same(got: dict, expected: dict) -> None:
@@ -93,7 +119,9 @@ def test_nstep_transitions_equal_brute_force(n):
     replay = MultiTaskReplay(TASKS, 10_000, OBS, ACT, n_step=n, gamma=GAMMA, num_slots=SLOTS)
     feed(replay, stream)
     expected = brute_force(stream, n)
-    assert any(v[4] for v in expected.values()) and any(v[5] > GAMMA ** n + 1e-9 for v in expected.values()) == (n > 1)  # windows cut short
+    assert any(v[4] for v in expected.values()) and any(v[5] > GAMMA**n + 1e-9 for v in expected.values()) == (
+        n > 1
+    )  # windows cut short
     assert_same(stored(replay), expected)
 
 
@@ -129,8 +157,12 @@ def test_sampled_discount_enters_the_target():
     feed(replay, random_stream(50, seed=1))
     batch = replay.sample(8)
     assert batch.discount is not None
-    assert {round(float(d), 5) for d in batch.discount} <= {round(GAMMA ** k, 5) for k in (1, 2, 3)}
-    next_q, logp, alpha = torch.randn(2, len(batch.task)), torch.randn(len(batch.task)), torch.full((len(batch.task),), 0.1)
+    assert {round(float(d), 5) for d in batch.discount} <= {round(GAMMA**k, 5) for k in (1, 2, 3)}
+    next_q, logp, alpha = (
+        torch.randn(2, len(batch.task)),
+        torch.randn(len(batch.task)),
+        torch.full((len(batch.task),), 0.1),
+    )
     y = critic_target(batch.reward, batch.terminated, next_q, logp, alpha, batch.discount)
     by_hand = batch.reward + batch.discount * (1 - batch.terminated) * (next_q.min(0).values - alpha * logp)
     torch.testing.assert_close(y, by_hand)
@@ -146,20 +178,39 @@ def test_one_step_replay_has_no_discount_field():
 def test_a_resumed_n_step_run_logs_what_an_uninterrupted_one_does(tmp_path):
     """The waiting steps travel in the checkpoint (with the replay), so stopping and resuming
     changes nothing: the toy env restores its episodes, every random stream is restored."""
-    from conftest import TOY_FAST, make_config
     from mtrl.training.logger import read_metrics
     from mtrl.training.trainer import train
 
+    from conftest import TOY_FAST, make_config
+
     def run(name: str, total: int, resume: bool = False):
-        train(make_config(TOY_FAST, run={"dir": str(tmp_path / name)}, resume=resume, sac={"n_step": 3},
-                          train={"total_steps": total, "warmup_steps": 400, "checkpoint_every": 600, "eval_every": 0,
-                                 "log_every": 200, "final_eval_episodes": 2, "save_replay": True}))
+        train(
+            make_config(
+                TOY_FAST,
+                run={"dir": str(tmp_path / name)},
+                resume=resume,
+                sac={"n_step": 3},
+                train={
+                    "total_steps": total,
+                    "warmup_steps": 400,
+                    "checkpoint_every": 600,
+                    "eval_every": 0,
+                    "log_every": 200,
+                    "final_eval_episodes": 2,
+                    "save_replay": True,
+                },
+            )
+        )
 
     run("whole", 1200)
     run("stopped", 600)
     run("stopped", 1200, resume=True)
+
     def training(name: str) -> list[dict]:  # the stopped run's extra final evaluation at step 600 left out
-        return [{k: v for k, v in r.items() if k != "train/steps_per_second"}
-                for r in read_metrics(tmp_path / name) if "eval/success_mean" not in r]
+        return [
+            {k: v for k, v in r.items() if k != "train/steps_per_second"}
+            for r in read_metrics(tmp_path / name)
+            if "eval/success_mean" not in r
+        ]
 
     assert len(training("whole")) == 6 and training("stopped") == training("whole")

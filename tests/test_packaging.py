@@ -28,8 +28,24 @@ def wheel_path(tmp_path_factory) -> Path:
             shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(ROOT / name, src / name)
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-                           "-w", str(tmp / "out"), str(src)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(tmp / "out"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     (path,) = (tmp / "out").glob("mtrl-*.whl")
     return path
@@ -55,8 +71,23 @@ def test_the_kitchen_entry_point_names_mtrl_envs(wheel):
 
 def install(wheel: Path, site: Path) -> Path:
     """The wheel installed by pip into the folder ``site``."""
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target", str(site),
-                           str(wheel)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return site
 
@@ -64,15 +95,25 @@ def install(wheel: Path, site: Path) -> Path:
 def run_in(site: Path, code: str) -> str:
     """``code``'s output in a fresh interpreter that sees only ``site`` (``python -S``: no
     site-packages, so no other mtrl and no other top-level agents or envs)."""
-    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=site,
-                          env={"PYTHONPATH": str(site), "PATH": os.environ.get("PATH", "")}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=site,
+        env={"PYTHONPATH": str(site), "PATH": os.environ.get("PATH", "")},
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 
 
 def test_installed_there_is_mtrl_agents_and_no_agents(wheel_path, tmp_path):
     site = install(wheel_path, tmp_path / "site")
-    out = run_in(site, "import importlib.util as u\nprint(u.find_spec('agents'), u.find_spec('envs'), u.find_spec('mtrl.agents').origin)")
+    out = run_in(
+        site,
+        "import importlib.util as u\nprint(u.find_spec('agents'), u.find_spec('envs'), "
+        "u.find_spec('mtrl.agents').origin)",
+    )
     assert out == f"None None {site / 'mtrl' / 'agents' / '__init__.py'}", out
 
 
@@ -81,7 +122,9 @@ def test_extra_hints_fit_how_mtrl_was_installed(wheel_path, tmp_path):
 
     assert install_hint("report") == f"pip install -e '{ROOT}[report]'"  # this checkout (editable, or on PYTHONPATH)
     hint = "from mtrl.errors import install_hint\nprint(install_hint('report'))"
-    assert run_in(install(wheel_path, tmp_path / "a"), hint) == f"pip install '{wheel_path}[report]'"  # the wheel pip recorded
+    assert (
+        run_in(install(wheel_path, tmp_path / "a"), hint) == f"pip install '{wheel_path}[report]'"
+    )  # the wheel pip recorded
     copy = Path(shutil.copy2(wheel_path, tmp_path / wheel_path.name))
     site = install(copy, tmp_path / "b")
     copy.unlink()  # that wheel is gone: the package by name

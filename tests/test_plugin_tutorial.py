@@ -17,8 +17,16 @@ from mtrl.training.logger import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = ROOT / "docs" / "ADD_A_SUITE.md"
-TINY = ["train.total_steps=300", "train.warmup_steps=150", "train.eval_every=100000", "train.eval_episodes=1",
-        "train.final_eval_episodes=2", "train.progress=false", "agent.hidden_sizes=[16]", "device=cpu"]
+TINY = [
+    "train.total_steps=300",
+    "train.warmup_steps=150",
+    "train.eval_every=100000",
+    "train.eval_episodes=1",
+    "train.final_eval_episodes=2",
+    "train.progress=false",
+    "agent.hidden_sizes=[16]",
+    "device=cpu",
+]
 
 
 def tutorial_files() -> dict[str, str]:
@@ -42,12 +50,28 @@ def installed(tmp_path_factory):
         (tmp / name).write_text(text)
     site = tmp / "site"
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(site), str(tmp / "my-mtrl-suite")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            str(tmp / "my-mtrl-suite"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
     return tmp, env
 
 
@@ -57,7 +81,10 @@ def run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 def test_the_tutorial_holds_a_package_and_a_config():
     assert set(tutorial_files()) == {
-        "my-mtrl-suite/pyproject.toml", "my-mtrl-suite/my_suite/__init__.py", "my-mtrl-suite/my_suite/line.py", "line.yaml",
+        "my-mtrl-suite/pyproject.toml",
+        "my-mtrl-suite/my_suite/__init__.py",
+        "my-mtrl-suite/my_suite/line.py",
+        "line.yaml",
     }
 
 
@@ -77,7 +104,11 @@ def test_the_installed_suite_is_found_through_the_entry_point(installed):
     proc = run([sys.executable, "-m", "mtrl.cli", "list"], tmp, {**env, "COLUMNS": "200"})
     assert proc.returncode == 0 and re.search(r"line\s+│ Move a point on a line", proc.stdout), proc.stdout
     # without the package on the path, mtrl does not know the suite
-    proc = run([sys.executable, "-m", "mtrl.cli", "train", "line.yaml"], tmp, {k: v for k, v in env.items() if k != "PYTHONPATH"})
+    proc = run(
+        [sys.executable, "-m", "mtrl.cli", "train", "line.yaml"],
+        tmp,
+        {k: v for k, v in env.items() if k != "PYTHONPATH"},
+    )
     assert proc.returncode == 2 and "unknown suite 'line'" in proc.stderr
 
 
@@ -91,7 +122,11 @@ def test_training_on_the_tutorial_suite_through_the_cli(installed):
     assert final["step"] == 300 and final["eval/episodes_per_task"] == 2
     assert {"eval/success/go-left", "eval/success/stay-centre", "eval/success/go-right"} <= set(final)
     # the config's validate() makes a bad value one line, exit 2
-    proc = run([sys.executable, "-m", "mtrl.cli", "train", "line.yaml", "env.episode_steps=0", f"run.dir={tmp / 'bad'}"], tmp, env)
+    proc = run(
+        [sys.executable, "-m", "mtrl.cli", "train", "line.yaml", "env.episode_steps=0", f"run.dir={tmp / 'bad'}"],
+        tmp,
+        env,
+    )
     assert proc.returncode == 2 and proc.stderr.strip() == "mtrl: error: env.episode_steps must be at least 1, got 0"
     assert not (tmp / "bad").exists()
 
@@ -102,10 +137,28 @@ def test_care_on_the_tutorial_suite_with_its_own_embeddings(installed):
     tmp, env = installed
     proc = run([sys.executable, "-m", "mtrl.cli", "embed-tasks", "line", "--out", "line_embeddings.json"], tmp, env)
     assert proc.returncode == 0, proc.stderr
-    assert set(json.loads((tmp / "line_embeddings.json").read_text())["tasks"]) == {"go-left", "stay-centre", "go-right"}
+    assert set(json.loads((tmp / "line_embeddings.json").read_text())["tasks"]) == {
+        "go-left",
+        "stay-centre",
+        "go-right",
+    }
     run_dir = tmp / "runs" / "line-care"
-    proc = run([sys.executable, "-m", "mtrl.cli", "train", "line.yaml", "agent.name=care", "agent.num_encoders=2",
-                "agent.embedding_file=line_embeddings.json", f"run.dir={run_dir}", *TINY], tmp, env)
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "mtrl.cli",
+            "train",
+            "line.yaml",
+            "agent.name=care",
+            "agent.num_encoders=2",
+            "agent.embedding_file=line_embeddings.json",
+            f"run.dir={run_dir}",
+            *TINY,
+        ],
+        tmp,
+        env,
+    )
     assert proc.returncode == 0, proc.stderr
     final = read_metrics(run_dir)[-1]
     assert final["step"] == 300 and "eval/success/go-right" in final

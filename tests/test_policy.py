@@ -10,14 +10,15 @@ import pytest
 import torch
 
 import mtrl
-from mtrl.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from mtrl.builders import make_agent, make_policy, make_spec, make_suite
 from mtrl.cli import main
 from mtrl.config import ConfigError, from_dict, read_yaml
-from mtrl.training.evaluation import evaluate
 from mtrl.seeding import run_seeds
-from mtrl.builders import make_agent, make_policy, make_spec, make_suite
+from mtrl.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from mtrl.training.evaluation import evaluate
 
 from conftest import TINY_TOY
+
 
 def rebuilt_agent(run_dir: Path, checkpoint: Path | None = None):
     """The agent as `mtrl eval` built it before `mtrl.load` existed: suite, env, spec, agent, weights."""
@@ -90,8 +91,10 @@ def test_a_checkpoint_without_sizes_is_loaded_by_building_the_suites_env(toy_run
     del state["spec"]  # as written before checkpoints stored the sizes
     save_checkpoint(run_dir, 400, state, keep=5)
     obs = random_obs(4, 2)
-    np.testing.assert_array_equal(mtrl.load(run_dir, device="cpu").act(obs, [0, 1, 2, 3]),
-                                  rebuilt_agent(toy_run).act(obs, np.arange(4), deterministic=True))
+    np.testing.assert_array_equal(
+        mtrl.load(run_dir, device="cpu").act(obs, [0, 1, 2, 3]),
+        rebuilt_agent(toy_run).act(obs, np.arange(4), deterministic=True),
+    )
 
 
 def test_load_a_given_checkpoint_by_step_or_path(toy_run):
@@ -100,16 +103,22 @@ def test_load_a_given_checkpoint_by_step_or_path(toy_run):
     by_path = mtrl.load(toy_run, checkpoint=toy_run / "checkpoints" / "step_200.pt", device="cpu")
     obs = random_obs(4, 2)
     np.testing.assert_array_equal(early.act(obs, 1), by_path.act(obs, 1))
-    np.testing.assert_array_equal(early.act(obs, 1), rebuilt_agent(toy_run, early.checkpoint).act(obs, np.ones(4, int), True))
+    np.testing.assert_array_equal(
+        early.act(obs, 1), rebuilt_agent(toy_run, early.checkpoint).act(obs, np.ones(4, int), True)
+    )
 
 
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda p: p.act(np.zeros((3, 2)), "reach-est"),
-         "unknown task 'reach-est' (did you mean 'reach-west' or 'reach-east'"),
-        (lambda p: p.act(np.zeros((3, 2)), ["reach-east", "nope", "reach-west"]),
-         "this agent's tasks are: reach-east, reach-north, reach-west, reach-south"),
+        (
+            lambda p: p.act(np.zeros((3, 2)), "reach-est"),
+            "unknown task 'reach-est' (did you mean 'reach-west' or 'reach-east'",
+        ),
+        (
+            lambda p: p.act(np.zeros((3, 2)), ["reach-east", "nope", "reach-west"]),
+            "this agent's tasks are: reach-east, reach-north, reach-west, reach-south",
+        ),
         (lambda p: p.act(np.zeros((3, 6)), 0), "observations have shape (3, 6), the agent takes (batch, 2)"),
         (lambda p: p.act(np.zeros((3, 5)), 0), "observations have shape (3, 5), the agent takes (batch, 2)"),
         (lambda p: p.act(np.zeros((3, 2)), 4), "task index 4 is out of range: this agent has 4 tasks"),
@@ -150,13 +159,17 @@ def test_load_of_a_care_run_reads_the_shipped_embeddings(tmp_path):
     run_dir = tmp_path / "care"
     assert main(["train", "toy-care", *TINY_TOY, "agent.num_encoders=2", f"run.dir={run_dir}"]) == 0
     obs = random_obs(4, 2)
-    np.testing.assert_array_equal(mtrl.load(run_dir, device="cpu").act(obs, ["reach-north"] * 4),
-                                  rebuilt_agent(run_dir).act(obs, np.ones(4, int), deterministic=True))
+    np.testing.assert_array_equal(
+        mtrl.load(run_dir, device="cpu").act(obs, ["reach-north"] * 4),
+        rebuilt_agent(run_dir).act(obs, np.ones(4, int), deterministic=True),
+    )
 
 
 def test_import_mtrl_stays_cheap_and_load_is_lazy():
-    code = ("import sys, mtrl; assert 'torch' not in sys.modules and 'mtrl.inference.policy' not in sys.modules; "
-            "from mtrl import load; assert callable(load) and 'mtrl.inference.policy' in sys.modules")
+    code = (
+        "import sys, mtrl; assert 'torch' not in sys.modules and 'mtrl.inference.policy' not in sys.modules; "
+        "from mtrl import load; assert callable(load) and 'mtrl.inference.policy' in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -173,16 +186,36 @@ def test_load_on_metaworlds_gymnasium_mt10_vector_env(tmp_path):
     import metaworld  # noqa: F401  (registers Meta-World/*)
 
     run_dir = tmp_path / "mt10"
-    assert main(["train", "mt10-mtsac", "train.total_steps=40", "train.warmup_steps=20", "train.eval_every=0",
-                 "train.final_eval_episodes=1", "env.max_episode_steps=20", "train.buffer_per_task=1000",
-                 "train.batch_per_task=8", "train.log_every=0", "train.checkpoint_every=0", "agent.hidden_sizes=[32]",
-                 "conflict.monitor_every=0", "device=cpu", "train.progress=false", f"run.dir={run_dir}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "mt10-mtsac",
+                "train.total_steps=40",
+                "train.warmup_steps=20",
+                "train.eval_every=0",
+                "train.final_eval_episodes=1",
+                "env.max_episode_steps=20",
+                "train.buffer_per_task=1000",
+                "train.batch_per_task=8",
+                "train.log_every=0",
+                "train.checkpoint_every=0",
+                "agent.hidden_sizes=[32]",
+                "conflict.monitor_every=0",
+                "device=cpu",
+                "train.progress=false",
+                f"run.dir={run_dir}",
+            ]
+        )
+        == 0
+    )
     started = time.perf_counter()
     policy = mtrl.load(run_dir, device="cpu")
     assert time.perf_counter() - started < 5  # no Meta-World env is built
     agent = rebuilt_agent(run_dir)
-    envs = gym.make_vec("Meta-World/MT10", vector_strategy="sync", seed=0,
-                        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    envs = gym.make_vec(
+        "Meta-World/MT10", vector_strategy="sync", seed=0, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP
+    )
     try:
         tasks = [t[0].env_name for t in envs.get_attr("tasks")]
         assert tasks == list(policy.task_names)
@@ -209,12 +242,40 @@ def test_the_readme_example_runs_on_a_run_of_any_meta_world_tasks(tmp_path):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "mtrl.load(" in b]
     run_dir = tmp_path / "quickstart"
-    assert main(["train", "quickstart", "train.total_steps=40", "train.warmup_steps=20", "train.eval_every=0",
-                 "train.final_eval_episodes=1", "env.max_episode_steps=20", "train.buffer_per_task=1000",
-                 "train.batch_per_task=8", "train.log_every=0", "train.checkpoint_every=0", "agent.hidden_sizes=[32]",
-                 "conflict.monitor_every=0", "device=cpu", "train.progress=false", f"run.dir={run_dir}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "quickstart",
+                "train.total_steps=40",
+                "train.warmup_steps=20",
+                "train.eval_every=0",
+                "train.final_eval_episodes=1",
+                "env.max_episode_steps=20",
+                "train.buffer_per_task=1000",
+                "train.batch_per_task=8",
+                "train.log_every=0",
+                "train.checkpoint_every=0",
+                "agent.hidden_sizes=[32]",
+                "conflict.monitor_every=0",
+                "device=cpu",
+                "train.progress=false",
+                f"run.dir={run_dir}",
+            ]
+        )
+        == 0
+    )
     assert 'mtrl.load("runs/my-run")' in code
-    proc = subprocess.run([sys.executable, "-c", code.replace('"runs/my-run"', repr(str(run_dir)))],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code.replace('"runs/my-run"', repr(str(run_dir)))],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert list(ast.literal_eval(proc.stdout.strip().splitlines()[-1])) == ["reach-v3", "drawer-close-v3", "handle-press-v3", "plate-slide-v3"]
+    assert list(ast.literal_eval(proc.stdout.strip().splitlines()[-1])) == [
+        "reach-v3",
+        "drawer-close-v3",
+        "handle-press-v3",
+        "plate-slide-v3",
+    ]

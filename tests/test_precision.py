@@ -8,13 +8,14 @@ import torch
 import yaml
 from torch.nn.functional import cosine_similarity
 
-from mtrl.learner.agent import EnvSpec
 from mtrl.config import ConfigError, SACConfig, load_config
-from mtrl.registry import get
-from mtrl.learner.replay import MultiTaskReplay
 from mtrl.hardware import resolve_precision
+from mtrl.learner.agent import EnvSpec
+from mtrl.learner.replay import MultiTaskReplay
 from mtrl.learner.sac import SAC
+from mtrl.registry import get
 from mtrl.training.trainer import train
+
 from conftest import TOY_FAST, make_config
 
 TASKS = 10
@@ -31,8 +32,14 @@ def setup():
     replay = MultiTaskReplay(TASKS, 500, 39, 4)
     rng = np.random.default_rng(0)
     for _ in range(100):
-        replay.add(np.arange(TASKS), rng.normal(size=(TASKS, 39)), rng.uniform(-1, 1, (TASKS, 4)),
-                   rng.uniform(0, 10, TASKS), rng.normal(size=(TASKS, 39)), np.zeros(TASKS, bool))
+        replay.add(
+            np.arange(TASKS),
+            rng.normal(size=(TASKS, 39)),
+            rng.uniform(-1, 1, (TASKS, 4)),
+            rng.uniform(0, 10, TASKS),
+            rng.normal(size=(TASKS, 39)),
+            np.zeros(TASKS, bool),
+        )
     return sac, replay.sample(128), replay.sample(128)
 
 
@@ -77,18 +84,31 @@ def test_bad_precision_is_refused():
         make_config(TOY_FAST, sac={"precision": "fp8"})
 
 
-@pytest.mark.parametrize("flags, chosen", [({"avx2", "avx512f", "avx512_bf16"}, "bfloat16"), ({"avx2", "amx_bf16"}, "bfloat16"),
-                                           ({"avx2", "avx512f", "avx512_vnni"}, "float32"), (set(), "float32")])
+@pytest.mark.parametrize(
+    "flags, chosen",
+    [
+        ({"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),
+        ({"avx2", "amx_bf16"}, "bfloat16"),
+        ({"avx2", "avx512f", "avx512_vnni"}, "float32"),
+        (set(), "float32"),
+    ],
+)
 def test_auto_precision_follows_the_cpu_flags(flags, chosen):
     """AVX512 alone is not enough: bf16 matmuls are emulated (slow) without AVX512-BF16/AMX."""
     precision, why = resolve_precision("auto", torch.device("cpu"), flags)
     assert precision == chosen and why
-    assert resolve_precision("float32", torch.device("cpu"), {"avx512_bf16"})[0] == "float32"  # an explicit choice stands
+    assert (
+        resolve_precision("float32", torch.device("cpu"), {"avx512_bf16"})[0] == "float32"
+    )  # an explicit choice stands
 
 
 def test_auto_precision_is_recorded_in_the_run_and_said(tmp_path, capsys):
-    cfg = make_config(TOY_FAST, run={"dir": str(tmp_path / "run")}, sac={"precision": "auto"},
-                      train={**TOY_FAST["train"], "total_steps": 200, "warmup_steps": 100, "eval_every": 0, "final_eval_episodes": 1})
+    cfg = make_config(
+        TOY_FAST,
+        run={"dir": str(tmp_path / "run")},
+        sac={"precision": "auto"},
+        train={**TOY_FAST["train"], "total_steps": 200, "warmup_steps": 100, "eval_every": 0, "final_eval_episodes": 1},
+    )
     train(cfg)
     chosen, _ = resolve_precision("auto", torch.device("cpu"))
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["sac"]["precision"] == chosen

@@ -23,15 +23,30 @@ class FakeClock:
 
 
 def test_training_to_a_pipe_prints_progress_lines_while_it_trains(tmp_path):
-    args = ["toy-mtsac", "agent.hidden_sizes=[32,32]", "train.total_steps=200000", "train.warmup_steps=400",
-            "train.batch_per_task=16", "train.eval_every=800", "train.eval_episodes=2", "device=cpu",
-            f"run.dir={tmp_path / 'run'}"]  # train.progress is on, as by default
+    args = [
+        "toy-mtsac",
+        "agent.hidden_sizes=[32,32]",
+        "train.total_steps=200000",
+        "train.warmup_steps=400",
+        "train.batch_per_task=16",
+        "train.eval_every=800",
+        "train.eval_episodes=2",
+        "device=cpu",
+        f"run.dir={tmp_path / 'run'}",
+    ]  # train.progress is on, as by default
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "mtrl.cli", "train", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtrl.cli", "train", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     lines: queue.Queue[str] = queue.Queue()
     # the run's own notes ("mtrl: sac.precision=auto: ...") are not progress lines
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout if not line.startswith("mtrl: ")], daemon=True).start()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in proc.stdout if not line.startswith("mtrl: ")], daemon=True
+    ).start()
     try:
         # each evaluation prints a line at once (flushed): lines arrive long before the run's end
         first, second = lines.get(timeout=300), lines.get(timeout=300)
@@ -39,7 +54,9 @@ def test_training_to_a_pipe_prints_progress_lines_while_it_trains(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=120)
-    assert first.startswith("train 800/200,000 (0%)  ") and " steps/s  ETA " in first and "  eval success " in first, first
+    assert first.startswith("train 800/200,000 (0%)  ") and " steps/s  ETA " in first and "  eval success " in first, (
+        first
+    )
     assert second.startswith("train 1,600/200,000 (1%)"), second
 
 
@@ -51,7 +68,12 @@ def test_off_a_terminal_a_line_every_interval_and_at_each_evaluation():
             clock.now = float(second)
             progress.advance(second * 10)
         progress.set_eval(0.25)
-    assert [line.split(" (")[0] for line in out] == ["train 300/10,000", "train 600/10,000", "train 900/10,000", "train 990/10,000"]
+    assert [line.split(" (")[0] for line in out] == [
+        "train 300/10,000",
+        "train 600/10,000",
+        "train 900/10,000",
+        "train 990/10,000",
+    ]
     assert out[-1].endswith("10 steps/s  ETA 15:01  eval success 25%"), out[-1]
 
 

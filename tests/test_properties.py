@@ -19,22 +19,35 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import mtrl
-from mtrl.training.checkpoint import LEGACY_MAGIC, MAGIC, CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 from mtrl.cli import main
 from mtrl.config import Config, load_config
-from mtrl.networks.task_embeddings import load_task_embeddings
 from mtrl.errors import ConfigError
-
-from conftest import TINY_TOY
+from mtrl.networks.task_embeddings import load_task_embeddings
+from mtrl.training.checkpoint import (
+    LEGACY_MAGIC,
+    MAGIC,
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 FAST = settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 SLOW = settings(max_examples=20, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 # JSON/YAML-shaped values, with the numbers that trip readers up
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
-                    st.text(max_size=12))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
 
 
 def one_line(error: BaseException) -> bool:
@@ -47,9 +60,15 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 # --- config YAML and overrides ---------------------------------------------------------------
 
-SECTIONS = {"env": ["suite", "num_tasks", "goal_angles", "speed"], "agent": ["name", "hidden_sizes", "num_encoders"],
-            "train": ["total_steps", "batch_per_task", "eval_every"], "sac": ["gamma", "actor_lr", "task_weighting"],
-            "scheduler": ["name", "epsilon"], "conflict": ["method"], "distill": ["teachers", "weight"]}
+SECTIONS = {
+    "env": ["suite", "num_tasks", "goal_angles", "speed"],
+    "agent": ["name", "hidden_sizes", "num_encoders"],
+    "train": ["total_steps", "batch_per_task", "eval_every"],
+    "sac": ["gamma", "actor_lr", "task_weighting"],
+    "scheduler": ["name", "epsilon"],
+    "conflict": ["method"],
+    "distill": ["teachers", "weight"],
+}
 DOTTED = [f"{s}.{k}" for s, keys in SECTIONS.items() for k in keys] + ["seed", "device", "resume"]
 
 
@@ -67,11 +86,18 @@ def test_any_config_text_is_a_config_or_one_line(text):
 
 
 @FAST
-@given(data=st.dictionaries(st.sampled_from([*SECTIONS, "seed", "device"]) | st.text(max_size=6),
-                            st.dictionaries(st.sampled_from(sum(SECTIONS.values(), [])) | scalars, values, max_size=4) | values,
-                            max_size=4),
-       overrides=st.lists(st.builds(lambda k, v: f"{k}={v}", st.sampled_from(DOTTED) | st.text(max_size=8),
-                                    st.text(max_size=10)) | st.text(max_size=12), max_size=3))
+@given(
+    data=st.dictionaries(
+        st.sampled_from([*SECTIONS, "seed", "device"]) | st.text(max_size=6),
+        st.dictionaries(st.sampled_from(sum(SECTIONS.values(), [])) | scalars, values, max_size=4) | values,
+        max_size=4,
+    ),
+    overrides=st.lists(
+        st.builds(lambda k, v: f"{k}={v}", st.sampled_from(DOTTED) | st.text(max_size=8), st.text(max_size=10))
+        | st.text(max_size=12),
+        max_size=3,
+    ),
+)
 @example(data={"env": [None]}, overrides=[])  # found by hypothesis: a component section that is a list
 @example(data={"env": {None: None}}, overrides=[])  # and a key that is not a string
 @example(data={}, overrides=["\n"])  # and an override holding a line break (quoted in the message)
@@ -88,11 +114,19 @@ def test_any_config_mapping_and_overrides_are_a_config_or_one_line(data, overrid
 # --- embedding JSON ------------------------------------------------------------------------
 
 TASKS, TEXTS = ["reach-east", "reach-north"], ["reach east", "reach north"]
-entry = st.fixed_dictionaries({"description": st.sampled_from(TEXTS) | st.text(max_size=5),
-                               "vector": st.lists(st.floats() | st.integers(-10**40, 10**40) | scalars, max_size=4)})
-embedding_files = st.one_of(values, st.fixed_dictionaries(
-    {"tasks": st.dictionaries(st.sampled_from(TASKS) | st.text(max_size=5), entry | values, max_size=3)},
-    optional={"dim": st.integers(-1, 5) | scalars}))
+entry = st.fixed_dictionaries(
+    {
+        "description": st.sampled_from(TEXTS) | st.text(max_size=5),
+        "vector": st.lists(st.floats() | st.integers(-(10**40), 10**40) | scalars, max_size=4),
+    }
+)
+embedding_files = st.one_of(
+    values,
+    st.fixed_dictionaries(
+        {"tasks": st.dictionaries(st.sampled_from(TASKS) | st.text(max_size=5), entry | values, max_size=3)},
+        optional={"dim": st.integers(-1, 5) | scalars},
+    ),
+)
 
 
 @FAST
@@ -110,24 +144,37 @@ def test_any_embedding_json_is_a_matrix_or_one_line(content):
 
 # --- metrics.jsonl in mtrl report ---------------------------------------------------------------
 
-records = st.fixed_dictionaries({"step": st.integers(0, 10**6) | scalars},
-                                optional={"eval/success_mean": st.floats(0, 1) | scalars,
-                                          "eval/success/reach-east": st.floats(0, 1) | scalars,
-                                          "eval/success/reach-north": st.floats(0, 1) | values,
-                                          "attention/reach-east/0": st.floats(0, 1) | scalars,
-                                          "conflict/critic/cosine/reach-east|reach-north": st.floats(-1, 1) | values})
-attention_lines = st.builds(lambda i, v: json.dumps({"step": 400, f"attention/reach-north/{i}": v}), st.integers(0, 10**12), scalars)
-lines = st.lists(st.builds(json.dumps, records) | attention_lines | st.builds(json.dumps, values) | st.text(max_size=20),
-                 max_size=6)
+records = st.fixed_dictionaries(
+    {"step": st.integers(0, 10**6) | scalars},
+    optional={
+        "eval/success_mean": st.floats(0, 1) | scalars,
+        "eval/success/reach-east": st.floats(0, 1) | scalars,
+        "eval/success/reach-north": st.floats(0, 1) | values,
+        "attention/reach-east/0": st.floats(0, 1) | scalars,
+        "conflict/critic/cosine/reach-east|reach-north": st.floats(-1, 1) | values,
+    },
+)
+attention_lines = st.builds(
+    lambda i, v: json.dumps({"step": 400, f"attention/reach-north/{i}": v}), st.integers(0, 10**12), scalars
+)
+lines = st.lists(
+    st.builds(json.dumps, records) | attention_lines | st.builds(json.dumps, values) | st.text(max_size=20), max_size=6
+)
 
 
 @SLOW
 @given(metric_lines=lines, trailing_newline=st.booleans())
 @example(metric_lines=['{"step": 0, "eval/success_mean": 0.0, "eval/success/reach-north": []}'], trailing_newline=True)
-@example(metric_lines=['{"step": 0, "eval/success_mean": Infinity, "eval/success/reach-north": NaN}'], trailing_newline=True)
-@example(metric_lines=['{"step": -9259400833873739776, "eval/success_mean": 0.0, "eval/success/reach-north": 0.0}'],
-         trailing_newline=True)
-def test_any_metrics_jsonl_gives_a_report_or_one_line_exit_2(toy_run, metric_lines, trailing_newline, capsys, monkeypatch):
+@example(
+    metric_lines=['{"step": 0, "eval/success_mean": Infinity, "eval/success/reach-north": NaN}'], trailing_newline=True
+)
+@example(
+    metric_lines=['{"step": -9259400833873739776, "eval/success_mean": 0.0, "eval/success/reach-north": 0.0}'],
+    trailing_newline=True,
+)
+def test_any_metrics_jsonl_gives_a_report_or_one_line_exit_2(
+    toy_run, metric_lines, trailing_newline, capsys, monkeypatch
+):
     from matplotlib.figure import Figure
 
     # the plots are laid out from what was read; only rendering the PNGs (seconds each) is skipped
@@ -165,8 +212,10 @@ def test_any_bytes_are_a_checkpoint_or_a_checkpoint_error(payload, header):
 
 
 @SLOW
-@given(flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=4),
-       header=st.sampled_from([None, MAGIC]))
+@given(
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=4),
+    header=st.sampled_from([None, MAGIC]),
+)
 def test_a_damaged_checkpoint_with_a_valid_checksum_loads_or_is_one_line(toy_run, flips, header):
     """Bytes changed inside the torch file (the checksum recomputed, as a forger would):
     ``mtrl.load`` gives a policy or one line."""
@@ -174,7 +223,7 @@ def test_a_damaged_checkpoint_with_a_valid_checksum_loads_or_is_one_line(toy_run
         run = Path(d) / "run"
         shutil.copytree(toy_run, run)
         path = list_checkpoints(run)[-1]
-        payload = bytearray(path.read_bytes()[len(MAGIC) + 65:])
+        payload = bytearray(path.read_bytes()[len(MAGIC) + 65 :])
         for where, xor in flips:
             payload[int(where * len(payload))] ^= xor
         path.write_bytes(headed(bytes(payload), header))
@@ -205,10 +254,16 @@ def replaced(state, path, value):
     return state
 
 
-arrays = st.builds(lambda shape, dtype: np.zeros(shape, dtype), st.lists(st.integers(0, 3), max_size=2),
-                   st.sampled_from([np.float32, np.float64, np.int64, np.bool_, np.uint32]))
-tensors = st.builds(lambda shape, dtype: torch.zeros(shape, dtype=dtype), st.lists(st.integers(0, 3), max_size=2),
-                    st.sampled_from([torch.float32, torch.int64, torch.bool]))
+arrays = st.builds(
+    lambda shape, dtype: np.zeros(shape, dtype),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.sampled_from([np.float32, np.float64, np.int64, np.bool_, np.uint32]),
+)
+tensors = st.builds(
+    lambda shape, dtype: torch.zeros(shape, dtype=dtype),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.sampled_from([torch.float32, torch.int64, torch.bool]),
+)
 replacements = values | arrays | tensors
 
 
@@ -246,11 +301,19 @@ def test_a_well_formed_checkpoint_holding_the_wrong_things_resumes_or_is_one_lin
             assert one_line(e)
 
 
-@pytest.mark.parametrize("path, value", [
-    (("task_names", 0), None), (("task_names",), np.array(0.0, np.float32)),  # what hypothesis found
-    (("rng", "state", "state"), torch.tensor(0.0)), (("loop", "tasks"), [0, 1, 2, 3]), (("loop", "obs"), None),
-    (("scheduler",), {}), (("env", "pos"), np.zeros(3, np.float32)), (("global_rng", "numpy"), ("MT19937",)),
-])
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (("task_names", 0), None),
+        (("task_names",), np.array(0.0, np.float32)),  # what hypothesis found
+        (("rng", "state", "state"), torch.tensor(0.0)),
+        (("loop", "tasks"), [0, 1, 2, 3]),
+        (("loop", "obs"), None),
+        (("scheduler",), {}),
+        (("env", "pos"), np.zeros(3, np.float32)),
+        (("global_rng", "numpy"), ("MT19937",)),
+    ],
+)
 def test_checkpoints_holding_the_wrong_things_that_were_found(toy_run, toy_state, tmp_path, capsys, path, value):
     run = tmp_path / "run"
     shutil.copytree(toy_run, run)
@@ -269,15 +332,33 @@ def test_checkpoints_holding_the_wrong_things_that_were_found(toy_run, toy_state
 
 # --- sweep manifests ----------------------------------------------------------------------------
 
-trial = st.fixed_dictionaries({"name": st.just("seed") | scalars, "overrides": st.just([]) | values, "seed": st.just(0) | scalars,
-                               "run_dir": st.just("s/seed0") | scalars},
-                              optional={"state": st.sampled_from(["pending", "done", "failed"]) | scalars,
-                                        "attempts": st.integers(0, 3) | scalars, "seconds": scalars,
-                                        "env_steps": scalars, "final_success_mean": scalars, "error": scalars})
-manifests = values | st.fixed_dictionaries({
-    "sweep": st.fixed_dictionaries({"grid": st.just({}) | values, "seeds": st.just(1) | scalars,
-                                    "base_config": st.just({}) | values}, optional={"points": values}) | values,
-    "trials": st.lists(trial | values, max_size=3) | values}, optional={"command": scalars, "version": scalars})
+trial = st.fixed_dictionaries(
+    {
+        "name": st.just("seed") | scalars,
+        "overrides": st.just([]) | values,
+        "seed": st.just(0) | scalars,
+        "run_dir": st.just("s/seed0") | scalars,
+    },
+    optional={
+        "state": st.sampled_from(["pending", "done", "failed"]) | scalars,
+        "attempts": st.integers(0, 3) | scalars,
+        "seconds": scalars,
+        "env_steps": scalars,
+        "final_success_mean": scalars,
+        "error": scalars,
+    },
+)
+manifests = values | st.fixed_dictionaries(
+    {
+        "sweep": st.fixed_dictionaries(
+            {"grid": st.just({}) | values, "seeds": st.just(1) | scalars, "base_config": st.just({}) | values},
+            optional={"points": values},
+        )
+        | values,
+        "trials": st.lists(trial | values, max_size=3) | values,
+    },
+    optional={"command": scalars, "version": scalars},
+)
 
 
 class ReachedRay(Exception):

@@ -4,6 +4,8 @@ import sys
 import textwrap
 
 from mtrl import registry
+
+
 def install_plugins(tmp_path, monkeypatch, modules: dict[str, str], entry_points: str, name: str = "my-suite") -> None:
     """An installed distribution (on sys.path, with its dist-info) holding ``modules``
     (path -> source) and declaring ``entry_points`` in the mtrl.envs group."""
@@ -20,7 +22,11 @@ def install_plugins(tmp_path, monkeypatch, modules: dict[str, str], entry_points
 
 
 def test_entry_point_suite_is_registered(tmp_path, monkeypatch):
-    install_plugins(tmp_path, monkeypatch, {"my_suite/__init__.py": '''
+    install_plugins(
+        tmp_path,
+        monkeypatch,
+        {
+            "my_suite/__init__.py": '''
         from dataclasses import dataclass
         from mtrl.envs.toy import ToyConfig, ToySuite
 
@@ -32,7 +38,10 @@ def test_entry_point_suite_is_registered(tmp_path, monkeypatch):
         class LineSuite(ToySuite):
             """A plugged-in suite."""
             Config = LineConfig
-    '''}, "line = my_suite:LineSuite\n")
+    '''
+        },
+        "line = my_suite:LineSuite\n",
+    )
     entry = registry.get("suite", "line")
     assert entry.target.__name__ == "LineSuite" and entry.config_cls.__name__ == "LineConfig"
     assert "line" in [e.name for e in registry.names("suite")]
@@ -55,7 +64,11 @@ def test_a_plugin_that_fails_to_import_breaks_only_itself(tmp_path, monkeypatch,
     from mtrl.cli import main
     from mtrl.errors import ConfigError
 
-    install_plugins(tmp_path, monkeypatch, {"good_suite/__init__.py": '''
+    install_plugins(
+        tmp_path,
+        monkeypatch,
+        {
+            "good_suite/__init__.py": '''
         from dataclasses import dataclass
         from envs.toy import ToyConfig, ToySuite
 
@@ -66,13 +79,19 @@ def test_a_plugin_that_fails_to_import_breaks_only_itself(tmp_path, monkeypatch,
         class DotSuite(ToySuite):
             """A working plug-in."""
             Config = DotConfig
-    ''', "crashing_suite.py": "raise RuntimeError('needs a licence server')\n"},
-        "missing = no_such_module:Suite\ncrashing = crashing_suite:Suite\ndot = good_suite:DotSuite\n", name="plugins")
+    ''',
+            "crashing_suite.py": "raise RuntimeError('needs a licence server')\n",
+        },
+        "missing = no_such_module:Suite\ncrashing = crashing_suite:Suite\ndot = good_suite:DotSuite\n",
+        name="plugins",
+    )
     try:
         assert registry.get("suite", "dot").target.__name__ == "DotSuite"
         assert registry.get("suite", "toy")
         broken = registry.broken()
-        assert "No module named 'no_such_module'" in broken["missing"] and "needs a licence server" in broken["crashing"]
+        assert (
+            "No module named 'no_such_module'" in broken["missing"] and "needs a licence server" in broken["crashing"]
+        )
         for name, why in (("missing", "no_such_module"), ("crashing", "RuntimeError: needs a licence server")):
             try:
                 registry.get("suite", name)

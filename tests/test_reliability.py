@@ -21,6 +21,10 @@ import torch
 
 from mtrl import atomic_write as atomic_write_module
 from mtrl.atomic_write import atomic_write
+from mtrl.cli import main
+from mtrl.envs.toy import PointMassVecEnv, ToyConfig, ToySuite
+from mtrl.errors import RunError, WriteError
+from mtrl.registry import register
 from mtrl.training.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -28,21 +32,29 @@ from mtrl.training.checkpoint import (
     load_latest_good,
     save_checkpoint,
 )
-from mtrl.cli import main
-from mtrl.errors import RunError, WriteError
 from mtrl.training.logger import read_metrics
-from mtrl.registry import register
 from mtrl.training.trainer import train
-from mtrl.envs.toy import PointMassVecEnv, ToyConfig, ToySuite
 
 from conftest import make_config
 
 # Small enough that a whole run takes a few seconds in a subprocess.
 TINY = [
-    "toy-mtsac", "agent.hidden_sizes=[32,32]", "train.total_steps=3200", "train.warmup_steps=400",
-    "train.batch_per_task=16", "train.buffer_per_task=5000", "train.eval_every=1600", "train.eval_episodes=2",
-    "train.final_eval_episodes=2", "train.log_every=200", "train.checkpoint_every=400", "train.keep_checkpoints=3",
-    "train.save_replay=true", "train.progress=false", "device=cpu", "seed=3",
+    "toy-mtsac",
+    "agent.hidden_sizes=[32,32]",
+    "train.total_steps=3200",
+    "train.warmup_steps=400",
+    "train.batch_per_task=16",
+    "train.buffer_per_task=5000",
+    "train.eval_every=1600",
+    "train.eval_episodes=2",
+    "train.final_eval_episodes=2",
+    "train.log_every=200",
+    "train.checkpoint_every=400",
+    "train.keep_checkpoints=3",
+    "train.save_replay=true",
+    "train.progress=false",
+    "device=cpu",
+    "seed=3",
 ]
 # Wall-clock figures differ between runs; everything else must match exactly.
 TIMING_KEYS = ("train/steps_per_second",)
@@ -50,8 +62,14 @@ TIMING_KEYS = ("train/steps_per_second",)
 
 def cli(args: list[str], **kwargs) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
-    return subprocess.Popen([sys.executable, "-m", "mtrl.cli", "train", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mtrl.cli", "train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def comparable(run_dir: Path) -> list[dict]:
@@ -127,11 +145,15 @@ def test_the_printed_resume_command_works_verbatim_when_the_run_directory_was_ch
     args = [a for a in TINY if not a.startswith("train.log_every")] + ["train.total_steps=200000", "train.log_every=20"]
     lines = stop_when(cli(args, cwd=tmp_path), "run directory:")  # no run.dir: runs/toy-mtsac-seed3-<time>
     run_dir = lines[0].removeprefix("mtrl: run directory: ")
-    assert run_dir.startswith("runs/toy-mtsac-seed3-") and lines[-1].endswith(f"resume with: mtrl train {run_dir}/config.yaml resume=true")
+    assert run_dir.startswith("runs/toy-mtsac-seed3-") and lines[-1].endswith(
+        f"resume with: mtrl train {run_dir}/config.yaml resume=true"
+    )
     step = load_checkpoint(list_checkpoints(tmp_path / run_dir)[-1])["env_steps"]
     hinted = lines[-1].split("resume with: mtrl train ")[1].split()
     again = stop_when(cli(hinted, cwd=tmp_path), "run directory:")  # the command as printed, nothing added
-    assert f"mtrl: resumed from step {step:,} (step_{step}.pt)" in again and f"mtrl: run directory: {run_dir}" in again, again
+    assert (
+        f"mtrl: resumed from step {step:,} (step_{step}.pt)" in again and f"mtrl: run directory: {run_dir}" in again
+    ), again
     assert len(list((tmp_path / "runs").iterdir())) == 1
     assert load_checkpoint(list_checkpoints(tmp_path / run_dir)[-1])["env_steps"] > step
 
@@ -243,9 +265,18 @@ class FlakySuite(ToySuite):
 FLAKY = {
     "env": {"suite": "flaky-toy", "num_tasks": 2},
     "agent": {"name": "mtsac", "hidden_sizes": [16]},
-    "train": {"total_steps": 400, "warmup_steps": 100, "batch_per_task": 8, "buffer_per_task": 1000,
-              "eval_every": 0, "eval_episodes": 1, "final_eval_episodes": 1, "log_every": 400,
-              "checkpoint_every": 0, "progress": False},
+    "train": {
+        "total_steps": 400,
+        "warmup_steps": 100,
+        "batch_per_task": 8,
+        "buffer_per_task": 1000,
+        "eval_every": 0,
+        "eval_episodes": 1,
+        "final_eval_episodes": 1,
+        "log_every": 400,
+        "checkpoint_every": 0,
+        "progress": False,
+    },
 }
 
 
@@ -267,7 +298,9 @@ def test_an_environment_that_keeps_failing_stops_the_run_with_one_line(tmp_path)
 def test_a_task_with_nan_rewards_is_masked_and_never_reaches_the_weights(tmp_path):
     run_dir = tmp_path / "run"
     # (a patience above the run's length: by default 100 masked updates in a row stop a run)
-    train(make_config(FLAKY, env={"nan_reward_task": 1}, train={"divergence_patience": 10_000}, run={"dir": str(run_dir)}))
+    train(
+        make_config(FLAKY, env={"nan_reward_task": 1}, train={"divergence_patience": 10_000}, run={"dir": str(run_dir)})
+    )
     last = [r for r in read_metrics(run_dir) if "divergence/masked/reach-north" in r][-1]
     assert last["divergence/masked/reach-north"] == last["train/updates"] > 100  # in every update
     assert last["divergence/masked/reach-east"] == 0
@@ -278,8 +311,11 @@ def test_a_task_with_nan_rewards_is_masked_and_never_reaches_the_weights(tmp_pat
 
 def test_persistent_divergence_stops_the_run_with_one_line(tmp_path):
     with pytest.raises(RunError, match="training diverged: 5 updates in a row"):
-        train(make_config(FLAKY, env={"nan_reward_task": 1}, train={"divergence_patience": 5},
-                          run={"dir": str(tmp_path / "run")}))
+        train(
+            make_config(
+                FLAKY, env={"nan_reward_task": 1}, train={"divergence_patience": 5}, run={"dir": str(tmp_path / "run")}
+            )
+        )
 
 
 def test_resuming_a_finished_run_is_refused_and_changes_nothing(tmp_path, capsys):

@@ -37,8 +37,14 @@ def test_dtypes_and_bytes_per_transition_for_metaworld_sizes():
 def test_ring_buffer_wraps_and_slots_sharing_a_task_do_not_overwrite_each_other():
     replay = MultiTaskReplay(num_tasks=2, capacity_per_task=5, obs_dim=1, act_dim=1)
     for step in range(4):  # two slots of task 1 per call: 8 writes into 5 places
-        replay.add(np.array([1, 1]), np.array([[step * 2], [step * 2 + 1]]), np.zeros((2, 1)), np.zeros(2),
-                   np.zeros((2, 1)), np.zeros(2, bool))
+        replay.add(
+            np.array([1, 1]),
+            np.array([[step * 2], [step * 2 + 1]]),
+            np.zeros((2, 1)),
+            np.zeros(2),
+            np.zeros((2, 1)),
+            np.zeros(2, bool),
+        )
     assert replay.size.tolist() == [0, 5]
     # the newest 5 of the values 0..7 survive
     assert sorted(replay.obs[1, :, 0].tolist()) == [3.0, 4.0, 5.0, 6.0, 7.0]
@@ -59,11 +65,17 @@ def test_accelerator_write_path_stores_the_same_as_the_cpu_path():
     packed._host = None  # take the accelerator path
     for _ in range(11):  # wraps the ring buffers
         task = rng.integers(0, 3, 4)
-        args = (task, rng.normal(size=(4, 5)), rng.uniform(-1, 1, (4, 2)), rng.normal(size=4),
-                rng.normal(size=(4, 5)), rng.random(4) < 0.5)
+        args = (
+            task,
+            rng.normal(size=(4, 5)),
+            rng.uniform(-1, 1, (4, 2)),
+            rng.normal(size=4),
+            rng.normal(size=(4, 5)),
+            rng.random(4) < 0.5,
+        )
         host.add(*args)
         packed.add(*args)
     for key, value in host.state_dict().items():
         other = packed.state_dict()[key]
-        assert (torch.equal(value, other) if isinstance(value, torch.Tensor) else np.array_equal(value, other)), key
+        assert torch.equal(value, other) if isinstance(value, torch.Tensor) else np.array_equal(value, other), key
     assert host.terminated.any() and host.reward.abs().sum() > 0

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from scipy.stats import trim_mean
 
+from mtrl.analysis.report import find_runs, group_runs, probability_of_improvement, write_report
 from mtrl.cli import main
 from mtrl.config import ConfigError, TrainConfig
 from mtrl.errors import install_hint
-from mtrl.analysis.report import find_runs, group_runs, probability_of_improvement, write_report
 
 from conftest import TOY_FAST, make_config
 
@@ -30,15 +30,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def config(agent, seed, name=None, **extra):
-    cfg = {"seed": seed, "device": "cpu", "resume": False, "run": {"name": name or f"{agent}-toy", "dir": f"/x/{seed}"},
-           "env": {"suite": "toy", "num_tasks": 4}, "agent": {"name": agent, "hidden_sizes": [64, 64], **extra},
-           "train": {"total_steps": 2000, "progress": seed % 2 == 0}}
+    cfg = {
+        "seed": seed,
+        "device": "cpu",
+        "resume": False,
+        "run": {"name": name or f"{agent}-toy", "dir": f"/x/{seed}"},
+        "env": {"suite": "toy", "num_tasks": 4},
+        "agent": {"name": agent, "hidden_sizes": [64, 64], **extra},
+        "train": {"total_steps": 2000, "progress": seed % 2 == 0},
+    }
     return cfg
 
 
 def eval_record(step, scores, tasks=TASKS):
-    return {"step": step, "eval/success_mean": float(np.mean(scores)), "eval/return_mean": None,
-            **{f"eval/success/{t}": s for t, s in zip(tasks, scores)}}
+    return {
+        "step": step,
+        "eval/success_mean": float(np.mean(scores)),
+        "eval/return_mean": None,
+        **{f"eval/success/{t}": s for t, s in zip(tasks, scores)},
+    }
 
 
 def write_run(path, cfg, records, tail=""):
@@ -50,7 +60,7 @@ def write_run(path, cfg, records, tail=""):
 
 def logged_extras(step):
     att = {f"attention/{t}/{i}": (i + 1) / 10 for t in TASKS for i in range(4)}
-    cos = {f"conflict/critic/cosine/{a}|{b}": -0.5 for i, a in enumerate(TASKS) for b in TASKS[i + 1:]}
+    cos = {f"conflict/critic/cosine/{a}|{b}": -0.5 for i, a in enumerate(TASKS) for b in TASKS[i + 1 :]}
     return {"step": step, "loss/critic": 1.0, **att, **cos}
 
 
@@ -80,7 +90,7 @@ def test_grouping_statistics_and_files(runs_root, tmp_path):
     mtsac, care = report.results["methods"]
     for entry, finals in zip((mtsac, care), FINAL.values()):
         flat = np.sort(np.ravel(finals))
-        brute = flat[len(flat) // 4: len(flat) - len(flat) // 4].mean()  # middle 50 % of 12 scores
+        brute = flat[len(flat) // 4 : len(flat) - len(flat) // 4].mean()  # middle 50 % of 12 scores
         assert entry["final"]["iqm"] == pytest.approx(brute) == pytest.approx(trim_mean(flat, 0.25))
         assert entry["final"]["mean"] == pytest.approx(flat.mean())
         for which in ("final", "best"):
@@ -118,7 +128,9 @@ def test_grouping_statistics_and_files(runs_root, tmp_path):
     assert "| reach | 0.10 ± 0.08 | 0.90 ± 0.08 |" in md and "mtrl report " in md
     assert json.loads((out / "summary.json").read_text())["methods"][1]["final"] == care["final"]
     assert (out / "keep.txt").read_text() == "mine"
-    again = write_report([runs_root / "mtsac", runs_root / "care"], tmp_path / "again", reps=REPS)  # same seed: the same report
+    again = write_report(
+        [runs_root / "mtsac", runs_root / "care"], tmp_path / "again", reps=REPS
+    )  # same seed: the same report
     assert again.results["methods"] == report.results["methods"]
 
 
@@ -177,8 +189,12 @@ def test_a_single_run_and_running_runs(tmp_path, capsys):
     # still running: seed 1 is one eval ahead, its last line is half written; seed 2 has not evaluated
     root = tmp_path / "running"
     write_run(root / "s0", config("mtsac", 0), [eval_record(1000, EARLY), eval_record(2000, FINAL["mtsac"][0])])
-    write_run(root / "s1", config("mtsac", 1), [eval_record(1000, EARLY), eval_record(2000, EARLY), eval_record(3000, FINAL["mtsac"][1])],
-              tail='{"step": 4000, "eval/success_mean": 1.0, "eval/succ')
+    write_run(
+        root / "s1",
+        config("mtsac", 1),
+        [eval_record(1000, EARLY), eval_record(2000, EARLY), eval_record(3000, FINAL["mtsac"][1])],
+        tail='{"step": 4000, "eval/success_mean": 1.0, "eval/succ',
+    )
     write_run(root / "s2", config("mtsac", 2), [{"step": 500, "loss/critic": 1.0}])
     assert main(["report", str(root), "--out", str(tmp_path / "out2"), "--reps", "200"]) == 0
     captured = capsys.readouterr()
@@ -215,15 +231,30 @@ def test_errors(tmp_path, capsys, monkeypatch):
 
 
 def test_report_of_real_toy_runs(tmp_path):
-    fast = {"total_steps": 3000, "warmup_steps": 1000, "eval_every": 1000, "eval_episodes": 2, "batch_per_task": 16,
-            "buffer_per_task": 3000, "log_every": 1000, "checkpoint_every": 0}
+    fast = {
+        "total_steps": 3000,
+        "warmup_steps": 1000,
+        "eval_every": 1000,
+        "eval_episodes": 2,
+        "batch_per_task": 16,
+        "buffer_per_task": 3000,
+        "log_every": 1000,
+        "checkpoint_every": 0,
+    }
     if "final_eval_episodes" in TrainConfig.__dataclass_fields__:
         fast["final_eval_episodes"] = 2
     from mtrl.training.trainer import train
 
     for seed in (1, 2):
-        train(make_config(TOY_FAST, seed=seed, agent={"hidden_sizes": [32, 32]}, train=fast,
-                          run={"dir": str(tmp_path / "runs" / f"seed{seed}")}))
+        train(
+            make_config(
+                TOY_FAST,
+                seed=seed,
+                agent={"hidden_sizes": [32, 32]},
+                train=fast,
+                run={"dir": str(tmp_path / "runs" / f"seed{seed}")},
+            )
+        )
     report = write_report([tmp_path / "runs"], tmp_path / "report", reps=REPS)
     (method,) = report.methods
     assert len(method.runs) == 2 and len(method.tasks) == 4
@@ -245,11 +276,27 @@ def test_step_reads_every_run_as_it_stood_then(runs_root, tmp_path):
 
 def test_eval_json_from_mtrl_eval_counts_as_an_evaluation(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert main(["train", "toy-mtsac", "train.total_steps=400", "train.warmup_steps=100", "train.eval_every=0",
-                 "train.final_eval_episodes=1", "train.progress=false", "agent.hidden_sizes=[16]", "device=cpu",
-                 f"run.dir={run_dir}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "toy-mtsac",
+                "train.total_steps=400",
+                "train.warmup_steps=100",
+                "train.eval_every=0",
+                "train.final_eval_episodes=1",
+                "train.progress=false",
+                "agent.hidden_sizes=[16]",
+                "device=cpu",
+                f"run.dir={run_dir}",
+            ]
+        )
+        == 0
+    )
     metrics = run_dir / "metrics.jsonl"  # as if stopped before its first evaluation
-    metrics.write_text("".join(line + "\n" for line in metrics.read_text().splitlines() if "eval/success_mean" not in line))
+    metrics.write_text(
+        "".join(line + "\n" for line in metrics.read_text().splitlines() if "eval/success_mean" not in line)
+    )
     with pytest.raises(ConfigError, match="no run has an evaluation yet"):
         write_report([run_dir], tmp_path / "out0", reps=REPS)
     assert main(["eval", str(run_dir), "--episodes", "2", "--device", "cpu"]) == 0
@@ -263,9 +310,18 @@ def test_eval_json_from_mtrl_eval_counts_as_an_evaluation(tmp_path, capsys):
 
 def test_eval_json_adds_a_later_evaluation_but_training_wins_a_tie(tmp_path):
     def with_eval_json(path, step, success):
-        (path / "eval.json").write_text(json.dumps({"checkpoint": f"step_{step}.pt", "env_steps": step, "episodes_per_task": 50,
-                                                    "success_mean": success, "return_mean": 0.0,
-                                                    "tasks": {t: {"success": success, "return": 0.0, "episodes": 50} for t in TASKS}}))
+        (path / "eval.json").write_text(
+            json.dumps(
+                {
+                    "checkpoint": f"step_{step}.pt",
+                    "env_steps": step,
+                    "episodes_per_task": 50,
+                    "success_mean": success,
+                    "return_mean": 0.0,
+                    "tasks": {t: {"success": success, "return": 0.0, "episodes": 50} for t in TASKS},
+                }
+            )
+        )
         return path
 
     later = with_eval_json(write_run(tmp_path / "a", config("care", 0), [eval_record(1000, EARLY)]), 1500, 1.0)
@@ -280,8 +336,16 @@ def test_eval_json_adds_a_later_evaluation_but_training_wins_a_tie(tmp_path):
 
 def test_a_stopped_run_and_its_restart_count_as_one_seed(tmp_path, capsys):
     stopped = write_run(tmp_path / "runs" / "a-stopped", config("mtsac", 0), [eval_record(1000, EARLY)])
-    finished = write_run(tmp_path / "runs" / "b-finished", config("mtsac", 0), [eval_record(1000, EARLY), eval_record(2000, FINAL["mtsac"][0])])
-    write_run(tmp_path / "runs" / "c-seed1", config("mtsac", 1), [eval_record(1000, EARLY), eval_record(2000, FINAL["mtsac"][1])])
+    finished = write_run(
+        tmp_path / "runs" / "b-finished",
+        config("mtsac", 0),
+        [eval_record(1000, EARLY), eval_record(2000, FINAL["mtsac"][0])],
+    )
+    write_run(
+        tmp_path / "runs" / "c-seed1",
+        config("mtsac", 1),
+        [eval_record(1000, EARLY), eval_record(2000, FINAL["mtsac"][1])],
+    )
     assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--reps", "200"]) == 0
     (entry,) = json.loads((tmp_path / "out" / "summary.json").read_text())["methods"]
     assert [r["dir"] for r in entry["runs"]] == [str(finished), str(tmp_path / "runs" / "c-seed1")]
@@ -296,7 +360,9 @@ def test_the_committed_quickstart_report_is_what_mtrl_report_gives(tmp_path):
     committed = json.loads((results / "report" / "summary.json").read_text())
     again = write_report([results], tmp_path / "report").results
     for old, new in zip(committed["methods"], again["methods"], strict=True):
-        assert {k: old[k] for k in ("final", "best", "per_task", "curve")} == {k: new[k] for k in ("final", "best", "per_task", "curve")}
+        assert {k: old[k] for k in ("final", "best", "per_task", "curve")} == {
+            k: new[k] for k in ("final", "best", "per_task", "curve")
+        }
 
 
 def test_nineteen_methods_get_nineteen_distinct_looks_in_both_legends(tmp_path, monkeypatch):
@@ -312,8 +378,11 @@ def test_nineteen_methods_get_nineteen_distinct_looks_in_both_legends(tmp_path, 
         scores = [(k + i) % 5 / 4 for i in range(len(TASKS))]
         # the last method is not evaluated on the first task: it must still be in the per-task legend
         tasks = TASKS[1:] if k == 18 else TASKS
-        write_run(tmp_path / "runs" / f"m{k}", config("mtsac", 0, name=f"method-{k}", hidden=k),
-                  [eval_record(1000, scores[:len(tasks)], tasks)])
+        write_run(
+            tmp_path / "runs" / f"m{k}",
+            config("mtsac", 0, name=f"method-{k}", hidden=k),
+            [eval_record(1000, scores[: len(tasks)], tasks)],
+        )
     write_report([tmp_path / "runs"], tmp_path / "out", reps=5)
     curve_legend = figures["success_curve.png"].axes[0].get_legend()
     per_task_legend = figures["per_task_curves.png"].legends[0]
@@ -342,7 +411,14 @@ def test_read_metrics_skips_what_it_cannot_read_as_the_report_did(tmp_path):
     is not a finite number reads as None."""
     from mtrl.training.logger import read_metrics
 
-    lines = ['{"step": 1, "a": 0.5}', "not json", "[1, 2]", '{"step": "2", "a": 1}', '{"step": NaN}',
-             '{"step": 3, "a": Infinity, "b": "x", "c": true, "d": 2}', '{"step": 4, "a": 0.25}']
+    lines = [
+        '{"step": 1, "a": 0.5}',
+        "not json",
+        "[1, 2]",
+        '{"step": "2", "a": 1}',
+        '{"step": NaN}',
+        '{"step": 3, "a": Infinity, "b": "x", "c": true, "d": 2}',
+        '{"step": 4, "a": 0.25}',
+    ]
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines))  # the last line's newline not written yet
     assert read_metrics(tmp_path) == [{"step": 1, "a": 0.5}, {"step": 3, "a": None, "b": None, "c": None, "d": 2}]

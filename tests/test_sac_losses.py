@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from mtrl.learner.agent import Agent, OneHotTaskEncoder
 from mtrl.config import SACConfig
-from mtrl.networks.ensemble import TanhGaussianActor, TwinQ, squashed_log_prob
+from mtrl.learner.agent import Agent, OneHotTaskEncoder
 from mtrl.learner.replay import Batch
 from mtrl.learner.sac import SAC, actor_loss, critic_loss, critic_target, temperature_loss
+from mtrl.networks.ensemble import TanhGaussianActor, TwinQ, squashed_log_prob
 
 
 def test_critic_target_hand_computed():
@@ -56,15 +56,24 @@ def test_squashed_log_prob_matches_torch_distributions():
 def tiny_agent(num_tasks=2, obs_dim=2, act_dim=1):
     torch.manual_seed(0)
     enc = OneHotTaskEncoder(obs_dim, num_tasks)
-    return Agent(enc, TanhGaussianActor.mlp(in_dim=enc.out_dim, act_dim=act_dim, hidden=[8]),
-                 TwinQ.mlp(in_dim=enc.out_dim, act_dim=act_dim, hidden=[8]))
+    return Agent(
+        enc,
+        TanhGaussianActor.mlp(in_dim=enc.out_dim, act_dim=act_dim, hidden=[8]),
+        TwinQ.mlp(in_dim=enc.out_dim, act_dim=act_dim, hidden=[8]),
+    )
 
 
 def tiny_batch(tasks):
     n = len(tasks)
     g = torch.Generator().manual_seed(1)
-    return Batch(torch.randn(n, 2, generator=g), torch.rand(n, 1, generator=g) * 2 - 1, torch.randn(n, generator=g),
-                 torch.randn(n, 2, generator=g), torch.tensor([0.0, 1.0] * (n // 2)), torch.tensor(tasks))
+    return Batch(
+        torch.randn(n, 2, generator=g),
+        torch.rand(n, 1, generator=g) * 2 - 1,
+        torch.randn(n, generator=g),
+        torch.randn(n, 2, generator=g),
+        torch.tensor([0.0, 1.0] * (n // 2)),
+        torch.tensor(tasks),
+    )
 
 
 def test_update_critic_loss_uses_target_networks_min_and_per_task_alpha():
@@ -88,7 +97,9 @@ def test_update_critic_loss_uses_target_networks_min_and_per_task_alpha():
     assert metrics["loss/critic"].item() == pytest.approx(expected.item(), rel=1e-5)
     # the per-task critic losses and Q means the trainer logs, each over its task's samples
     per_sample = (q[0] - y) ** 2 + (q[1] - y) ** 2
-    torch.testing.assert_close(metrics["per_task/critic_loss"], torch.stack([per_sample[:2].mean(), per_sample[2:].mean()]))
+    torch.testing.assert_close(
+        metrics["per_task/critic_loss"], torch.stack([per_sample[:2].mean(), per_sample[2:].mean()])
+    )
     torch.testing.assert_close(metrics["per_task/q_mean"], q.mean(0).view(2, 2).mean(1))
 
 
@@ -106,7 +117,6 @@ def test_temperatures_of_different_tasks_move_independently():
     log_prob = torch.tensor([3.0, 3.0, -3.0, -3.0])  # task 0: too little entropy; task 1: too much
     temperature_loss(log_alpha[task], log_prob, target_entropy=-1.0).backward()
     assert log_alpha.grad[0] < 0 < log_alpha.grad[1]  # gradient descent raises alpha_0, lowers alpha_1
-
 
 
 def test_task_weights_follow_meta_world_plus_and_weight_the_critic_loss():

@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from mtrl.learner.agent import EnvSpec, OneHotTaskEncoder
 from mtrl.agents.brc import BRCConfig, make_brc
 from mtrl.agents.care import CAREConfig, make_care
 from mtrl.agents.mtsac import MTSACConfig, make_mtsac
 from mtrl.agents.softshare import SoftShareConfig, make_softshare
-from mtrl.training.checkpoint import list_checkpoints, load_checkpoint, write_checkpoint_file
 from mtrl.config import SACConfig
+from mtrl.learner.agent import EnvSpec, OneHotTaskEncoder
 from mtrl.learner.hooks import AttentionEncoder, Penalized, is_categorical, penalized
 from mtrl.learner.loss_terms import UpdateTerms
-from mtrl.training.logger import read_metrics
 from mtrl.learner.replay import Batch
 from mtrl.learner.sac import SAC
 from mtrl.learner.task_weighting import task_means
+from mtrl.training.checkpoint import list_checkpoints, load_checkpoint, write_checkpoint_file
+from mtrl.training.logger import read_metrics
 from mtrl.training.trainer import train
 
 from conftest import TOY_FAST, make_config
@@ -30,8 +30,14 @@ SPEC = EnvSpec(OBS, ACT, tuple(f"task{i}" for i in range(T)), ("",) * T, "toy")
 def batch(seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
     n = T * PER_TASK
-    return Batch(torch.randn(n, OBS, generator=g), torch.rand(n, ACT, generator=g) * 2 - 1, torch.randn(n, generator=g) * 5,
-                 torch.randn(n, OBS, generator=g), torch.zeros(n), torch.arange(T).repeat_interleave(PER_TASK))
+    return Batch(
+        torch.randn(n, OBS, generator=g),
+        torch.rand(n, ACT, generator=g) * 2 - 1,
+        torch.randn(n, generator=g) * 5,
+        torch.randn(n, OBS, generator=g),
+        torch.zeros(n),
+        torch.arange(T).repeat_interleave(PER_TASK),
+    )
 
 
 def mtsac(**cfg) -> SAC:
@@ -75,8 +81,9 @@ def test_the_loss_drops_masked_samples_weighs_the_rest_and_adds_the_penalty():
 def test_sac_divides_each_batch_by_its_tasks_reward_divisors():
     scaled, plain = mtsac(reward_scaling="returns"), mtsac()
     for step in range(4):  # slot 0 (task 2) ends an episode at a time limit, slot 1 (task 0) terminates
-        scaled.observe_rewards(np.array([2, 0]), np.array([3.0 * step, -7.0]), np.array([False, step == 3]),
-                               np.array([step == 3, False]))
+        scaled.observe_rewards(
+            np.array([2, 0]), np.array([3.0 * step, -7.0]), np.array([False, step == 3]), np.array([step == 3, False])
+        )
     divisors = scaled.reward_divisors()
     assert divisors.shape == (T,) and min(divisors[0], divisors[2]) > divisors[1]  # task 1 saw no episode end
     b = batch()
@@ -93,12 +100,29 @@ def test_sac_divides_each_batch_by_its_tasks_reward_divisors():
 
 def test_a_checkpoint_with_the_reward_scale_beside_sac_resumes_exactly(tmp_path):
     """Before SAC owned it, the reward scale was saved in the training state's top level."""
+
     def config(run_dir, **kw):
-        return make_config(TOY_FAST, agent={"name": "mtsac", "hidden_sizes": [32]}, sac={"reward_scaling": "returns"},
-                           train={"total_steps": 1600, "warmup_steps": 400, "batch_per_task": 16, "buffer_per_task": 5000,
-                                  "eval_every": 800, "eval_episodes": 2, "final_eval_episodes": 2, "log_every": 200,
-                                  "checkpoint_every": 800, "save_replay": True},
-                           device="cpu", seed=4, run={"dir": str(run_dir)}, **kw)
+        return make_config(
+            TOY_FAST,
+            agent={"name": "mtsac", "hidden_sizes": [32]},
+            sac={"reward_scaling": "returns"},
+            train={
+                "total_steps": 1600,
+                "warmup_steps": 400,
+                "batch_per_task": 16,
+                "buffer_per_task": 5000,
+                "eval_every": 800,
+                "eval_episodes": 2,
+                "final_eval_episodes": 2,
+                "log_every": 200,
+                "checkpoint_every": 800,
+                "save_replay": True,
+            },
+            device="cpu",
+            seed=4,
+            run={"dir": str(run_dir)},
+            **kw,
+        )
 
     train(config(tmp_path / "whole"))
 
@@ -119,4 +143,5 @@ def test_a_checkpoint_with_the_reward_scale_beside_sac_resumes_exactly(tmp_path)
 
     def comparable(run_dir):
         return [{k: v for k, v in r.items() if k != "train/steps_per_second"} for r in read_metrics(run_dir)]
+
     assert comparable(tmp_path / "cut") == comparable(tmp_path / "whole")

@@ -15,9 +15,20 @@ def test_sb3_sac_trains_with_the_care_extractor_and_features_depend_on_the_task(
     env = metaworld_onehot_vec_env("MT10", seed=0)
     assert env.num_envs == 10 and env.task_names[0] == "reach-v3"
     assert env.observation_space.shape == (39 + 10,)
-    model = SAC("MlpPolicy", env, learning_starts=100, batch_size=32, buffer_size=2_000, seed=0, device="cpu",
-                policy_kwargs=dict(net_arch=[32, 32], features_extractor_class=CAREExtractor,
-                                   features_extractor_kwargs=dict(task_names=env.task_names, num_encoders=3)))
+    model = SAC(
+        "MlpPolicy",
+        env,
+        learning_starts=100,
+        batch_size=32,
+        buffer_size=2_000,
+        seed=0,
+        device="cpu",
+        policy_kwargs=dict(
+            net_arch=[32, 32],
+            features_extractor_class=CAREExtractor,
+            features_extractor_kwargs=dict(task_names=env.task_names, num_encoders=3),
+        ),
+    )
     extractor = model.actor.features_extractor
     before = [p.detach().clone() for p in extractor.parameters()]
     model.learn(total_timesteps=400)

@@ -10,11 +10,11 @@ import yaml
 
 pytest.importorskip("stable_baselines3")
 
-from conftest import CountdownConfig, CountdownEnv  # noqa: E402
-
+from mtrl.builders import make_suite  # noqa: E402
 from mtrl.config import ConfigError, load_config  # noqa: E402
 from mtrl.training.logger import read_metrics  # noqa: E402
-from mtrl.builders import make_suite  # noqa: E402
+
+from conftest import CountdownConfig, CountdownEnv  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "sb3_peer.py"
 
@@ -29,9 +29,17 @@ def _load_script():
 
 peer = _load_script()
 
-TINY = ["train.total_steps=3000", "train.warmup_steps=1000", "train.eval_every=1500", "train.eval_episodes=4",
-        "train.log_every=1500", "train.buffer_per_task=10000", "train.batch_per_task=64",
-        "agent.hidden_sizes=[32,32]", "train.progress=false"]
+TINY = [
+    "train.total_steps=3000",
+    "train.warmup_steps=1000",
+    "train.eval_every=1500",
+    "train.eval_episodes=4",
+    "train.log_every=1500",
+    "train.buffer_per_task=10000",
+    "train.batch_per_task=64",
+    "agent.hidden_sizes=[32,32]",
+    "train.progress=false",
+]
 
 
 class StepSpy:
@@ -100,8 +108,17 @@ def test_vec_env_true_termination_is_not_a_time_limit():
 
 
 def test_model_mirrors_the_mtrl_config():
-    cfg = load_config("toy-mtsac", ["train.batch_per_task=48", "train.updates_per_step=2", "train.buffer_per_task=1000",
-                                    "agent.hidden_sizes=[32,16]", "train.warmup_steps=400", "sac.gamma=0.95"])
+    cfg = load_config(
+        "toy-mtsac",
+        [
+            "train.batch_per_task=48",
+            "train.updates_per_step=2",
+            "train.buffer_per_task=1000",
+            "agent.hidden_sizes=[32,16]",
+            "train.warmup_steps=400",
+            "sac.gamma=0.95",
+        ],
+    )
     suite = make_suite(cfg)
     venv = peer.OneHotTaskVecEnv(suite.make_env(suite.num_tasks, seed=0), suite.task_names)
     model = peer.build_model(cfg, venv)
@@ -141,8 +158,20 @@ def test_end_to_end_writes_an_mtrl_run(tmp_path, capsys):
 
 def test_run_name_given_on_the_command_line_is_kept(tmp_path):
     run_dir = tmp_path / "run"
-    assert peer.main(["toy-mtsac", f"run.dir={run_dir}", "run.name=sb3-small", *TINY,
-                      "train.total_steps=400", "train.warmup_steps=200", "train.eval_every=0"]) == 0
+    assert (
+        peer.main(
+            [
+                "toy-mtsac",
+                f"run.dir={run_dir}",
+                "run.name=sb3-small",
+                *TINY,
+                "train.total_steps=400",
+                "train.warmup_steps=200",
+                "train.eval_every=0",
+            ]
+        )
+        == 0
+    )
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["run"]["name"] == "sb3-small"
     assert [r["step"] for r in read_metrics(run_dir) if "eval/success_mean" in r] == [400]  # the final one
 
@@ -169,9 +198,23 @@ def test_config_errors_exit_2_with_one_line(tmp_path, capsys):
 def test_learns_the_toy_suite(tmp_path):
     """SB3-as-MT-SAC on the 4 conflicting point-mass tasks: 8k env steps (1750 updates)."""
     run_dir = tmp_path / "run"
-    assert peer.main(["toy-mtsac", f"run.dir={run_dir}", "train.total_steps=8000", "train.warmup_steps=1000",
-                      "train.eval_every=8000", "train.eval_episodes=10", "train.log_every=4000",
-                      "train.buffer_per_task=10000", "agent.hidden_sizes=[64,64]", "train.progress=false"]) == 0
+    assert (
+        peer.main(
+            [
+                "toy-mtsac",
+                f"run.dir={run_dir}",
+                "train.total_steps=8000",
+                "train.warmup_steps=1000",
+                "train.eval_every=8000",
+                "train.eval_episodes=10",
+                "train.log_every=4000",
+                "train.buffer_per_task=10000",
+                "agent.hidden_sizes=[64,64]",
+                "train.progress=false",
+            ]
+        )
+        == 0
+    )
     final = [r for r in read_metrics(run_dir) if "eval/success_mean" in r][-1]
     assert final["step"] == 8000
     assert final["eval/success_mean"] >= 0.8

@@ -187,8 +187,13 @@ def test_state_dict_round_trip_gives_identical_choices():
 
 def test_a_checkpoint_from_before_the_noise_estimate_loads():
     sched = LearningProgress(LearningProgressConfig(), num_tasks=2, num_slots=2, seed=0)
-    old = {"rng": sched.rng.bit_generator.state, "episodes": np.array([30, 0]), "fast": np.array([0.6, 0.0]),
-           "slow": np.array([0.5, 0.0]), "seen": np.array([True, False])}
+    old = {
+        "rng": sched.rng.bit_generator.state,
+        "episodes": np.array([30, 0]),
+        "fast": np.array([0.6, 0.0]),
+        "slow": np.array([0.5, 0.0]),
+        "seen": np.array([True, False]),
+    }
     sched.load_state_dict(old)
     assert sched.outcomes.tolist() == [30, 0] and sched.probabilities().sum() == pytest.approx(1.0)
 
@@ -200,8 +205,16 @@ def test_reproducible_for_a_seed_and_probabilities_keep_the_floor():
     assert np.allclose(a.sum(axis=1), 1.0) and (a >= sa.cfg.epsilon / 4 - 1e-12).all()
 
 
-@pytest.mark.parametrize("bad", [dict(slow_rate=0.05, fast_rate=0.01), dict(slow_rate=0.0), dict(fast_rate=1.5),
-                                 dict(noise_threshold=-1.0), dict(epsilon=1.2)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(slow_rate=0.05, fast_rate=0.01),
+        dict(slow_rate=0.0),
+        dict(fast_rate=1.5),
+        dict(noise_threshold=-1.0),
+        dict(epsilon=1.2),
+    ],
+)
 def test_bad_settings_are_config_errors(bad):
     with pytest.raises(ConfigError):
         LearningProgressConfig(**bad).validate()

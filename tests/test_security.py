@@ -15,6 +15,8 @@ import pytest
 import torch
 
 import mtrl
+from mtrl.cli import main
+from mtrl.errors import ConfigError, RunError
 from mtrl.training.checkpoint import (
     LEGACY_MAGIC,
     MAGIC,
@@ -25,8 +27,6 @@ from mtrl.training.checkpoint import (
     load_latest_good,
     save_checkpoint,
 )
-from mtrl.cli import main
-from mtrl.errors import ConfigError, RunError
 from mtrl.training.logger import read_metrics
 
 from conftest import TINY_TOY
@@ -111,7 +111,9 @@ def test_mtrl_eval_refuses_a_crafted_checkpoint_with_exit_2_and_writes_nothing(c
 def test_resume_refuses_a_crafted_checkpoint_instead_of_falling_back(crafted, capsys):
     run_dir, path, marker = crafted
     metrics = (run_dir / "metrics.jsonl").read_bytes()
-    assert main(["train", str(run_dir / "config.yaml"), "train.total_steps=800", f"run.dir={run_dir}", "resume=true"]) == 2
+    assert (
+        main(["train", str(run_dir / "config.yaml"), "train.total_steps=800", f"run.dir={run_dir}", "resume=true"]) == 2
+    )
     line = one_line(capsys.readouterr().err)
     assert "refused to load checkpoint" in line and str(path) in line
     assert not marker.exists() and (run_dir / "metrics.jsonl").read_bytes() == metrics
@@ -174,8 +176,14 @@ def test_a_resume_from_an_earlier_versions_checkpoint_logs_what_a_current_one_do
     runs = [tmp_path / "current", legacy_copy(toy_run, tmp_path, LEGACY_MAGIC)[0]]
     shutil.copytree(toy_run, runs[0])
     for run_dir in runs:
-        assert main(["train", str(run_dir / "config.yaml"), "train.total_steps=800", f"run.dir={run_dir}", "resume=true"]) == 0
-    strip = lambda run: [{k: v for k, v in r.items() if k != "train/steps_per_second"} for r in read_metrics(run)]
+        assert (
+            main(["train", str(run_dir / "config.yaml"), "train.total_steps=800", f"run.dir={run_dir}", "resume=true"])
+            == 0
+        )
+
+    def strip(run):
+        return [{k: v for k, v in r.items() if k != "train/steps_per_second"} for r in read_metrics(run)]
+
     assert strip(runs[0]) == strip(runs[1]) and strip(runs[0])[-1]["step"] == 800
 
 
@@ -202,8 +210,13 @@ def test_a_trusted_old_checkpoint_that_needs_more_converts_only_with_trust(toy_r
 
 def test_the_current_format_round_trips_every_value_exactly(toy_run, tmp_path):
     state = load_checkpoint(list_checkpoints(toy_run)[-1])
-    state["extra"] = {"scalar": np.float32(0.1), "uint": np.arange(5, dtype=np.uint32), "empty": np.zeros((0, 3)),
-                      "bools": np.array([True, False]), "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3))}
+    state["extra"] = {
+        "scalar": np.float32(0.1),
+        "uint": np.arange(5, dtype=np.uint32),
+        "empty": np.zeros((0, 3)),
+        "bools": np.array([True, False]),
+        "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+    }
     back = load_checkpoint(save_checkpoint(tmp_path, 7, state, keep=1))
 
     def same(a, b) -> bool:

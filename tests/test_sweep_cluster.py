@@ -19,15 +19,23 @@ from pathlib import Path
 import pytest
 
 from mtrl.cli import main
-from mtrl.training.logger import read_metrics
 from mtrl.sweeps.storage import WORKDIR_ENV
+from mtrl.training.logger import read_metrics
 
 ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-STEPS = ["train.warmup_steps=100", "train.eval_every=200", "train.eval_episodes=1", "train.final_eval_episodes=1",
-         "train.log_every=200", "train.checkpoint_every=200", "agent.hidden_sizes=[16]", "device=cpu"]
+STEPS = [
+    "train.warmup_steps=100",
+    "train.eval_every=200",
+    "train.eval_episodes=1",
+    "train.final_eval_episodes=1",
+    "train.log_every=200",
+    "train.checkpoint_every=200",
+    "agent.hidden_sizes=[16]",
+    "device=cpu",
+]
 
 
 @pytest.fixture
@@ -57,11 +65,24 @@ def stored_steps(folder: Path) -> list[int]:
 def test_killed_trial_resumes_from_storage_on_another_node(tmp_path, cluster):
     c, nodes, workdirs = cluster
     out, store = tmp_path / "sweep", tmp_path / "store"
-    args = ["sweep", "toy-mtsac", "--seeds", "1", "train.total_steps=400,1200", *STEPS, "--out", str(out),
-            "--address", c.address, "--storage", f"file://{store}"]
+    args = [
+        "sweep",
+        "toy-mtsac",
+        "--seeds",
+        "1",
+        "train.total_steps=400,1200",
+        *STEPS,
+        "--out",
+        str(out),
+        "--address",
+        c.address,
+        "--storage",
+        f"file://{store}",
+    ]
     short, long = "train.total_steps=400/seed0", "train.total_steps=1200/seed0"
-    driver = subprocess.Popen([sys.executable, "-m", "mtrl.cli", *args], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "mtrl.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     # Halfway: once the long trial's checkpoint of step 400 or later is in the storage, kill its Ray worker.
     deadline, killed = time.monotonic() + 300, None  # ceilings for a loaded machine
     while killed is None and time.monotonic() < deadline and driver.poll() is None:

@@ -1,11 +1,10 @@
 """Bookkeeping of the training loop, checked through a real run on a scripted suite."""
 
-
 import pytest
 import torch
 
-from mtrl.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from mtrl.errors import ConfigError
+from mtrl.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from mtrl.training.logger import read_metrics
 from mtrl.training.trainer import train
 
@@ -14,9 +13,18 @@ from conftest import TOY_FAST, make_config
 COUNTDOWN = {
     "env": {"suite": "countdown"},
     "agent": {"name": "mtsac", "hidden_sizes": [8]},
-    "train": {"total_steps": 40, "warmup_steps": 20, "batch_per_task": 4, "buffer_per_task": 100,
-              "eval_every": 0, "eval_episodes": 2, "log_every": 10, "checkpoint_every": 0,
-              "save_replay": True, "progress": False},
+    "train": {
+        "total_steps": 40,
+        "warmup_steps": 20,
+        "batch_per_task": 4,
+        "buffer_per_task": 100,
+        "eval_every": 0,
+        "eval_episodes": 2,
+        "log_every": 10,
+        "checkpoint_every": 0,
+        "save_replay": True,
+        "progress": False,
+    },
 }
 
 
@@ -49,13 +57,21 @@ def test_episode_metrics_and_per_task_alphas_are_logged(run_dir):
 
 
 def test_resume_continues_from_the_latest_checkpoint(run_dir):
-    cfg = make_config(TOY_FAST, run={"dir": str(run_dir)}, train={"total_steps": 2400, "checkpoint_every": 800, "eval_every": 1200})
+    cfg = make_config(
+        TOY_FAST, run={"dir": str(run_dir)}, train={"total_steps": 2400, "checkpoint_every": 800, "eval_every": 1200}
+    )
     result = train(cfg)
     assert result.env_steps == 2400
     assert [p.name for p in list_checkpoints(run_dir)] == ["step_1600.pt", "step_2400.pt"]  # keep=2
     first = load_checkpoint(latest_checkpoint(run_dir))
-    resumed = train(make_config(TOY_FAST, run={"dir": str(run_dir)}, resume=True,
-                                train={"total_steps": 4000, "checkpoint_every": 800, "eval_every": 1200}))
+    resumed = train(
+        make_config(
+            TOY_FAST,
+            run={"dir": str(run_dir)},
+            resume=True,
+            train={"total_steps": 4000, "checkpoint_every": 800, "eval_every": 1200},
+        )
+    )
     assert resumed.env_steps == 4000
     second = load_checkpoint(latest_checkpoint(run_dir))
     assert second["loop"]["updates"] > first["loop"]["updates"]
@@ -94,4 +110,3 @@ def test_random_streams_are_independent_and_reproducible():
     values = [getattr(a, s) for s in STREAMS]
     assert len(set(values)) == len(values)  # no two consumers share a seed
     assert not set(values) & {getattr(b, s) for s in STREAMS}
-

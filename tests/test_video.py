@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 
 import mtrl
+from mtrl.builders import make_suite
 from mtrl.cli import main
 from mtrl.errors import RenderUnavailable, install_hint
+from mtrl.inference.video import NOT_YET, SUCCESS, film
 from mtrl.seeding import run_seeds
 from mtrl.suite import MultiTaskVecEnv
-from mtrl.builders import make_suite
-from mtrl.inference.video import NOT_YET, SUCCESS, film
 
 iio = pytest.importorskip("imageio.v3")
 pytest.importorskip("imageio_ffmpeg")
+
 
 def fresh_copy(run_dir: Path, tmp_path: Path) -> Path:
     import shutil
@@ -60,7 +61,10 @@ def test_video_writes_one_mp4_per_requested_task(toy_run, tmp_path, capsys):
     tasks = ["reach-west", "reach-east"]
     assert main(["eval", str(run_dir), "--video", "--tasks", *tasks, "--episodes", "1", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert sorted(p.name for p in (run_dir / "videos").iterdir()) == ["reach-east.mp4", "reach-west.mp4"]  # no temp files
+    assert sorted(p.name for p in (run_dir / "videos").iterdir()) == [
+        "reach-east.mp4",
+        "reach-west.mp4",
+    ]  # no temp files
     assert (run_dir / "eval.json").is_file()
     for name, frames in zip(tasks, expected_frames(run_dir, tasks)):
         path = run_dir / "videos" / f"{name}.mp4"
@@ -75,7 +79,9 @@ def test_video_without_tasks_films_every_task_and_eval_json_is_unchanged(toy_run
     plain = json.loads((run_dir / "eval.json").read_text())
     assert main(["eval", str(run_dir), "--video", "--episodes", "2", "--device", "cpu"]) == 0
     assert json.loads((run_dir / "eval.json").read_text()) == plain  # filming does not touch the evaluation's env
-    assert sorted(p.stem for p in (run_dir / "videos").glob("*.mp4")) == sorted(mtrl.load(run_dir, device="cpu").task_names)
+    assert sorted(p.stem for p in (run_dir / "videos").glob("*.mp4")) == sorted(
+        mtrl.load(run_dir, device="cpu").task_names
+    )
 
 
 def test_the_bar_is_red_until_the_first_success_and_green_from_it(tmp_path):
@@ -96,10 +102,13 @@ def test_the_bar_is_red_until_the_first_success_and_green_from_it(tmp_path):
     np.testing.assert_allclose(bar, np.array(colours, float), atol=30)  # lossy video, exact colours
 
 
-@pytest.mark.parametrize("tasks, message", [
-    (["reach-west", "reach-wst"], "--tasks: unknown task 'reach-wst' (did you mean 'reach-west'"),
-    (["nope"], "the run's tasks are: reach-east, reach-north, reach-west, reach-south"),
-])
+@pytest.mark.parametrize(
+    "tasks, message",
+    [
+        (["reach-west", "reach-wst"], "--tasks: unknown task 'reach-wst' (did you mean 'reach-west'"),
+        (["nope"], "the run's tasks are: reach-east, reach-north, reach-west, reach-south"),
+    ],
+)
 def test_unknown_task_exits_2_with_one_line_and_writes_nothing(toy_run, tmp_path, capsys, tasks, message):
     run_dir = fresh_copy(toy_run, tmp_path)
     assert main(["eval", str(run_dir), "--video", "--tasks", *tasks, "--device", "cpu"]) == 2
@@ -123,8 +132,9 @@ def test_missing_video_extra_exits_2_naming_it(toy_run, tmp_path, capsys, monkey
     assert not (run_dir / "eval.json").exists()
 
 
-def test_without_an_opengl_backend_one_line_says_what_to_install_and_eval_json_is_written(toy_run, tmp_path, capsys,
-                                                                                          monkeypatch):
+def test_without_an_opengl_backend_one_line_says_what_to_install_and_eval_json_is_written(
+    toy_run, tmp_path, capsys, monkeypatch
+):
     """The toy suite draws with numpy; here its renderer behaves as a MuJoCo suite's does where
     no OpenGL backend works (envs/mujoco_render.py's check made to find none)."""
     import mtrl.envs.mujoco_render
@@ -158,9 +168,13 @@ def test_a_backend_that_fails_in_process_is_a_render_unavailable(monkeypatch):
         model = data = None
 
     monkeypatch.setattr(mtrl.envs.mujoco_render, "gl_backend", lambda: "egl")
-    monkeypatch.setattr("gymnasium.envs.mujoco.mujoco_rendering.MujocoRenderer",
-                        lambda *a, **k: type("R", (), {"render": lambda self, mode: 1 / 0, "close": lambda self: None})())
-    with pytest.raises(RenderUnavailable, match="MuJoCo rendering failed with MUJOCO_GL=.*division by zero.*libosmesa6"):
+    monkeypatch.setattr(
+        "gymnasium.envs.mujoco.mujoco_rendering.MujocoRenderer",
+        lambda *a, **k: type("R", (), {"render": lambda self, mode: 1 / 0, "close": lambda self: None})(),
+    )
+    with pytest.raises(
+        RenderUnavailable, match="MuJoCo rendering failed with MUJOCO_GL=.*division by zero.*libosmesa6"
+    ):
         mtrl.envs.mujoco_render.MujocoFrames(16, "corner").render(Broken())
 
 
@@ -180,8 +194,23 @@ def test_report_links_the_videos(toy_run, tmp_path):
     from mtrl.analysis.report import write_report
 
     run_dir = fresh_copy(toy_run, tmp_path)
-    assert main(["eval", str(run_dir), "--video", "--tasks", "reach-east", "reach-north", "--episodes", "1",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(run_dir),
+                "--video",
+                "--tasks",
+                "reach-east",
+                "reach-north",
+                "--episodes",
+                "1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "report"
     write_report([run_dir], out, reps=20)
     text = (out / "summary.md").read_text()
@@ -216,8 +245,13 @@ def test_metaworld_video_of_a_scripted_expert_shows_its_success(tmp_path):
     env = suite.make_eval_env(1, seed=0)
     expert = SawyerReachV3Policy()
     try:
-        [video] = film(lambda obs, task: np.stack([expert.get_action(o) for o in obs]), env, suite.task_names,
-                       ["reach-v3"], tmp_path)
+        [video] = film(
+            lambda obs, task: np.stack([expert.get_action(o) for o in obs]),
+            env,
+            suite.task_names,
+            ["reach-v3"],
+            tmp_path,
+        )
     finally:
         env.close()
     assert video.success and video.steps == video.first_success + 50  # a tenth of 500 steps after it

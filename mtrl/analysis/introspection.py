@@ -64,8 +64,14 @@ class RepresentationProbe:
     the draw advances the replay's random stream, which later batches (and so the whole run)
     depend on, and runs before the redesign drew it the same way."""
 
-    def __init__(self, agent: Agent, replay: MultiTaskReplay, batch_per_task: int, task_names: list[str],
-                 heatmap: Callable[[str, np.ndarray], None]):
+    def __init__(
+        self,
+        agent: Agent,
+        replay: MultiTaskReplay,
+        batch_per_task: int,
+        task_names: list[str],
+        heatmap: Callable[[str, np.ndarray], None],
+    ):
         self.agent, self.replay, self.batch_per_task = agent, replay, batch_per_task
         self.task_names, self.heatmap = list(task_names), heatmap
 

@@ -22,9 +22,10 @@ import os
 import re
 import shlex
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -39,6 +40,7 @@ NON_METHOD_KEYS = ("seed", "run", "resume", "device", "train.progress", "train.t
 def needs_report_extra() -> str:
     """What to say when rliable or matplotlib is missing."""
     return f"mtrl report needs the report extra: {install_hint('report')}"
+
 
 SUCCESS = "eval/success/"
 MAX_ENCODERS = 1024  # attention/<task>/<i> beyond this is not a model's (a damaged or foreign metrics.jsonl)
@@ -62,7 +64,9 @@ class Run:
     path: Path
     config: dict[str, Any]
     records: list[dict[str, Any]]
-    evals: list[dict[str, Any]]  # records with eval/success_mean, in time order (a resume's re-done steps replace the old ones)
+    evals: list[
+        dict[str, Any]
+    ]  # records with eval/success_mean, in time order (a resume's re-done steps replace the old ones)
 
     @property
     def name(self) -> str | None:
@@ -71,7 +75,7 @@ class Run:
 
     @property
     def tasks(self) -> list[str]:
-        return [k[len(SUCCESS):] for k in self.evals[-1] if k.startswith(SUCCESS)] if self.evals else []
+        return [k[len(SUCCESS) :] for k in self.evals[-1] if k.startswith(SUCCESS)] if self.evals else []
 
     def scores(self, record: dict[str, Any], tasks: Sequence[str]) -> np.ndarray:
         return np.array([np.nan if record.get(SUCCESS + t) is None else float(record[SUCCESS + t]) for t in tasks])
@@ -85,14 +89,19 @@ class Run:
         return self.evals[-1]["step"]
 
     def summary(self) -> dict[str, Any]:
-        return {"dir": str(self.path), "final_step": self.final_step, "final_success_mean": self.evals[-1]["eval/success_mean"],
-                "final_source": self.evals[-1].get("source", "metrics.jsonl"),
-                "best_step": self.best["step"], "best_success_mean": self.best["eval/success_mean"]}
+        return {
+            "dir": str(self.path),
+            "final_step": self.final_step,
+            "final_success_mean": self.evals[-1]["eval/success_mean"],
+            "final_source": self.evals[-1].get("source", "metrics.jsonl"),
+            "best_step": self.best["step"],
+            "best_success_mean": self.best["eval/success_mean"],
+        }
 
     def latest(self, prefix: str) -> dict[str, float]:
         """``{rest of key: value}`` of the last record that logged keys starting with ``prefix``."""
         for record in reversed(self.records):
-            found = {k[len(prefix):]: v for k, v in record.items() if k.startswith(prefix) and v is not None}
+            found = {k[len(prefix) :]: v for k, v in record.items() if k.startswith(prefix) and v is not None}
             if found:
                 return found
         return {}
@@ -102,11 +111,17 @@ class Run:
 
     def attention(self) -> tuple[np.ndarray, list[str], list[str]] | None:
         """The latest CARE attention ``attention/<task>/<i>``: (tasks x encoders matrix, tasks, encoders)."""
-        weights = {tuple(k.rsplit("/", 1)): v for k, v in self.latest("attention/").items()
-                   if k.rsplit("/", 1)[-1].isdigit() and int(k.rsplit("/", 1)[-1]) < MAX_ENCODERS}
+        weights = {
+            tuple(k.rsplit("/", 1)): v
+            for k, v in self.latest("attention/").items()
+            if k.rsplit("/", 1)[-1].isdigit() and int(k.rsplit("/", 1)[-1]) < MAX_ENCODERS
+        }
         if not weights:
             return None
-        tasks, encoders = self._order({t for t, _ in weights}), [str(i) for i in range(1 + max(int(i) for _, i in weights))]
+        tasks, encoders = (
+            self._order({t for t, _ in weights}),
+            [str(i) for i in range(1 + max(int(i) for _, i in weights))],
+        )
         return np.array([[weights.get((t, i), np.nan) for i in encoders] for t in tasks]), tasks, encoders
 
     def conflict(self) -> tuple[np.ndarray, list[str], list[str]] | None:
@@ -189,11 +204,17 @@ def eval_json_record(path: Path) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(file.read_text())
-        record = {"step": int(data["env_steps"]), "eval/success_mean": float(data["success_mean"]), "source": EVAL_JSON,
-                  **{SUCCESS + task: float(v["success"]) for task, v in data["tasks"].items()}}
+        record = {
+            "step": int(data["env_steps"]),
+            "eval/success_mean": float(data["success_mean"]),
+            "source": EVAL_JSON,
+            **{SUCCESS + task: float(v["success"]) for task, v in data["tasks"].items()},
+        }
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ConfigError(f"'{file}' is not an evaluation written by `mtrl eval` ({type(e).__name__}: {e}); "
-                          "delete it or run `mtrl eval` again") from None
+        raise ConfigError(
+            f"'{file}' is not an evaluation written by `mtrl eval` ({type(e).__name__}: {e}); "
+            "delete it or run `mtrl eval` again"
+        ) from None
     return record
 
 
@@ -215,8 +236,11 @@ def drop_repeats(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
             continue
         keep, drop = (run, other) if furthest(run) > furthest(other) else (other, run)
         kept[key] = keep
-        notes.append(f"'{drop.path}' repeats the method and seed {run.config.get('seed')} of '{keep.path}', which got "
-                     f"further (evaluated at step {keep.final_step:,}, against {drop.final_step:,}); counted once, as '{keep.path}'")
+        notes.append(
+            f"'{drop.path}' repeats the method and seed {run.config.get('seed')} of '{keep.path}', which got "
+            f"further (evaluated at step {keep.final_step:,}, against {drop.final_step:,}); counted "
+            f"once, as '{keep.path}'"
+        )
     chosen = {id(r) for r in kept.values()}
     return [r for r in runs if id(r) in chosen], notes
 
@@ -268,8 +292,11 @@ def _seedless_teachers(config: dict[str, Any]) -> dict[str, Any]:
 def method_key(config: dict[str, Any]) -> dict[str, str]:
     """The method-defining part of a config: dotted key -> JSON value."""
     flat = flatten_config(_seedless_teachers(config))
-    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in flat.items()
-            if not any(k == n or k.startswith(n + ".") for n in NON_METHOD_KEYS)}
+    return {
+        k: json.dumps(v, sort_keys=True, default=str)
+        for k, v in flat.items()
+        if not any(k == n or k.startswith(n + ".") for n in NON_METHOD_KEYS)
+    }
 
 
 def _short(value: str) -> str:
@@ -288,7 +315,9 @@ def group_runs(runs: Sequence[Run]) -> list[Method]:
     for m in methods:
         for run in m.runs[1:]:
             if set(run.tasks) != set(m.tasks):
-                raise ConfigError(f"runs '{m.runs[0].path}' and '{run.path}' have the same config but evaluate different tasks")
+                raise ConfigError(
+                    f"runs '{m.runs[0].path}' and '{run.path}' have the same config but evaluate different tasks"
+                )
     names = [{r.name for r in m.runs} for m in methods]
     if all(len(n) == 1 and None not in n for n in names) and len(set.union(*names)) == len(methods):
         labels = [n.pop() for n in names]
@@ -296,7 +325,10 @@ def group_runs(runs: Sequence[Run]) -> list[Method]:
         keys = list(dict.fromkeys(k for m in methods for k in m.key))
         differ = sorted((k for k in keys if len({m.key.get(k) for m in methods}) > 1), key=lambda k: k != "agent.name")
         fallback = "agent.name" if "agent.name" in methods[0].key else None
-        labels = [" ".join([f"{k}={_short(m.key[k])}" for k in differ or [fallback] if k in m.key][:4]) or "method" for m in methods]
+        labels = [
+            " ".join([f"{k}={_short(m.key[k])}" for k in differ or [fallback] if k in m.key][:4]) or "method"
+            for m in methods
+        ]
         labels = [f"{lab} #{i + 1}" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
     for m, label in zip(methods, labels):
         m.label = str(label)
@@ -342,25 +374,44 @@ def aggregate(methods: Sequence[Method], reps: int = 2000, seed: int = 0) -> dic
     iqm_mean = lambda s: np.array([metrics.aggregate_iqm(s), metrics.aggregate_mean(s)])  # noqa: E731
     state = np.random.get_state()  # rliable's bootstraps draw from numpy's global RNG; restored below
     try:
-        out: dict[str, Any] = {"reps": reps, "seed": seed, "confidence": 0.95, "methods": [], "probability_of_improvement": []}
+        out: dict[str, Any] = {
+            "reps": reps,
+            "seed": seed,
+            "confidence": 0.95,
+            "methods": [],
+            "probability_of_improvement": [],
+        }
         for m in methods:
             np.random.seed(bootstrap_seed(seed, m.label))
             rng = np.random.default_rng(bootstrap_seed(seed, m.label))
-            entry: dict[str, Any] = {"label": m.label, "config": {k: json.loads(v) for k, v in m.key.items()}, "tasks": m.tasks,
-                                     "final_step": [min(r.final_step for r in m.runs), max(r.final_step for r in m.runs)],
-                                     "runs": [r.summary() for r in m.runs]}
+            entry: dict[str, Any] = {
+                "label": m.label,
+                "config": {k: json.loads(v) for k, v in m.key.items()},
+                "tasks": m.tasks,
+                "final_step": [min(r.final_step for r in m.runs), max(r.final_step for r in m.runs)],
+                "runs": [r.summary() for r in m.runs],
+            }
             for which in ("final", "best"):
                 point, ci = rly.get_interval_estimates({"m": m.scores(which)}, iqm_mean, reps=reps)
                 p, c = point["m"], ci["m"]
                 entry[which] = {"iqm": p[0], "iqm_ci": list(c[:, 0]), "mean": p[1], "mean_ci": list(c[:, 1])}
             final = m.scores("final")
-            entry["per_task"] = {t: {"mean": final[:, i].mean(), "std": final[:, i].std(), "n": len(final)} for i, t in enumerate(m.tasks)}
+            entry["per_task"] = {
+                t: {"mean": final[:, i].mean(), "std": final[:, i].std(), "n": len(final)}
+                for i, t in enumerate(m.tasks)
+            }
             steps, data = m.curves()
             iqm, (lo, hi) = _curve(data, reps, rng)
-            entry["curve"] = {"step": steps, "iqm": list(iqm), "lo": list(lo), "hi": list(hi), "per_task_mean": data.mean(axis=0).tolist()}
+            entry["curve"] = {
+                "step": steps,
+                "iqm": list(iqm),
+                "lo": list(lo),
+                "hi": list(hi),
+                "per_task_mean": data.mean(axis=0).tolist(),
+            }
             out["methods"].append(entry)
         for i, a in enumerate(methods):
-            for b in methods[i + 1:]:
+            for b in methods[i + 1 :]:
                 if set(a.tasks) != set(b.tasks):
                     continue  # no common ground
                 x, y = a.scores(), b.scores()[:, [b.tasks.index(t) for t in a.tasks]]
@@ -368,8 +419,10 @@ def aggregate(methods: Sequence[Method], reps: int = 2000, seed: int = 0) -> dic
                 p = float(metrics.probability_of_improvement(x, y))
                 _, ci = rly.get_interval_estimates({"p": [x, y]}, probability_of_improvement, reps=reps)
                 lo, hi = ci["p"][:, 0]  # P(Y > X) = 1 - P(X > Y), so the reverse pair reuses the bootstrap
-                out["probability_of_improvement"] += [{"x": a.label, "y": b.label, "p": p, "ci": [lo, hi]},
-                                                      {"x": b.label, "y": a.label, "p": 1 - p, "ci": [1 - hi, 1 - lo]}]
+                out["probability_of_improvement"] += [
+                    {"x": a.label, "y": b.label, "p": p, "ci": [lo, hi]},
+                    {"x": b.label, "y": a.label, "p": 1 - p, "ci": [1 - hi, 1 - lo]},
+                ]
     finally:
         np.random.set_state(state)
     return json.loads(json.dumps(out, default=float))  # plain floats and lists
@@ -387,8 +440,17 @@ def _steps(m: dict[str, Any]) -> str:
 
 def summary_rows(results: dict[str, Any]) -> list[list[str]]:
     """Rows of the summary table: method, runs, final step, final IQM, final mean, best IQM."""
-    return [[m["label"], str(len(m["runs"])), _steps(m), _ci(m["final"], "iqm"), _ci(m["final"], "mean"), _ci(m["best"], "iqm")]
-            for m in results["methods"]]
+    return [
+        [
+            m["label"],
+            str(len(m["runs"])),
+            _steps(m),
+            _ci(m["final"], "iqm"),
+            _ci(m["final"], "mean"),
+            _ci(m["best"], "iqm"),
+        ]
+        for m in results["methods"]
+    ]
 
 
 SUMMARY_HEADER = ["method", "runs", "final step", "final IQM [95% CI]", "final mean [95% CI]", "best IQM [95% CI]"]
@@ -398,8 +460,10 @@ def summary_table(report: Report):
     """The summary as a rich Table for the terminal."""
     from rich.table import Table
 
-    table = Table(title=f"{sum(len(m.runs) for m in report.methods)} runs, success rate, "
-                        f"95% stratified-bootstrap CIs ({report.results['reps']} reps)")
+    table = Table(
+        title=f"{sum(len(m.runs) for m in report.methods)} runs, success rate, "
+        f"95% stratified-bootstrap CIs ({report.results['reps']} reps)"
+    )
     for i, h in enumerate(SUMMARY_HEADER):
         table.add_column(h, justify="left" if i == 0 else "right")
     for row in summary_rows(report.results):
@@ -410,37 +474,72 @@ def summary_table(report: Report):
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     """The lines of a Markdown table, ``|`` in cells escaped."""
     esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-    return ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    return ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(map(esc, r)) + " |" for r in rows
+    ]
 
 
 def _markdown(results: dict[str, Any], out: Path | None = None) -> str:
     ms = results["methods"]
-    lines = ["# mtrl report", "", f"`{results['command']}`", "",
-             f"{sum(len(m['runs']) for m in ms)} runs of {len(ms)} method(s). Success rate over (runs x tasks) at each run's last "
-             f"evaluation (final) and at its best one by mean success (best); 95 % stratified-bootstrap confidence intervals "
-             f"(rliable, {results['reps']} reps, seed {results['seed']}).", ""]
+    lines = [
+        "# mtrl report",
+        "",
+        f"`{results['command']}`",
+        "",
+        f"{sum(len(m['runs']) for m in ms)} runs of {len(ms)} method(s). Success rate over (runs x "
+        "tasks) at each run's last "
+        "evaluation (final) and at its best one by mean success (best); 95 % stratified-bootstrap "
+        "confidence intervals "
+        f"(rliable, {results['reps']} reps, seed {results['seed']}).",
+        "",
+    ]
     lines += markdown_table(SUMMARY_HEADER, summary_rows(results))
     poi = {(p["x"], p["y"]): p for p in results["probability_of_improvement"]}
     if poi:
         labels = [m["label"] for m in ms]
         cell = lambda p: f"{p['p']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]" if p else "-"  # noqa: E731
-        lines += ["", "## Probability of improvement", "", "P(row > column): the chance that a run of the row method beats "
-                  "one of the column method on a task, averaged over tasks [95 % CI].", ""]
+        lines += [
+            "",
+            "## Probability of improvement",
+            "",
+            "P(row > column): the chance that a run of the row method beats "
+            "one of the column method on a task, averaged over tasks [95 % CI].",
+            "",
+        ]
         lines += markdown_table(["", *labels], [[a, *(cell(poi.get((a, b))) for b in labels)] for a in labels])
     tasks = list(dict.fromkeys(t for m in ms for t in m["tasks"]))
     cell = lambda d: f"{d['mean']:.2f} ± {d['std']:.2f}" if d else "-"  # noqa: E731
     lines += ["", "## Final success per task", "", "Mean ± std over runs.", ""]
-    lines += markdown_table(["task", *(m["label"] for m in ms)], [[t, *(cell(m["per_task"].get(t)) for m in ms)] for t in tasks])
+    lines += markdown_table(
+        ["task", *(m["label"] for m in ms)], [[t, *(cell(m["per_task"].get(t)) for m in ms)] for t in tasks]
+    )
     lines += ["", "## Runs", ""]
-    lines += markdown_table(["method", "run", "final step", "final success", "best step", "best success"],
-                       [[m["label"], r["dir"], f"{r['final_step']:,}" + (" (eval.json)" if r.get("final_source") == EVAL_JSON else ""),
-                         f"{r['final_success_mean']:.3f}", f"{r['best_step']:,}",
-                         f"{r['best_success_mean']:.3f}"] for m in ms for r in m["runs"]])
+    lines += markdown_table(
+        ["method", "run", "final step", "final success", "best step", "best success"],
+        [
+            [
+                m["label"],
+                r["dir"],
+                f"{r['final_step']:,}" + (" (eval.json)" if r.get("final_source") == EVAL_JSON else ""),
+                f"{r['final_success_mean']:.3f}",
+                f"{r['best_step']:,}",
+                f"{r['best_success_mean']:.3f}",
+            ]
+            for m in ms
+            for r in m["runs"]
+        ],
+    )
     videos = [(r["dir"], sorted((Path(r["dir"]) / "videos").glob("*.mp4"))) for m in ms for r in m["runs"]]
     if any(files for _, files in videos):  # links relative to the report, written by `mtrl eval RUN_DIR --video`
         link = lambda v: Path(os.path.relpath(v.resolve(), Path(out or ".").resolve())).as_posix()  # noqa: E731
-        lines += ["", "## Videos", "", "One deterministic episode per task (`mtrl eval RUN_DIR --video`); the bar "
-                  "along the bottom turns from red to green at the first success.", ""]
+        lines += [
+            "",
+            "## Videos",
+            "",
+            "One deterministic episode per task (`mtrl eval RUN_DIR --video`); the bar "
+            "along the bottom turns from red to green at the first success.",
+            "",
+        ]
         lines += [f"- {run}: " + ", ".join(f"[{v.stem}](<{link(v)}>)" for v in files) for run, files in videos if files]
     if results["skipped"]:
         lines += ["", "Skipped: " + "; ".join(results["skipped"])]
@@ -471,8 +570,14 @@ def method_styles(count: int) -> list[dict[str, str]]:
     lines first, then dashed, dotted, dash-dotted; then other markers. Two methods of a large
     report never share a legend entry's look, as they would cycling through the colours alone."""
     colours = 10
-    return [{"color": f"C{k % colours}", "linestyle": LINE_STYLES[k // colours % len(LINE_STYLES)],
-             "marker": MARKERS[k // (colours * len(LINE_STYLES)) % len(MARKERS)]} for k in range(count)]
+    return [
+        {
+            "color": f"C{k % colours}",
+            "linestyle": LINE_STYLES[k // colours % len(LINE_STYLES)],
+            "marker": MARKERS[k // (colours * len(LINE_STYLES)) % len(MARKERS)],
+        }
+        for k in range(count)
+    ]
 
 
 def plot(methods: Sequence[Method], results: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -487,8 +592,15 @@ def plot(methods: Sequence[Method], results: dict[str, Any], out_dir: Path) -> l
         c = m["curve"]
         ax.plot(c["step"], c["iqm"], ms=3, label=m["label"], **style)
         ax.fill_between(c["step"], c["lo"], c["hi"], alpha=0.07 if many else 0.2, color=style["color"])
-    ax.set(xlabel="environment steps", ylabel="success rate, IQM over runs x tasks", ylim=(-0.02, 1.02), title="success (95 % CI)")
-    ax.legend(fontsize=8, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1), "ncols": 1 + len(ms) // 25} if many else {}))
+    ax.set(
+        xlabel="environment steps",
+        ylabel="success rate, IQM over runs x tasks",
+        ylim=(-0.02, 1.02),
+        title="success (95 % CI)",
+    )
+    ax.legend(
+        fontsize=8, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1), "ncols": 1 + len(ms) // 25} if many else {})
+    )
     save_figure(fig, out_dir / "success_curve.png")
     files.append(out_dir / "success_curve.png")
     tasks = list(dict.fromkeys(t for m in ms for t in m["tasks"]))
@@ -502,10 +614,10 @@ def plot(methods: Sequence[Method], results: dict[str, Any], out_dir: Path) -> l
                 ax.plot(m["curve"]["step"], series, ms=2, label=m["label"], **styles[k])
         ax.set_title(task, fontsize=8)
         ax.set_ylim(-0.02, 1.02)
-    for ax in axes[len(tasks):]:
+    for ax in axes[len(tasks) :]:
         ax.set_visible(False)
     handles = {}  # every method once, also those not evaluated on the first task
-    for ax in axes[:len(tasks)]:
+    for ax in axes[: len(tasks)]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(4, len(ms)), fontsize=8)
@@ -515,14 +627,31 @@ def plot(methods: Sequence[Method], results: dict[str, Any], out_dir: Path) -> l
     attention = [(m.label, *a) for m in methods if (a := first(r.attention() for r in m.runs))]
     conflict = [(m.label, *c) for m in methods if (c := first(r.conflict() for r in m.runs))]
     if attention:
-        files.append(_heatmaps(out_dir / "attention.png", attention, "CARE attention (latest): tasks x encoders", vmin=0, cmap="viridis"))
+        files.append(
+            _heatmaps(
+                out_dir / "attention.png",
+                attention,
+                "CARE attention (latest): tasks x encoders",
+                vmin=0,
+                cmap="viridis",
+            )
+        )
     if conflict:
-        files.append(_heatmaps(out_dir / "conflict.png", conflict, "critic gradient cosine (latest)", vmin=-1, vmax=1, cmap="RdBu"))
+        files.append(
+            _heatmaps(
+                out_dir / "conflict.png", conflict, "critic gradient cosine (latest)", vmin=-1, vmax=1, cmap="RdBu"
+            )
+        )
     return files
 
 
-def write_report(paths: Sequence[str | Path], out_dir: str | Path = "report", reps: int = 2000, seed: int = 0,
-                 step: int | None = None) -> Report:
+def write_report(
+    paths: Sequence[str | Path],
+    out_dir: str | Path = "report",
+    reps: int = 2000,
+    seed: int = 0,
+    step: int | None = None,
+) -> Report:
     """Find, group and aggregate the runs in ``paths``; write summary.md, summary.csv,
     per_task.csv, summary.json and the plots to ``out_dir`` (created; other files kept).
     ``step``: read every run as it stood at that env step (its evaluations up to it), to
@@ -550,23 +679,46 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path = "report", re
     methods = group_runs(evaluated)
     results = aggregate(methods, reps, seed)
     out = Path(out_dir)
-    options = (["--out", str(out)] + (["--reps", str(reps)] if reps != 2000 else []) + (["--seed", str(seed)] if seed else [])
-               + (["--step", str(step)] if step is not None else []))
+    options = (
+        ["--out", str(out)]
+        + (["--reps", str(reps)] if reps != 2000 else [])
+        + (["--seed", str(seed)] if seed else [])
+        + (["--step", str(step)] if step is not None else [])
+    )
     results["command"] = "mtrl report " + shlex.join([*map(str, paths), *options])
     results["skipped"] = warnings
     out.mkdir(parents=True, exist_ok=True)
     report = Report(out, methods, results, warnings=warnings)
     atomic_write(out / "summary.md", _markdown(results, out))
     atomic_write(out / "summary.json", json.dumps(results, indent=2) + "\n")
-    atomic_write(out / "summary.csv", csv_text(
-        [["method", "runs", "final_step_min", "final_step_max"] + [f"{a}_{s}{e}" for a in ("final", "best")
-         for s in ("iqm", "mean") for e in ("", "_lo", "_hi")]]
-        + [[m["label"], len(m["runs"]), *m["final_step"]] + [x for a in ("final", "best")
-           for s in ("iqm", "mean") for x in (m[a][s], *m[a][s + "_ci"])] for m in results["methods"]]))
-    atomic_write(out / "per_task.csv", csv_text(
-        [["method", "task", "mean", "std", "n"]]
-        + [[m["label"], t, d["mean"], d["std"], d["n"]] for m in results["methods"] for t, d in m["per_task"].items()]))
-    report.files = [out / n for n in ("summary.md", "summary.csv", "per_task.csv", "summary.json")] + plot(methods, results, out)
+    atomic_write(
+        out / "summary.csv",
+        csv_text(
+            [
+                ["method", "runs", "final_step_min", "final_step_max"]
+                + [f"{a}_{s}{e}" for a in ("final", "best") for s in ("iqm", "mean") for e in ("", "_lo", "_hi")]
+            ]
+            + [
+                [m["label"], len(m["runs"]), *m["final_step"]]
+                + [x for a in ("final", "best") for s in ("iqm", "mean") for x in (m[a][s], *m[a][s + "_ci"])]
+                for m in results["methods"]
+            ]
+        ),
+    )
+    atomic_write(
+        out / "per_task.csv",
+        csv_text(
+            [["method", "task", "mean", "std", "n"]]
+            + [
+                [m["label"], t, d["mean"], d["std"], d["n"]]
+                for m in results["methods"]
+                for t, d in m["per_task"].items()
+            ]
+        ),
+    )
+    report.files = [out / n for n in ("summary.md", "summary.csv", "per_task.csv", "summary.json")] + plot(
+        methods, results, out
+    )
     return report
 
 

@@ -11,15 +11,24 @@ together with the others. Writes transfer.md, transfer.csv, transfer.json and tr
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from mtrl.analysis.report import (
+    bootstrap_seed,
+    csv_text,
+    drop_repeats,
+    find_runs,
+    group_runs,
+    markdown_table,
+    save_figure,
+)
 from mtrl.atomic_write import atomic_write
 from mtrl.errors import ConfigError
-from mtrl.analysis.report import bootstrap_seed, csv_text, drop_repeats, find_runs, group_runs, markdown_table, save_figure
 
 
 @dataclass
@@ -50,12 +59,15 @@ def bootstrap_difference(x: np.ndarray, y: np.ndarray, reps: int, rng: np.random
     return float(lo), float(hi)
 
 
-def write_transfer_report(mt_paths: Sequence[str | Path], st_paths: Sequence[str | Path], out_dir: str | Path,
-                          reps: int = 2000, seed: int = 0) -> TransferReport:
+def write_transfer_report(
+    mt_paths: Sequence[str | Path], st_paths: Sequence[str | Path], out_dir: str | Path, reps: int = 2000, seed: int = 0
+) -> TransferReport:
     single, notes = single_task_scores(st_paths)
     if not single:
-        raise ConfigError(f"no single-task run with an evaluation under {', '.join(map(str, st_paths))}; "
-                          "train them first (mtrl single-task CONFIG --seeds N)")
+        raise ConfigError(
+            f"no single-task run with an evaluation under {', '.join(map(str, st_paths))}; "
+            "train them first (mtrl single-task CONFIG --seeds N)"
+        )
     mt_runs, mt_notes = drop_repeats([r for r in find_runs(mt_paths) if r.evals])
     if not mt_runs:
         raise ConfigError(f"no multi-task run with an evaluation under {', '.join(map(str, mt_paths))}")
@@ -70,18 +82,46 @@ def write_transfer_report(mt_paths: Sequence[str | Path], st_paths: Sequence[str
             x, y = final[:, i][~np.isnan(final[:, i])], np.asarray(single[task])
             rng = np.random.default_rng(bootstrap_seed(seed, m.label, task))  # CIs independent of the other rows
             lo, hi = bootstrap_difference(x, y, reps, rng)
-            report.rows.append({"method": m.label, "task": task, "transfer": float(x.mean() - y.mean()), "ci": [lo, hi],
-                                "multi_task": float(x.mean()), "single_task": float(y.mean()), "seeds": [len(x), len(y)]})
+            report.rows.append(
+                {
+                    "method": m.label,
+                    "task": task,
+                    "transfer": float(x.mean() - y.mean()),
+                    "ci": [lo, hi],
+                    "multi_task": float(x.mean()),
+                    "single_task": float(y.mean()),
+                    "seeds": [len(x), len(y)],
+                }
+            )
     out = report.out_dir
     out.mkdir(parents=True, exist_ok=True)
     header = ["method", "task", "transfer", "95% CI", "multi-task", "single-task", "seeds (MT, ST)"]
-    table = [[r["method"], r["task"], f"{r['transfer']:+.3f}", f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]",
-              f"{r['multi_task']:.3f}", f"{r['single_task']:.3f}", f"{r['seeds'][0]}, {r['seeds'][1]}"] for r in report.rows]
-    atomic_write(out / "transfer.md", "\n".join(["# Transfer: multi-task minus single-task final success", "",
-                                                 *markdown_table(header, table), ""]))
-    atomic_write(out / "transfer.csv", csv_text([["method", "task", "transfer", "ci_low", "ci_high", "multi_task", "single_task"]]
-                                            + [[r["method"], r["task"], r["transfer"], *r["ci"], r["multi_task"], r["single_task"]]
-                                               for r in report.rows]))
+    table = [
+        [
+            r["method"],
+            r["task"],
+            f"{r['transfer']:+.3f}",
+            f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]",
+            f"{r['multi_task']:.3f}",
+            f"{r['single_task']:.3f}",
+            f"{r['seeds'][0]}, {r['seeds'][1]}",
+        ]
+        for r in report.rows
+    ]
+    atomic_write(
+        out / "transfer.md",
+        "\n".join(["# Transfer: multi-task minus single-task final success", "", *markdown_table(header, table), ""]),
+    )
+    atomic_write(
+        out / "transfer.csv",
+        csv_text(
+            [["method", "task", "transfer", "ci_low", "ci_high", "multi_task", "single_task"]]
+            + [
+                [r["method"], r["task"], r["transfer"], *r["ci"], r["multi_task"], r["single_task"]]
+                for r in report.rows
+            ]
+        ),
+    )
     atomic_write(out / "transfer.json", json.dumps({"reps": reps, "seed": seed, "rows": report.rows}, indent=1))
     report.files = [out / n for n in ("transfer.md", "transfer.csv", "transfer.json")]
     if report.rows:
@@ -104,8 +144,14 @@ def plot_transfer(rows: list[dict[str, Any]], path: Path) -> Path:
         for r in (r for r in rows if r["method"] == label):
             y = tasks.index(r["task"]) + j * height
             color = "tab:red" if r["ci"][1] < 0 else ("tab:green" if r["ci"][0] > 0 else "tab:gray")
-            ax.barh(y, r["transfer"], height * 0.9, color=color, xerr=[[r["transfer"] - r["ci"][0]], [r["ci"][1] - r["transfer"]]],
-                    label=None)
+            ax.barh(
+                y,
+                r["transfer"],
+                height * 0.9,
+                color=color,
+                xerr=[[r["transfer"] - r["ci"][0]], [r["ci"][1] - r["transfer"]]],
+                label=None,
+            )
             ax.text(0, y, f" {label}", va="center", fontsize=7)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(tasks))], tasks)

@@ -10,16 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtrl.atomic_write import atomic_write
-from mtrl.errors import RenderUnavailable, WriteError, did_you_mean
+from mtrl.builders import make_suite, resolve_device
 from mtrl.config import ConfigError
-from mtrl.training.evaluation import EvalResult, evaluate
+from mtrl.errors import RenderUnavailable, WriteError, did_you_mean
 from mtrl.inference.export import is_export, read_export
 from mtrl.inference.policy import policy_from_checkpoint
+from mtrl.inference.video import Video, film, require_video_extra
+from mtrl.seeding import run_seeds
+from mtrl.training.evaluation import EvalResult, evaluate
 from mtrl.training.progress import StepProgress
 from mtrl.training.run_files import read_checkpoint, read_run
-from mtrl.seeding import run_seeds
-from mtrl.builders import make_suite, resolve_device
-from mtrl.inference.video import Video, film, require_video_extra
 
 
 @dataclass
@@ -39,8 +39,14 @@ def evaluate_run(run_dir: Path, episodes: int | None = None, device: str = "auto
     return run.result, run.eval_json
 
 
-def evaluate_and_film(run_dir: Path, episodes: int | None = None, device: str = "auto", video: bool = False,
-                      tasks: list[str] | None = None, progress: bool = False) -> EvalRun:
+def evaluate_and_film(
+    run_dir: Path,
+    episodes: int | None = None,
+    device: str = "auto",
+    video: bool = False,
+    tasks: list[str] | None = None,
+    progress: bool = False,
+) -> EvalRun:
     """:func:`evaluate_run`, and with ``video`` one filmed episode of each of ``tasks`` (default:
     all) in ``RUN_DIR/videos/<task>.mp4``. Where the suite cannot render here (no OpenGL),
     one line says why and what to install (on stderr and in ``video_problem``) and the
@@ -84,23 +90,41 @@ def evaluate_and_film(run_dir: Path, episodes: int | None = None, device: str = 
     env = suite.make_eval_env(num_episodes, seed=run_seeds(cfg.seed).evaluation)
     try:
         if env.obs_dim != policy.obs_dim or env.act_dim != policy.act_dim:
-            raise ConfigError(f"checkpoint '{checkpoint}' does not fit the run's config '{config_path}': its agent takes "
-                              f"{policy.obs_dim}-d observations and {policy.act_dim}-d actions, the suite's env has "
-                              f"{env.obs_dim} and {env.act_dim}")
+            raise ConfigError(
+                f"checkpoint '{checkpoint}' does not fit the run's config '{config_path}': its agent takes "
+                f"{policy.obs_dim}-d observations and {policy.act_dim}-d actions, the suite's env has "
+                f"{env.obs_dim} and {env.act_dim}"
+            )
         if progress:
-            print(f"mtrl: evaluating {checkpoint} (step {state.get('env_steps', 0):,}): {num_episodes} episodes x "
-                  f"{len(policy.task_names)} tasks; Ctrl-C stops it and writes nothing", file=sys.stderr, flush=True)
+            print(
+                f"mtrl: evaluating {checkpoint} (step {state.get('env_steps', 0):,}): {num_episodes} episodes x "
+                f"{len(policy.task_names)} tasks; Ctrl-C stops it and writes nothing",
+                file=sys.stderr,
+                flush=True,
+            )
         with StepProgress("eval", num_episodes * len(policy.task_names), unit="episodes", enabled=progress) as bar:
-            result = evaluate(policy, env, list(policy.task_names), num_episodes, cfg.train.eval_stop_on_success,
-                              on_episode=bar.advance)
+            result = evaluate(
+                policy,
+                env,
+                list(policy.task_names),
+                num_episodes,
+                cfg.train.eval_stop_on_success,
+                on_episode=bar.advance,
+            )
     finally:
         env.close()
-    payload = {"checkpoint": checkpoint.name, "env_steps": state.get("env_steps"), "episodes_per_task": num_episodes, **result.to_json()}
+    payload = {
+        "checkpoint": checkpoint.name,
+        "env_steps": state.get("env_steps"),
+        "episodes_per_task": num_episodes,
+        **result.to_json(),
+    }
     try:
         atomic_write(out, json.dumps(payload, indent=2))
     except WriteError as e:
         raise ConfigError(
-            f"{e}; the evaluation (mean success {result.success_mean:.0%}, {num_episodes} episodes per task) was not saved"
+            f"{e}; the evaluation (mean success {result.success_mean:.0%}, {num_episodes} episodes "
+            "per task) was not saved"
         ) from None
     return EvalRun(result, out, videos, problem)
 
@@ -109,8 +133,9 @@ def _tasks_to_film(tasks: list[str] | None, names: list[str]) -> list[str]:
     """``--tasks`` checked against the run's tasks (all of them when not given)."""
     for name in tasks or []:
         if name not in names:
-            raise ConfigError(f"--tasks: unknown task '{name}'{did_you_mean(name, names)}; the run's tasks are: "
-                              f"{', '.join(names)}")
+            raise ConfigError(
+                f"--tasks: unknown task '{name}'{did_you_mean(name, names)}; the run's tasks are: {', '.join(names)}"
+            )
     return list(dict.fromkeys(tasks)) if tasks else names
 
 

@@ -57,9 +57,14 @@ def export_policy(run_dir: Path, out: Path, checkpoint: str | int | None = None)
         weights[name] = value.detach().contiguous().clone()  # tied weights become copies: safetensors stores no aliases
     blob = st.save(weights, metadata={"format": FORMAT})
     manifest = {
-        "format": FORMAT, "task_names": list(policy.task_names), "obs_dim": policy.obs_dim, "act_dim": policy.act_dim,
-        "descriptions": list(policy.spec.descriptions), "env_steps": policy.env_steps,
-        "checkpoint": policy.checkpoint.name, "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "format": FORMAT,
+        "task_names": list(policy.task_names),
+        "obs_dim": policy.obs_dim,
+        "act_dim": policy.act_dim,
+        "descriptions": list(policy.spec.descriptions),
+        "env_steps": policy.env_steps,
+        "checkpoint": policy.checkpoint.name,
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
     }
     atomic_write(out / WEIGHTS, blob)
     atomic_write(out / CONFIG, config_yaml(policy.config))
@@ -77,21 +82,40 @@ def read_export(folder: Path, device: torch.device) -> tuple[Path, dict[str, Any
         manifest = json.loads(manifest_path.read_text())
         blob = weights_path.read_bytes()
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ConfigError(f"'{folder}' is not a readable export ({type(e).__name__}: "
-                          f"{(str(e).splitlines() or [''])[0][:100]}); export it again with mtrl export") from None
-    keys = {"format": str, "task_names": list, "obs_dim": int, "act_dim": int, "descriptions": list, "weights_sha256": str}
-    if not isinstance(manifest, dict) or any(not isinstance(manifest.get(k), t) for k, t in keys.items()) \
-            or manifest["format"] != FORMAT:
+        raise ConfigError(
+            f"'{folder}' is not a readable export ({type(e).__name__}: "
+            f"{(str(e).splitlines() or [''])[0][:100]}); export it again with mtrl export"
+        ) from None
+    keys = {
+        "format": str,
+        "task_names": list,
+        "obs_dim": int,
+        "act_dim": int,
+        "descriptions": list,
+        "weights_sha256": str,
+    }
+    if (
+        not isinstance(manifest, dict)
+        or any(not isinstance(manifest.get(k), t) for k, t in keys.items())
+        or manifest["format"] != FORMAT
+    ):
         raise ConfigError(f"'{manifest_path}' is not an {FORMAT} manifest; export the run again with mtrl export")
     if hashlib.sha256(blob).hexdigest() != manifest["weights_sha256"]:
         raise ConfigError(f"'{weights_path}' is truncated or corrupt (its SHA-256 differs from {MANIFEST}'s)")
     try:
         weights = st.load(blob)
     except Exception as e:  # safetensors' own errors: a bad header, sizes that do not add up
-        raise ConfigError(f"'{weights_path}' cannot be read ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]})") from None
+        raise ConfigError(
+            f"'{weights_path}' cannot be read ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]})"
+        ) from None
     state = {
         "sac": {"agent": {k: v.to(device) for k, v in weights.items()}},
-        "task_names": manifest["task_names"], "env_steps": manifest.get("env_steps"),
-        "spec": {"obs_dim": manifest["obs_dim"], "act_dim": manifest["act_dim"], "descriptions": manifest["descriptions"]},
+        "task_names": manifest["task_names"],
+        "env_steps": manifest.get("env_steps"),
+        "spec": {
+            "obs_dim": manifest["obs_dim"],
+            "act_dim": manifest["act_dim"],
+            "descriptions": manifest["descriptions"],
+        },
     }
     return weights_path, state

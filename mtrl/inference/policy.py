@@ -14,22 +14,23 @@ built to read them. ``mtrl eval`` builds its agent the same way (:func:`mtrl.tra
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
 
-from mtrl.learner.agent import Agent, EnvSpec
 from mtrl.builders import agent_from_checkpoint, make_spec, make_suite, resolve_device
 from mtrl.config import Config
 from mtrl.errors import ConfigError, did_you_mean
-from mtrl.training.run_files import check_summary, read_checkpoint, read_run
+from mtrl.learner.agent import Agent, EnvSpec
 from mtrl.seeding import run_seeds
 from mtrl.suite import Suite
+from mtrl.training.run_files import check_summary, read_checkpoint, read_run
 
-TaskIds = Union[str, int, Sequence[Union[str, int]], np.ndarray]
+TaskIds = str | int | Sequence[str | int] | np.ndarray
 
 
 class TrainedPolicy:
@@ -40,8 +41,9 @@ class TrainedPolicy:
     ``config`` (the run's :class:`~mtrl.config.Config`) and ``agent`` (the torch module, in
     eval mode)."""
 
-    def __init__(self, agent: Agent, spec: EnvSpec, config: Config, checkpoint: Path, env_steps: int | None,
-                 device: torch.device):
+    def __init__(
+        self, agent: Agent, spec: EnvSpec, config: Config, checkpoint: Path, env_steps: int | None, device: torch.device
+    ):
         self.agent, self.spec, self.config = agent, spec, config
         self.checkpoint, self.env_steps, self.device = Path(checkpoint), env_steps, device
         self.task_names: tuple[str, ...] = tuple(spec.task_names)
@@ -50,8 +52,10 @@ class TrainedPolicy:
 
     def __repr__(self) -> str:
         steps = "?" if self.env_steps is None else f"{self.env_steps:,}"
-        return (f"TrainedPolicy({self.config.agent.name} on {len(self.task_names)} {self.spec.suite} tasks, "
-                f"{steps} env steps, {self.checkpoint.name}, {self.device})")
+        return (
+            f"TrainedPolicy({self.config.agent.name} on {len(self.task_names)} {self.spec.suite} tasks, "
+            f"{steps} env steps, {self.checkpoint.name}, {self.device})"
+        )
 
     def task_indices(self, task_ids: TaskIds, batch: int) -> np.ndarray:
         """Task ids as a (batch,) int64 array: names or indices, one per row or one for all.
@@ -60,8 +64,10 @@ class TrainedPolicy:
         if ids.ndim == 0:
             ids = np.repeat(ids, batch)
         if ids.shape != (batch,):
-            raise ConfigError(f"task_ids has shape {ids.shape} for {batch} observations; pass one task per row, "
-                              "or one name or index for all")
+            raise ConfigError(
+                f"task_ids has shape {ids.shape} for {batch} observations; pass one task per row, "
+                "or one name or index for all"
+            )
         if ids.dtype.kind in "iu":
             return self._check_range(ids.astype(np.int64))
         if ids.dtype.kind not in "USO":
@@ -80,8 +86,10 @@ class TrainedPolicy:
     def _check_range(self, ids: np.ndarray) -> np.ndarray:
         bad = ids[(ids < 0) | (ids >= len(self.task_names))]
         if len(bad):
-            raise ConfigError(f"task index {int(bad[0])} is out of range: this agent has {len(self.task_names)} tasks "
-                              f"(0..{len(self.task_names) - 1}: {', '.join(self.task_names)})")
+            raise ConfigError(
+                f"task index {int(bad[0])} is out of range: this agent has {len(self.task_names)} tasks "
+                f"(0..{len(self.task_names) - 1}: {', '.join(self.task_names)})"
+            )
         return ids
 
     def act(self, obs: np.ndarray, task_ids: TaskIds, deterministic: bool = True) -> np.ndarray:
@@ -104,10 +112,14 @@ class TrainedPolicy:
     def _width_problem(self, shape: tuple[int, ...]) -> str:
         hint = ""
         if len(shape) and shape[-1] == self.obs_dim + len(self.task_names):
-            hint = ("; it looks like a one-hot task id is appended: pass the raw observation (Meta-World: "
-                    "use_one_hot=False) and the task ids separately")
-        return (f"observations have shape {tuple(shape)}, the agent takes (batch, {self.obs_dim}) "
-                f"({self.spec.suite} observations){hint}")
+            hint = (
+                "; it looks like a one-hot task id is appended: pass the raw observation (Meta-World: "
+                "use_one_hot=False) and the task ids separately"
+            )
+        return (
+            f"observations have shape {tuple(shape)}, the agent takes (batch, {self.obs_dim}) "
+            f"({self.spec.suite} observations){hint}"
+        )
 
 
 def load(run_dir: str | Path, checkpoint: str | Path | int | None = None, device: str = "auto") -> TrainedPolicy:
@@ -137,8 +149,9 @@ def load(run_dir: str | Path, checkpoint: str | Path | int | None = None, device
     return policy_from_checkpoint(cfg, suite, path, state, config_path, torch_device)
 
 
-def policy_from_checkpoint(cfg: Config, suite: Suite, checkpoint: Path, state: Any, config_path: Path,
-                           device: torch.device) -> TrainedPolicy:
+def policy_from_checkpoint(
+    cfg: Config, suite: Suite, checkpoint: Path, state: Any, config_path: Path, device: torch.device
+) -> TrainedPolicy:
     """Build the agent of ``cfg`` and load the checkpoint's weights; one-line errors when the
     checkpoint does not fit the config (other tasks, other network sizes)."""
     misfit = f"checkpoint '{checkpoint}' does not fit the run's config '{config_path}'"
@@ -168,4 +181,3 @@ def _sizes(suite: Suite, saved: dict[str, Any], seed: int) -> Any:
 def _names(names: Sequence[str], shown: int = 4) -> str:
     names = list(names)
     return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")
-

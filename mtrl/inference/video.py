@@ -20,8 +20,8 @@ import numpy as np
 
 from mtrl.atomic_write import atomic_write
 from mtrl.errors import ConfigError, RenderUnavailable, install_hint
-from mtrl.training.evaluation import Policy
 from mtrl.suite import MultiTaskVecEnv
+from mtrl.training.evaluation import Policy
 
 FPS = 20
 MAX_FRAMES = 125
@@ -49,8 +49,9 @@ def require_video_extra() -> None:
         import imageio  # noqa: F401
         import imageio_ffmpeg  # noqa: F401
     except ImportError as e:
-        raise ConfigError(f"--video needs imageio and imageio-ffmpeg ({e.name} is missing): "
-                          f"{install_hint('video')}") from None
+        raise ConfigError(
+            f"--video needs imageio and imageio-ffmpeg ({e.name} is missing): {install_hint('video')}"
+        ) from None
 
 
 def video_path(out_dir: Path, task: str) -> Path:
@@ -61,12 +62,13 @@ def video_path(out_dir: Path, task: str) -> Path:
 def mark(frame: np.ndarray, succeeded: bool) -> np.ndarray:
     """A copy of ``frame`` with the success bar along its bottom edge."""
     out = np.array(frame, dtype=np.uint8, copy=True)
-    out[-max(3, out.shape[0] // 24):] = SUCCESS if succeeded else NOT_YET
+    out[-max(3, out.shape[0] // 24) :] = SUCCESS if succeeded else NOT_YET
     return out
 
 
-def film(policy: Policy, env: MultiTaskVecEnv, task_names: list[str], tasks: list[str], out_dir: Path,
-         fps: int = FPS) -> list[Video]:
+def film(
+    policy: Policy, env: MultiTaskVecEnv, task_names: list[str], tasks: list[str], out_dir: Path, fps: int = FPS
+) -> list[Video]:
     """Film one deterministic episode of each of ``tasks`` on ``env`` (an evaluation env:
     slot t runs task t) into ``out_dir``. :class:`RenderUnavailable` when the env cannot
     render (its ``render_slots`` returns None) or cannot here (no OpenGL backend); videos
@@ -91,7 +93,8 @@ def film(policy: Policy, env: MultiTaskVecEnv, task_names: list[str], tasks: lis
             if first_success is None and result.success[slot]:
                 first_success = step
             done = bool(result.terminated[slot] or result.truncated[slot]) or (
-                first_success is not None and step - first_success >= tail)
+                first_success is not None and step - first_success >= tail
+            )
             if step % every == 0 or done:
                 frames.append(mark(_frame(env, slot), first_success is not None))
             if done:
@@ -113,5 +116,6 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: int = FPS) -> Path:
     import imageio.v3 as iio
 
     stack = np.stack(frames)
-    return atomic_write(path, lambda f: iio.imwrite(f, stack, extension=".mp4", plugin="FFMPEG", fps=fps,
-                                                    macro_block_size=16))
+    return atomic_write(
+        path, lambda f: iio.imwrite(f, stack, extension=".mp4", plugin="FFMPEG", fps=fps, macro_block_size=16)
+    )

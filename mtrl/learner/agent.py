@@ -14,16 +14,16 @@ attention weights) is declared in :mod:`mtrl.learner.hooks`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mtrl.networks.care_encoder import TaskEmbedding
 from mtrl.errors import layer_sizes, or_null
+from mtrl.networks.care_encoder import TaskEmbedding
 from mtrl.networks.ensemble import EnsembleMLP, TanhGaussianActor, TaskBlock, TwinQ
 
 
@@ -82,15 +82,24 @@ def task_conditioned_agent(spec: EnvSpec, net: Callable[[int, int, int], nn.Modu
 def mlp_critic(cfg, in_dim: int, act_dim: int, num_heads: int = 1) -> TwinQ:
     """The twin MLP critics of an agent config with ``hidden_sizes``, ``init``,
     ``critic_hidden_sizes`` (None: ``hidden_sizes``) and ``critic_layer_norm``."""
-    return TwinQ.mlp(in_dim=in_dim, act_dim=act_dim, hidden=cfg.critic_hidden_sizes or cfg.hidden_sizes,
-                     num_heads=num_heads, init=cfg.init,
-                     layer_norm=cfg.critic_layer_norm)
+    return TwinQ.mlp(
+        in_dim=in_dim,
+        act_dim=act_dim,
+        hidden=cfg.critic_hidden_sizes or cfg.hidden_sizes,
+        num_heads=num_heads,
+        init=cfg.init,
+        layer_norm=cfg.critic_layer_norm,
+    )
 
 
 def critic_size_check(cfg) -> tuple:
     """The ``check_values`` row of ``agent.critic_hidden_sizes``."""
-    return ("agent.critic_hidden_sizes", cfg.critic_hidden_sizes, or_null(layer_sizes),
-            "a non-empty list of sizes >= 1 (or null: agent.hidden_sizes)")
+    return (
+        "agent.critic_hidden_sizes",
+        cfg.critic_hidden_sizes,
+        or_null(layer_sizes),
+        "a non-empty list of sizes >= 1 (or null: agent.hidden_sizes)",
+    )
 
 
 ACTOR_ENCODERS = ("own", "critic_detached", "critic")
@@ -105,8 +114,14 @@ class Agent(nn.Module):
     choice); ``"critic"`` -- it reads and trains the critic's encoder.
     """
 
-    def __init__(self, encoder: nn.Module, actor: TanhGaussianActor, critic: TwinQ,
-                 actor_encoder: str = "critic_detached", actor_encoder_net: nn.Module | None = None):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        actor: TanhGaussianActor,
+        critic: TwinQ,
+        actor_encoder: str = "critic_detached",
+        actor_encoder_net: nn.Module | None = None,
+    ):
         super().__init__()
         if actor_encoder not in ACTOR_ENCODERS:
             raise ValueError(f"unknown actor_encoder '{actor_encoder}', expected one of {ACTOR_ENCODERS}")
@@ -159,7 +174,9 @@ class Agent(nn.Module):
         blocks = []
         actor_encoder = self.actor_encoder if self.actor_encoder is not None else self.encoder
         for part, net, encoder in (("actor", self.actor.net, actor_encoder), ("critic", self.critic.net, self.encoder)):
-            blocks += _one_hot_rows(f"{part}.net", net, encoder) + [b.prefixed(f"{part}.net") for b in net.task_blocks()]
+            blocks += _one_hot_rows(f"{part}.net", net, encoder) + [
+                b.prefixed(f"{part}.net") for b in net.task_blocks()
+            ]
         for prefix, encoder in (("encoder", self.encoder), ("actor_encoder", self.actor_encoder)):
             for name, module in encoder.named_modules() if encoder is not None else ():
                 if isinstance(module, TaskEmbedding) and isinstance(module.table, nn.Parameter):
@@ -186,4 +203,3 @@ def _one_hot_rows(prefix: str, net: EnsembleMLP, encoder: nn.Module) -> list[Tas
         return []
     first = "hidden.0" if len(net.hidden) else "head"
     return [TaskBlock(f"{prefix}.{first}.weight", 1, encoder.obs_dim, 1)]
-

@@ -33,8 +33,8 @@ on the T x T Gram matrix G G^T (one (T, P) matmul), finds task weights w, and re
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -43,7 +43,9 @@ from mtrl.config import CONFLICT_METHODS as METHODS
 from mtrl.config import require_conflict_packages as require
 
 
-def per_task_gradients(per_sample_loss: torch.Tensor, task: torch.Tensor, num_tasks: int, params: list[torch.Tensor]) -> torch.Tensor:
+def per_task_gradients(
+    per_sample_loss: torch.Tensor, task: torch.Tensor, num_tasks: int, params: list[torch.Tensor]
+) -> torch.Tensor:
     """(num_tasks, P) gradients of each task's mean loss w.r.t. ``params`` (flattened).
     Tasks absent from the batch get zero rows. The graph is kept for a later backward."""
     rows = []
@@ -57,8 +59,16 @@ def per_task_gradients(per_sample_loss: torch.Tensor, task: torch.Tensor, num_ta
     return torch.stack(rows)
 
 
-def aggregated_backward(loss: torch.Tensor, per_sample_loss: torch.Tensor, task: torch.Tensor, num_tasks: int,
-                        shared: list[torch.Tensor], method: str, cagrad_c: float = 0.5, keep: torch.Tensor | None = None) -> None:
+def aggregated_backward(
+    loss: torch.Tensor,
+    per_sample_loss: torch.Tensor,
+    task: torch.Tensor,
+    num_tasks: int,
+    shared: list[torch.Tensor],
+    method: str,
+    cagrad_c: float = 0.5,
+    keep: torch.Tensor | None = None,
+) -> None:
     """``loss.backward()``, then the ``shared`` parameters' gradients replaced by ``method``'s
     aggregation of the per-task gradients of ``per_sample_loss`` (the task-specific
     parameters, such as per-task heads, keep their plain gradient). Only the tasks with
@@ -121,7 +131,9 @@ def cagrad(grads: torch.Tensor, c: float = 0.5) -> torch.Tensor:
     return aggregate(grads, "cagrad", cagrad_c=c)
 
 
-def aggregate(grads: torch.Tensor, method: str, cagrad_c: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+def aggregate(
+    grads: torch.Tensor, method: str, cagrad_c: float = 0.5, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """One update direction (P,) from per-task gradients (T, P), on the mean gradient's scale.
     ``generator`` orders PCGrad's projections (the global RNG when None)."""
     if method not in METHODS:
@@ -134,8 +146,9 @@ def aggregate(grads: torch.Tensor, method: str, cagrad_c: float = 0.5, generator
         return weights.to(device=grads.device, dtype=grads.dtype) @ grads
 
 
-def aggregation_weights(gram: torch.Tensor, method: str, cagrad_c: float = 0.5,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+def aggregation_weights(
+    gram: torch.Tensor, method: str, cagrad_c: float = 0.5, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Task weights w (float64, CPU) from the Gram matrix G G^T, such that the aggregated
     direction is ``w @ G``. Every method is invariant to the scale of G, so it is normalised to
     a unit mean diagonal first (torchjd's UPGrad treats a Gram matrix of trace < 1e-4 as zero,
@@ -158,7 +171,9 @@ def aggregation_weights(gram: torch.Tensor, method: str, cagrad_c: float = 0.5,
     require(method)
     from torchjd import aggregation as jd
 
-    weighting = {"upgrad": jd.UPGradWeighting, "imtl_g": jd.IMTLGWeighting, "aligned_mtl": jd.AlignedMTLWeighting}[method]()
+    weighting = {"upgrad": jd.UPGradWeighting, "imtl_g": jd.IMTLGWeighting, "aligned_mtl": jd.AlignedMTLWeighting}[
+        method
+    ]()
     return weighting(g).to(torch.float64)
 
 
@@ -240,7 +255,7 @@ def cagrad_dual(gram: np.ndarray, c: float) -> np.ndarray:
                 step = np.linalg.solve(kkt, rhs)[:n]
             except np.linalg.LinAlgError:
                 break
-            w, moved = _damped_newton_step(w, step, grad, lambda x: barrier(x, t), tol=1e-9)
+            w, moved = _damped_newton_step(w, step, grad, lambda x, t=t: barrier(x, t), tol=1e-9)
             if not moved:
                 break
         face = np.flatnonzero(w * w * t > 1.0)
@@ -255,8 +270,9 @@ def cagrad_dual(gram: np.ndarray, c: float) -> np.ndarray:
     return w_all
 
 
-def _damped_newton_step(x: np.ndarray, step: np.ndarray, grad: np.ndarray, objective: Callable[[np.ndarray], float],
-                        tol: float) -> tuple[np.ndarray, bool]:
+def _damped_newton_step(
+    x: np.ndarray, step: np.ndarray, grad: np.ndarray, objective: Callable[[np.ndarray], float], tol: float
+) -> tuple[np.ndarray, bool]:
     """One damped Newton step on a log-barrier objective: at most 99 % of the way to the
     boundary x > 0, then halved until the Armijo condition (1/4 of the decrement) holds.
     Returns the new point and False (with x unchanged) once the Newton decrement is below tol."""
@@ -273,9 +289,9 @@ def _damped_newton_step(x: np.ndarray, step: np.ndarray, grad: np.ndarray, objec
 
 def nash_mtl_alpha(gram: np.ndarray, iterations: int = 100) -> np.ndarray:
     """Nash-MTL's weights: alpha > 0 with alpha_i (G alpha)_i = 1 for every task, the paper's
-    G^T G alpha = 1 / alpha (Navon et al., 2022), i.e. the minimiser of the strictly convex 1/2 a.G.a - sum log a_i, by damped
-    Newton. Tasks with a zero gradient get 0. If 0 is in the tasks' convex hull there is no
-    solution (alpha grows without bound) and the direction alpha @ G tends to 0."""
+    G^T G alpha = 1 / alpha (Navon et al., 2022), i.e. the minimiser of the strictly convex
+    1/2 a.G.a - sum log a_i, by damped Newton. Tasks with a zero gradient get 0. If 0 is in
+    the tasks' convex hull there is no solution (alpha grows without bound) and the direction alpha @ G tends to 0."""
     gram = np.asarray(gram, dtype=np.float64)
     diag = np.diag(gram)
     active = np.flatnonzero(diag > 1e-12 * max(diag.max(), 1e-300))

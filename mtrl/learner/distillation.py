@@ -20,13 +20,15 @@ from pathlib import Path
 import torch
 
 from mtrl import registry
-from mtrl.learner.agent import Agent, EnvSpec
 from mtrl.builders import agent_from_checkpoint
 from mtrl.errors import ConfigError
+from mtrl.learner.agent import Agent, EnvSpec
 from mtrl.training.run_files import check_summary, read_checkpoint, read_run
 
 
-def gaussian_kl(mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor) -> torch.Tensor:
+def gaussian_kl(
+    mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor
+) -> torch.Tensor:
     """KL(N(mean_p, std_p) || N(mean_q, std_q)) of diagonal Gaussians, summed over the last axis."""
     var_p, var_q = (2 * log_std_p).exp(), (2 * log_std_q).exp()
     return (log_std_q - log_std_p + (var_p + (mean_p - mean_q) ** 2) / (2 * var_q) - 0.5).sum(-1)
@@ -63,7 +65,9 @@ class Teachers:
                 zero = torch.zeros_like(t)  # the teacher's only task
                 mean_t, log_std_t = teacher.agent.actor(teacher.agent.actor_features(o, zero), zero)
             mean_s, log_std_s = student.actor(student.actor_features(o, t), t)
-            out = out.index_put((rows,), gaussian_kl(mean_t.float(), log_std_t.float(), mean_s.float(), log_std_s.float()))
+            out = out.index_put(
+                (rows,), gaussian_kl(mean_t.float(), log_std_t.float(), mean_s.float(), log_std_s.float())
+            )
         return out
 
 
@@ -77,24 +81,38 @@ def load_teachers(paths: list[str], spec: EnvSpec, device: torch.device) -> Teac
         check_summary(state, path)
         where = f"teacher '{run_dir}'"
         if cfg.env.suite != spec.suite:
-            raise ConfigError(f"{where} was trained on suite '{cfg.env.suite}', the student on '{spec.suite}'; "
-                              "give teachers of the student's suite")
+            raise ConfigError(
+                f"{where} was trained on suite '{cfg.env.suite}', the student on '{spec.suite}'; "
+                "give teachers of the student's suite"
+            )
         tasks = list(state.get("task_names") or [])
         if len(tasks) != 1:
-            raise ConfigError(f"{where} was trained on {len(tasks)} tasks; a teacher is a single-task run "
-                              "(mtrl single-task CONFIG --seeds N makes them)")
+            raise ConfigError(
+                f"{where} was trained on {len(tasks)} tasks; a teacher is a single-task run "
+                "(mtrl single-task CONFIG --seeds N makes them)"
+            )
         if tasks[0] not in spec.task_names:
-            raise ConfigError(f"{where}'s task '{tasks[0]}' is not one of the student's tasks ({', '.join(spec.task_names)})")
+            raise ConfigError(
+                f"{where}'s task '{tasks[0]}' is not one of the student's tasks ({', '.join(spec.task_names)})"
+            )
         sizes = state.get("spec") or {}
         if (sizes.get("obs_dim"), sizes.get("act_dim")) != (spec.obs_dim, spec.act_dim):
-            raise ConfigError(f"{where} has observations/actions of size {sizes.get('obs_dim')}/{sizes.get('act_dim')}, "
-                              f"the student {spec.obs_dim}/{spec.act_dim}")
+            raise ConfigError(
+                f"{where} has observations/actions of size {sizes.get('obs_dim')}/{sizes.get('act_dim')}, "
+                f"the student {spec.obs_dim}/{spec.act_dim}"
+            )
         if tasks[0] in seen:
             raise ConfigError(f"{where} and '{seen[tasks[0]]}' both teach '{tasks[0]}'; give one teacher per task")
         seen[tasks[0]] = run_dir
         suite_cls = registry.get("suite", cfg.env.suite).target
-        teacher_spec = EnvSpec(spec.obs_dim, spec.act_dim, (tasks[0],), tuple(sizes.get("descriptions") or ("",)),
-                               cfg.env.suite, getattr(suite_cls, "embedding_file", None))
+        teacher_spec = EnvSpec(
+            spec.obs_dim,
+            spec.act_dim,
+            (tasks[0],),
+            tuple(sizes.get("descriptions") or ("",)),
+            cfg.env.suite,
+            getattr(suite_cls, "embedding_file", None),
+        )
         misfit = f"{where}'s checkpoint does not fit its own config"
         agent = agent_from_checkpoint(cfg, teacher_spec, state, device, misfit)
         agent.requires_grad_(False)

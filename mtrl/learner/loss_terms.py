@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mtrl.learner.agent import Agent
 from mtrl.config import SACConfig
+from mtrl.learner.agent import Agent
 from mtrl.learner.hooks import penalized
 from mtrl.learner.replay import Batch
 from mtrl.learner.task_weighting import TaskWeighting, task_means
@@ -40,7 +40,9 @@ def task_loss_weights(log_alpha: torch.Tensor) -> torch.Tensor:
     return torch.softmax(-log_alpha.detach(), 0) * log_alpha.shape[0]
 
 
-def exploded_tasks(critic_per_sample: torch.Tensor, task: torch.Tensor, num_tasks: int, threshold: float | None) -> torch.Tensor:
+def exploded_tasks(
+    critic_per_sample: torch.Tensor, task: torch.Tensor, num_tasks: int, threshold: float | None
+) -> torch.Tensor:
     """(num_tasks,) bool: tasks whose mean critic loss over their samples in the batch is not
     finite or above ``threshold`` (PaCo's mask_extreme_task; None: only non-finite ones).
     Tasks absent from the batch are never masked."""
@@ -63,8 +65,10 @@ def sanitised(batch: Batch, keep: torch.Tensor) -> Batch:
     """The batch with the masked samples' fields zeroed. Their terms are dropped by
     ``torch.where``, but a NaN or inf input would still reach the weight gradients through
     the backward pass (the first layer's x^T delta, or (q - y) * 0); zeros cannot."""
+
     def clean(x: torch.Tensor) -> torch.Tensor:
         return torch.where(keep.view(-1, *([1] * (x.dim() - 1))), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
     return Batch(*(x if name == "task" or x is None else clean(x) for name, x in zip(Batch._fields, batch)))
 
 
@@ -82,8 +86,15 @@ class LossTerms:
     """Owns the levers' state (task weighting's learned weights, the penalised modules, the
     teachers) and composes the losses; see the module docstring."""
 
-    def __init__(self, agent: Agent, cfg: SACConfig, num_tasks: int, device: torch.device,
-                 teachers: Teachers | None = None, distill_weight: float = 1.0):
+    def __init__(
+        self,
+        agent: Agent,
+        cfg: SACConfig,
+        num_tasks: int,
+        device: torch.device,
+        teachers: Teachers | None = None,
+        distill_weight: float = 1.0,
+    ):
         self.cfg, self.num_tasks = cfg, num_tasks
         self.weighting = TaskWeighting(cfg.task_weighting, num_tasks, device, lr=cfg.task_weighting_lr)
         self.penalized = {"critic": penalized(agent.critic), "actor": penalized(agent.actor)}
@@ -107,8 +118,9 @@ class LossTerms:
         """(the weighted per-sample terms, the critic's scalar loss)."""
         return self._compose(per_sample, terms.keep, terms.critic_weight, "critic")
 
-    def actor(self, per_sample: torch.Tensor, terms: UpdateTerms, agent: Agent, obs: torch.Tensor,
-              task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def actor(
+        self, per_sample: torch.Tensor, terms: UpdateTerms, agent: Agent, obs: torch.Tensor, task: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """(the weighted per-sample terms, the actor's scalar loss, logs: ``distill/kl``, the
         mean KL over the taught tasks' samples, with teachers)."""
         logs = {}
@@ -119,8 +131,9 @@ class LossTerms:
             logs["distill/kl"] = (kl.detach() * taught).sum() / taught.sum().clamp(min=1)
         return *self._compose(per_sample, terms.keep, terms.actor_weight, "actor"), logs
 
-    def _compose(self, per_sample: torch.Tensor, keep: torch.Tensor | None, weight: torch.Tensor | None,
-                 part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _compose(
+        self, per_sample: torch.Tensor, keep: torch.Tensor | None, weight: torch.Tensor | None, part: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if keep is not None:
             per_sample = torch.where(keep, per_sample, 0.0)
         if weight is not None:

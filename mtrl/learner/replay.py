@@ -38,8 +38,17 @@ class MultiTaskReplay:
 
     FIELDS = ("obs", "next_obs", "action", "reward", "terminated")  # one tensor each, in add()'s order
 
-    def __init__(self, num_tasks: int, capacity_per_task: int, obs_dim: int, act_dim: int, device: str | torch.device = "cpu",
-                 n_step: int = 1, gamma: float = 0.99, num_slots: int | None = None):
+    def __init__(
+        self,
+        num_tasks: int,
+        capacity_per_task: int,
+        obs_dim: int,
+        act_dim: int,
+        device: str | torch.device = "cpu",
+        n_step: int = 1,
+        gamma: float = 0.99,
+        num_slots: int | None = None,
+    ):
         self.num_tasks, self.capacity = num_tasks, capacity_per_task
         self.n_step, self.gamma = n_step, gamma
         self.device = torch.device(device)
@@ -65,8 +74,16 @@ class MultiTaskReplay:
     def bytes_per_transition(self) -> int:
         return sum(getattr(self, k).element_size() * getattr(self, k)[0, 0].numel() for k in self.FIELDS)
 
-    def add(self, task: np.ndarray, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray,
-            terminated: np.ndarray, truncated: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        task: np.ndarray,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray | None = None,
+    ) -> None:
         """Store one transition per slot (row i is slot i); several slots may share a task.
         With ``n_step > 1`` ``truncated`` is needed: what is stored are the n-step
         transitions that this step completes."""
@@ -92,8 +109,16 @@ class MultiTaskReplay:
         if rows:
             self._write(*(np.concatenate(column) for column in zip(*rows)))
 
-    def _write(self, task: np.ndarray, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray,
-               terminated: np.ndarray, discount: np.ndarray | None = None) -> None:
+    def _write(
+        self,
+        task: np.ndarray,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        discount: np.ndarray | None = None,
+    ) -> None:
         task = np.asarray(task, np.int64)
         # k-th slot of the same task in this call writes k places after that task's cursor
         same = task[:, None] == task[None, :]
@@ -109,7 +134,9 @@ class MultiTaskReplay:
             return
         # Accelerator: one host->device copy of all fields, split on the device.
         o, a = self.obs.shape[-1], self.action.shape[-1]
-        packed = np.concatenate([obs, next_obs, action, np.asarray(reward)[:, None], np.asarray(terminated)[:, None]], 1)
+        packed = np.concatenate(
+            [obs, next_obs, action, np.asarray(reward)[:, None], np.asarray(terminated)[:, None]], 1
+        )
         rows = torch.as_tensor(packed.astype(np.float32), device=self.device)
         t, i = torch.as_tensor(np.stack([task, index]), device=self.device)
         self.obs[t, i] = rows[:, :o]
@@ -172,7 +199,9 @@ class PendingSteps:
         self.next_obs = np.zeros((num_slots, n, obs_dim), np.float32)
         self.length = np.zeros(num_slots, np.int64)
 
-    def push(self, task: np.ndarray, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray) -> None:
+    def push(
+        self, task: np.ndarray, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray
+    ) -> None:
         slots, at = np.arange(len(self.length)), self.length
         self.task[slots, at], self.obs[slots, at], self.action[slots, at] = task, obs, action
         self.reward[slots, at], self.next_obs[slots, at] = reward, next_obs
@@ -187,9 +216,15 @@ class PendingSteps:
         # return from start j: sum_{i >= j} gamma^(i - j) r_i; its bootstrap discount gamma^(k - j)
         powers = np.where(steps[None, :] >= starts[:, None], gamma ** (steps[None, :] - starts[:, None]), 0.0)
         returns = (powers * self.reward[s, :k].astype(np.float64)).sum(1).astype(np.float32)
-        rows = (self.task[s, starts], self.obs[s, starts], self.action[s, starts], returns,
-                np.repeat(self.next_obs[s, k - 1][None], len(starts), 0), np.full(len(starts), terminated),
-                (gamma ** (k - starts)).astype(np.float32))
+        rows = (
+            self.task[s, starts],
+            self.obs[s, starts],
+            self.action[s, starts],
+            returns,
+            np.repeat(self.next_obs[s, k - 1][None], len(starts), 0),
+            np.full(len(starts), terminated),
+            (gamma ** (k - starts)).astype(np.float32),
+        )
         kept = k - len(starts)  # shift what stays to the front
         for field in (self.task, self.obs, self.action, self.reward, self.next_obs):
             field[s, :kept] = field[s, len(starts) : k].copy()
@@ -197,7 +232,10 @@ class PendingSteps:
         return rows
 
     def state_dict(self) -> dict:
-        return {k: torch.from_numpy(getattr(self, k).copy()) for k in ("task", "obs", "action", "reward", "next_obs", "length")}
+        return {
+            k: torch.from_numpy(getattr(self, k).copy())
+            for k in ("task", "obs", "action", "reward", "next_obs", "length")
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():

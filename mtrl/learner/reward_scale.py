@@ -49,19 +49,28 @@ class ReturnScale:
 
     def divisors(self, alpha: torch.Tensor, target_entropy: float) -> torch.Tensor:
         """(T,) d_t, on alpha's device; alpha (T,) is each task's current temperature."""
-        g = torch.as_tensor(np.maximum(self.returns_max, np.abs(self.returns_min)), dtype=alpha.dtype, device=alpha.device)
+        g = torch.as_tensor(
+            np.maximum(self.returns_max, np.abs(self.returns_min)), dtype=alpha.dtype, device=alpha.device
+        )
         entropy_bonus = alpha * abs(target_entropy) / (2.0 * (1.0 - self.gamma)) if self.gamma < 1 else 0.0
         return ((g + entropy_bonus) / self.bound).clamp(min=1e-6)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"max": self.returns_max.copy(), "min": self.returns_min.copy(), "rewards": [list(r) for r in self.rewards]}
+        return {
+            "max": self.returns_max.copy(),
+            "min": self.returns_min.copy(),
+            "rewards": [list(r) for r in self.rewards],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         check_like(self.returns_max, state["max"], "reward_scale.max")
         check_like(self.returns_min, state["min"], "reward_scale.min")
         rewards = state["rewards"]
-        if not (isinstance(rewards, list) and len(rewards) == len(self.rewards)
-                and all(isinstance(r, list) and all(isinstance(x, float) for x in r) for r in rewards)):
+        if not (
+            isinstance(rewards, list)
+            and len(rewards) == len(self.rewards)
+            and all(isinstance(r, list) and all(isinstance(x, float) for x in r) for r in rewards)
+        ):
             raise ValueError(f"reward_scale.rewards is not {len(self.rewards)} lists of rewards")
         self.returns_max, self.returns_min = state["max"].copy(), state["min"].copy()
         self.rewards = [list(r) for r in state["rewards"]]

@@ -21,20 +21,20 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
+from mtrl.config import ConflictConfig, SACConfig
+from mtrl.hardware import resolve_precision
 from mtrl.learner.agent import Agent
 from mtrl.learner.categorical import cross_entropy, project
-from mtrl.config import ConflictConfig, SACConfig
 from mtrl.learner.conflict import ConflictStats, aggregated_backward, conflict_stats, per_task_gradients
-from mtrl.hardware import resolve_precision
 from mtrl.learner.hooks import is_categorical
-from mtrl.learner.loss_terms import LossTerms, UpdateTerms, kept_mean, sanitised
-from mtrl.learner.loss_terms import exploded_tasks, task_loss_weights  # noqa: F401  (re-exported: trainer, tests)
+from mtrl.learner.loss_terms import LossTerms, UpdateTerms, exploded_tasks, kept_mean, sanitised, task_loss_weights  # noqa: F401  (re-exported: trainer, tests)
 from mtrl.learner.replay import Batch
 from mtrl.learner.reward_scale import ReturnScale
 from mtrl.learner.task_weighting import task_means
@@ -45,8 +45,14 @@ if TYPE_CHECKING:
 SKIPPED = "divergence/skipped_steps"
 
 
-def critic_target(reward: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, next_log_prob: torch.Tensor, alpha: torch.Tensor,
-                  gamma: float | torch.Tensor) -> torch.Tensor:
+def critic_target(
+    reward: torch.Tensor,
+    terminated: torch.Tensor,
+    next_q: torch.Tensor,
+    next_log_prob: torch.Tensor,
+    alpha: torch.Tensor,
+    gamma: float | torch.Tensor,
+) -> torch.Tensor:
     """y = r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s')).
 
     A time-limit truncation is *not* ``terminated``: its next state is bootstrapped. For an
@@ -67,13 +73,17 @@ def critic_loss(q: torch.Tensor, target: torch.Tensor, reduction: str = "mean") 
     return per_sample.mean() if reduction == "mean" else per_sample
 
 
-def actor_loss(q_pi: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def actor_loss(
+    q_pi: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     """E[alpha log pi(a|s) - min_i Q_i(s, a)], a ~ pi (per sample with ``reduction="none"``)."""
     per_sample = alpha * log_prob - q_pi.min(0).values
     return per_sample.mean() if reduction == "mean" else per_sample
 
 
-def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float, reduction: str = "mean") -> torch.Tensor:
+def temperature_loss(
+    log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float, reduction: str = "mean"
+) -> torch.Tensor:
     """E[-log alpha_task (log pi + target entropy)]; log_alpha holds each sample's task's value
     (per sample with ``reduction="none"``)."""
     per_sample = -(log_alpha * (log_prob.detach() + target_entropy))
@@ -103,8 +113,17 @@ class SAC:
     rewards by their task's divisor (mtrl/learner/reward_scale.py); the replay keeps raw rewards.
     """
 
-    def __init__(self, agent: Agent, num_tasks: int, act_dim: int, cfg: SACConfig, conflict: ConflictConfig | None = None,
-                 teachers: Teachers | None = None, distill_weight: float = 1.0, num_slots: int | None = None):
+    def __init__(
+        self,
+        agent: Agent,
+        num_tasks: int,
+        act_dim: int,
+        cfg: SACConfig,
+        conflict: ConflictConfig | None = None,
+        teachers: Teachers | None = None,
+        distill_weight: float = 1.0,
+        num_slots: int | None = None,
+    ):
         self.agent, self.cfg, self.num_tasks = agent, cfg, num_tasks
         self.conflict = conflict or ConflictConfig()
         self.shared = {"critic": agent.shared_parameters("critic"), "actor": agent.shared_parameters("actor")}
@@ -122,8 +141,11 @@ class SAC:
         # sac.weight_decay > 0: AdamW's decoupled decay on actor and critics (BRC's optimiser).
         # foreach: one batched kernel per step instead of torch's per-parameter loop on the CPU,
         # bit-identical results, 6-8 % faster updates (benchmarks/learner.py --adam).
-        adam = (lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, foreach=True)) \
-            if cfg.weight_decay else (lambda params, lr: torch.optim.Adam(params, lr=lr, foreach=True))
+        adam = (
+            (lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, foreach=True))
+            if cfg.weight_decay
+            else (lambda params, lr: torch.optim.Adam(params, lr=lr, foreach=True))
+        )
         self.critic_opt = adam(self.critic_params, cfg.critic_lr)
         self.actor_opt = adam(self.actor_params, cfg.actor_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
@@ -139,8 +161,11 @@ class SAC:
         # (distill_weight * KL(teacher || student) on the teachers' tasks' samples).
         self.terms = LossTerms(agent, cfg, num_tasks, device, teachers, distill_weight)
         self.weighting, self.penalized = self.terms.weighting, self.terms.penalized  # read by the trainer's logs
-        self.reward_scale = (ReturnScale(num_tasks, num_slots or num_tasks, cfg.gamma, cfg.reward_scale_bound)
-                             if cfg.reward_scaling == "returns" else None)
+        self.reward_scale = (
+            ReturnScale(num_tasks, num_slots or num_tasks, cfg.gamma, cfg.reward_scale_bound)
+            if cfg.reward_scaling == "returns"
+            else None
+        )
         self._divisors: torch.Tensor | None = None  # the last update's reward divisors
         self.last_masked = torch.zeros(num_tasks, dtype=torch.bool, device=device)
         self.device_type = device.type
@@ -157,8 +182,9 @@ class SAC:
 
     # --- reward scaling (sac.reward_scaling=returns) ------------------------------------
 
-    def observe_rewards(self, tasks: np.ndarray, reward: np.ndarray, terminated: np.ndarray,
-                        truncated: np.ndarray) -> None:
+    def observe_rewards(
+        self, tasks: np.ndarray, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray
+    ) -> None:
         """One env step's rewards of each slot (raw, as stored in the replay); a no-op
         without reward scaling."""
         if self.reward_scale is not None:
@@ -192,9 +218,14 @@ class SAC:
         critic = self.target["critic"]
         if self.categorical:
             next_probs = critic.probs(critic.logits(target_features, next_action, task))
-            atoms = critic_target(batch.reward.unsqueeze(-1), batch.terminated.unsqueeze(-1), critic.support.view(1, 1, -1),
-                                  next_log_prob.unsqueeze(-1), alpha.unsqueeze(-1),
-                                  gamma.unsqueeze(-1) if torch.is_tensor(gamma) else gamma)
+            atoms = critic_target(
+                batch.reward.unsqueeze(-1),
+                batch.terminated.unsqueeze(-1),
+                critic.support.view(1, 1, -1),
+                next_log_prob.unsqueeze(-1),
+                alpha.unsqueeze(-1),
+                gamma.unsqueeze(-1) if torch.is_tensor(gamma) else gamma,
+            )
             return project(atoms, next_probs, critic.support)
         next_q = critic(target_features, next_action, task)
         return critic_target(batch.reward, batch.terminated, next_q, next_log_prob, alpha, gamma)
@@ -210,7 +241,9 @@ class SAC:
         q = critic(features, batch.action, batch.task)
         return critic_loss(q, self._critic_target(batch, alpha), reduction="none"), q
 
-    def actor_terms(self, obs: torch.Tensor, task: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def actor_terms(
+        self, obs: torch.Tensor, task: torch.Tensor, alpha: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample actor loss and log pi of the sampled actions. The actor reads its own
         encoder's features (or the critic encoder's, see ``Agent``); the critics judge the
         action on their own encoder's features, which the actor loss does not train unless
@@ -261,15 +294,21 @@ class SAC:
         masked = terms.masked.sum().float()
         return {**critic, **actor, **temperature, SKIPPED: skipped, "divergence/masked_tasks": masked}
 
-    def update_critic(self, batch: Batch, alpha: torch.Tensor, terms: UpdateTerms,
-                      first_pass: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def update_critic(
+        self,
+        batch: Batch,
+        alpha: torch.Tensor,
+        terms: UpdateTerms,
+        first_pass: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """The critics (and their encoder) regress on the soft Bellman target; ``first_pass``:
         this batch's ``critic_terms`` if already computed."""
         with self.autocast():
             per_sample, q = first_pass if first_pass is not None else self.critic_terms(batch, alpha)
         per_sample, loss = self.terms.critic(per_sample, terms)
-        skipped = self._step(self.critic_opt, self.critic_params, loss, per_sample, batch.task, self.shared["critic"],
-                             keep=terms.keep)
+        skipped = self._step(
+            self.critic_opt, self.critic_params, loss, per_sample, batch.task, self.shared["critic"], keep=terms.keep
+        )
         q = q.detach()
         return {
             "loss/critic": loss.detach(),
@@ -280,20 +319,27 @@ class SAC:
             "per_task/q_mean": task_means(q.mean(0), batch.task, self.num_tasks)[0],
         }
 
-    def update_actor(self, batch: Batch, alpha: torch.Tensor,
-                     terms: UpdateTerms) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def update_actor(
+        self, batch: Batch, alpha: torch.Tensor, terms: UpdateTerms
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The actor (and its encoder) against the freshly updated critics. Returns the logs
         and log pi of the sampled actions (the temperatures' step reads it)."""
         with self.autocast():
             per_sample, log_prob = self.actor_terms(batch.obs, batch.task, alpha)
         per_sample, loss, logs = self.terms.actor(per_sample, terms, self.agent, batch.obs, batch.task)
-        skipped = self._step(self.actor_opt, self.actor_params, loss, per_sample, batch.task, self.shared["actor"],
-                             keep=terms.keep)
-        return {"loss/actor": loss.detach(), "train/entropy": -kept_mean(log_prob.detach(), terms.keep),
-                SKIPPED: torch.tensor(float(skipped)), **logs}, log_prob
+        skipped = self._step(
+            self.actor_opt, self.actor_params, loss, per_sample, batch.task, self.shared["actor"], keep=terms.keep
+        )
+        return {
+            "loss/actor": loss.detach(),
+            "train/entropy": -kept_mean(log_prob.detach(), terms.keep),
+            SKIPPED: torch.tensor(float(skipped)),
+            **logs,
+        }, log_prob
 
-    def update_alpha(self, task: torch.Tensor, log_prob: torch.Tensor,
-                     keep: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def update_alpha(
+        self, task: torch.Tensor, log_prob: torch.Tensor, keep: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
         """The temperatures: one per task, each driven only by its task's (kept) samples."""
         if keep is None:
             loss = temperature_loss(self.log_alpha[task], log_prob, self.target_entropy)
@@ -303,9 +349,17 @@ class SAC:
         skipped = self._step(self.alpha_opt, [self.log_alpha], loss, clip=False)
         return {"loss/alpha": loss.detach(), SKIPPED: torch.tensor(float(skipped))}
 
-    def _step(self, opt: torch.optim.Optimizer, params: list[torch.Tensor], loss: torch.Tensor,
-              per_sample: torch.Tensor | None = None, task: torch.Tensor | None = None, shared: list[torch.Tensor] | None = None,
-              clip: bool = True, keep: torch.Tensor | None = None) -> bool:
+    def _step(
+        self,
+        opt: torch.optim.Optimizer,
+        params: list[torch.Tensor],
+        loss: torch.Tensor,
+        per_sample: torch.Tensor | None = None,
+        task: torch.Tensor | None = None,
+        shared: list[torch.Tensor] | None = None,
+        clip: bool = True,
+        keep: torch.Tensor | None = None,
+    ) -> bool:
         """The gradient step on ``params``: backward (with ``conflict.method``'s aggregation of
         the per-task gradients of ``per_sample`` on the ``shared`` parameters, ``keep``: the
         unmasked samples), then clipping (``clip=False``: never, the temperatures) and the
@@ -313,8 +367,9 @@ class SAC:
         gradient norm is not finite."""
         opt.zero_grad(set_to_none=True)
         if self.conflict.method != "none" and shared:
-            aggregated_backward(loss, per_sample, task, self.num_tasks, shared, self.conflict.method,
-                                self.conflict.cagrad_c, keep)
+            aggregated_backward(
+                loss, per_sample, task, self.num_tasks, shared, self.conflict.method, self.conflict.cagrad_c, keep
+            )
         else:
             loss.backward()
         if clip and self.cfg.max_grad_norm is not None:
@@ -337,7 +392,11 @@ class SAC:
         healthy task to reset towards). Losses are reported as NaN."""
         nan = torch.tensor(float("nan"))
         return {
-            "loss/critic": nan, "loss/actor": nan, "loss/alpha": nan, "train/q_mean": nan, "train/entropy": nan,
+            "loss/critic": nan,
+            "loss/actor": nan,
+            "loss/alpha": nan,
+            "train/q_mean": nan,
+            "train/entropy": nan,
             SKIPPED: torch.tensor(3.0),
             "divergence/masked_tasks": masked.sum().float(),
         }
@@ -367,8 +426,13 @@ class SAC:
             shape[dim] = self.num_tasks
             return mask.view(shape)
 
-        def reset(name: str, param: torch.Tensor, view: Callable[[torch.Tensor], torch.Tensor], dim: int,
-                  fallback: float | None = None) -> None:
+        def reset(
+            name: str,
+            param: torch.Tensor,
+            view: Callable[[torch.Tensor], torch.Tensor],
+            dim: int,
+            fallback: float | None = None,
+        ) -> None:
             """Masked tasks' slices of ``param`` <- mean of the kept tasks' (or ``fallback``);
             their Adam moments <- 0, their bias correction restarted."""
             slices = view(param)
@@ -389,12 +453,16 @@ class SAC:
                     self.reset_at[name] = torch.where(masked, float(state["step"]), since)
 
         for block in self.task_blocks if n_keep else ():
+
             def view(x: torch.Tensor, block=block) -> torch.Tensor:
                 return block.view(x, self.num_tasks)
+
             reset(block.name, online[block.name], view, block.dim)
             if block.name in target:  # the target's slices take the online values
                 target_slices, online_slices = view(target[block.name]), view(online[block.name])
-                target_slices.copy_(torch.where(on_task_axis(masked, target_slices, block.dim), online_slices, target_slices))
+                target_slices.copy_(
+                    torch.where(on_task_axis(masked, target_slices, block.dim), online_slices, target_slices)
+                )
         reset("log_alpha", self.log_alpha, lambda x: x, 0, fallback=math.log(self.cfg.initial_alpha))
 
     @torch.no_grad()
@@ -416,8 +484,8 @@ class SAC:
             shape[dim] = self.num_tasks
             tracked = since >= 0
             k = torch.where(tracked, t - since, t).clamp(min=1).view(shape)
-            applied = lr / (1 - b1 ** t) * m / (v.sqrt() / math.sqrt(1 - b2 ** t) + eps)
-            wanted = lr / (1 - b1 ** k) * m / (v.sqrt() / torch.sqrt(1 - b2 ** k) + eps)
+            applied = lr / (1 - b1**t) * m / (v.sqrt() / math.sqrt(1 - b2**t) + eps)
+            wanted = lr / (1 - b1**k) * m / (v.sqrt() / torch.sqrt(1 - b2**k) + eps)
             slices.add_(torch.where(tracked.view(shape), applied - wanted, 0.0))
             done = tracked & (b2 ** (t - since) < 1e-9)
             self.reset_at[name] = torch.where(done, -1.0, since)
@@ -432,10 +500,14 @@ class SAC:
             batch = self._scaled(batch, self._divisors if self._divisors is not None else self._current_divisors())
         alpha = self.log_alpha.detach().exp()[batch.task]
         with self.autocast():
-            terms = {"critic": self.critic_terms(batch, alpha)[0], "actor": self.actor_terms(batch.obs, batch.task, alpha)[0]}
+            terms = {
+                "critic": self.critic_terms(batch, alpha)[0],
+                "actor": self.actor_terms(batch.obs, batch.task, alpha)[0],
+            }
         return {
             part: conflict_stats(per_task_gradients(per_sample, batch.task, self.num_tasks, self.shared[part]))
-            for part, per_sample in terms.items() if self.shared[part]  # soft sharing: nothing shared
+            for part, per_sample in terms.items()
+            if self.shared[part]  # soft sharing: nothing shared
         }
 
     @torch.no_grad()

@@ -19,13 +19,23 @@ from mtrl.networks.ensemble import EnsembleLinear, TaskBlock
 class PerTaskMLP(nn.Module):
     """``members`` x ``num_tasks`` ReLU MLPs; sample b is run by its task's network."""
 
-    def __init__(self, members: int, in_dim: int, hidden: list[int], out_dim: int, num_tasks: int, strength: float,
-                 init: str = "pytorch"):
+    def __init__(
+        self,
+        members: int,
+        in_dim: int,
+        hidden: list[int],
+        out_dim: int,
+        num_tasks: int,
+        strength: float,
+        init: str = "pytorch",
+    ):
         super().__init__()
         self.members, self.out_dim, self.num_tasks, self.strength = members, out_dim, num_tasks, strength
         sizes = [in_dim, *hidden, out_dim]
-        self.layers = nn.ModuleList(EnsembleLinear(members=members * num_tasks, in_dim=a, out_dim=b, init=init)
-                                    for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(
+            EnsembleLinear(members=members * num_tasks, in_dim=a, out_dim=b, init=init)
+            for a, b in zip(sizes[:-1], sizes[1:])
+        )
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         m, t, b = self.members, self.num_tasks, x.shape[0]
@@ -50,7 +60,11 @@ class PerTaskMLP(nn.Module):
 
     def _per_task(self) -> list[torch.Tensor]:
         """Each weight and bias viewed as (members, tasks, ...)."""
-        return [p.view(self.members, self.num_tasks, *p.shape[1:]) for layer in self.layers for p in (layer.weight, layer.bias)]
+        return [
+            p.view(self.members, self.num_tasks, *p.shape[1:])
+            for layer in self.layers
+            for p in (layer.weight, layer.bias)
+        ]
 
     def _distance_to_mean(self) -> torch.Tensor:
         """Sum of squared distances of each task's parameters to the tasks' mean."""
@@ -69,7 +83,7 @@ class PerTaskMLP(nn.Module):
         """sqrt(sum_t |theta_t - mean|^2 / sum_t |theta_t|^2) over every layer: about
         sqrt((T-1)/T) for independently initialised networks, 0 when all tasks' are the same.
         Logged as ``soft_sharing/spread_<net>`` to show how far the penalty has pulled them."""
-        size = sum(float((v ** 2).sum()) for v in self._per_task())
+        size = sum(float((v**2).sum()) for v in self._per_task())
         return (float(self._distance_to_mean()) / size) ** 0.5 if size else 0.0
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -77,5 +91,9 @@ class PerTaskMLP(nn.Module):
 
     def task_blocks(self) -> list[TaskBlock]:
         """Every parameter: member m's task t is index m * T + t of dimension 0."""
-        return [TaskBlock(f"layers.{i}.{p}", 0, m * self.num_tasks, 1)
-                for i in range(len(self.layers)) for p in ("weight", "bias") for m in range(self.members)]
+        return [
+            TaskBlock(f"layers.{i}.{p}", 0, m * self.num_tasks, 1)
+            for i in range(len(self.layers))
+            for p in ("weight", "bias")
+            for m in range(self.members)
+        ]

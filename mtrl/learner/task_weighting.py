@@ -38,7 +38,9 @@ def task_means(per_sample: torch.Tensor, task: torch.Tensor, num_tasks: int) -> 
     (T,) counts); detached, in float32 at least. The one per-task mean of the package (also
     mtrl/analysis/introspection.py's)."""
     values = per_sample.detach().float()
-    sums = torch.zeros(num_tasks, *values.shape[1:], dtype=values.dtype, device=values.device).index_add_(0, task, values)
+    sums = torch.zeros(num_tasks, *values.shape[1:], dtype=values.dtype, device=values.device).index_add_(
+        0, task, values
+    )
     counts = torch.bincount(task, minlength=num_tasks)
     return sums / counts.clamp(min=1).view(-1, *[1] * (values.dim() - 1)), counts
 
@@ -46,14 +48,18 @@ def task_means(per_sample: torch.Tensor, task: torch.Tensor, num_tasks: int) -> 
 class TaskWeighting:
     """``weights(critic_per_sample, task)`` -> (T,) weights; ``update()`` after the step."""
 
-    def __init__(self, kind: str, num_tasks: int, device: torch.device | str = "cpu", lr: float = 0.025,
-                 famo_decay: float = 1e-3):
+    def __init__(
+        self, kind: str, num_tasks: int, device: torch.device | str = "cpu", lr: float = 0.025, famo_decay: float = 1e-3
+    ):
         if kind not in TASK_WEIGHTINGS:
             raise ValueError(f"unknown task weighting '{kind}', expected one of {TASK_WEIGHTINGS}")
         self.kind, self.num_tasks = kind, num_tasks
         self.logits = torch.zeros(num_tasks, device=device, requires_grad=True)  # s (uncertainty) or xi (famo)
-        self.opt = (torch.optim.Adam([self.logits], lr=lr, weight_decay=famo_decay if kind == "famo" else 0.0)
-                    if kind in ("uncertainty", "famo") else None)
+        self.opt = (
+            torch.optim.Adam([self.logits], lr=lr, weight_decay=famo_decay if kind == "famo" else 0.0)
+            if kind in ("uncertainty", "famo")
+            else None
+        )
         self.previous: torch.Tensor | None = None  # FAMO: last update's per-task losses
         self.last = torch.ones(num_tasks, device=device)  # the last weights returned, for the logs
 
@@ -102,8 +108,12 @@ class TaskWeighting:
         return z / (d * (z / d).sum())
 
     def state_dict(self) -> dict[str, Any]:
-        return {"logits": self.logits.detach().clone(), "opt": self.opt.state_dict() if self.opt else None,
-                "previous": self.previous, "last": self.last}
+        return {
+            "logits": self.logits.detach().clone(),
+            "opt": self.opt.state_dict() if self.opt else None,
+            "previous": self.previous,
+            "last": self.last,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with torch.no_grad():

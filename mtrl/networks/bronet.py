@@ -44,18 +44,24 @@ class BroNet(nn.Module):
     through the input (BRC concatenates a learned task embedding: ``EmbeddingTaskEncoder``),
     so the network itself has no task-specific parameters."""
 
-    def __init__(self, *, members: int, in_dim: int, width: int, depth: int, out_dim: int,
-                 out_gain: float = math.sqrt(2)):
+    def __init__(
+        self, *, members: int, in_dim: int, width: int, depth: int, out_dim: int, out_gain: float = math.sqrt(2)
+    ):
         super().__init__()
         self.members, self.out_dim, g = members, out_dim, math.sqrt(2)
         self.stem = _orthogonal(EnsembleLinear(members=members, in_dim=in_dim, out_dim=width), g)
         self.stem_norm = EnsembleLayerNorm(members, width)
         self.blocks = nn.ModuleList(
-            nn.ModuleList([_orthogonal(EnsembleLinear(members=members, in_dim=width, out_dim=width), g),
-                           EnsembleLayerNorm(members, width),
-                           _orthogonal(EnsembleLinear(members=members, in_dim=width, out_dim=width), g),
-                           EnsembleLayerNorm(members, width)])
-            for _ in range(depth))
+            nn.ModuleList(
+                [
+                    _orthogonal(EnsembleLinear(members=members, in_dim=width, out_dim=width), g),
+                    EnsembleLayerNorm(members, width),
+                    _orthogonal(EnsembleLinear(members=members, in_dim=width, out_dim=width), g),
+                    EnsembleLayerNorm(members, width),
+                ]
+            )
+            for _ in range(depth)
+        )
         self.head = _orthogonal(EnsembleLinear(members=members, in_dim=width, out_dim=out_dim), out_gain)
 
     def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:

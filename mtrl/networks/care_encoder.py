@@ -37,7 +37,9 @@ class TaskEmbedding(nn.Module):
         if kind == "pretrained":
             self.register_buffer("table", pretrained.float().clone())
         elif kind == "learned":
-            self.table = nn.Parameter(pretrained.float().clone() if pretrained is not None else torch.randn(num_tasks, dim) * 0.1)
+            self.table = nn.Parameter(
+                pretrained.float().clone() if pretrained is not None else torch.randn(num_tasks, dim) * 0.1
+            )
         elif kind == "one_hot":
             self.register_buffer("table", torch.eye(num_tasks))
         else:
@@ -68,16 +70,22 @@ class CAREEncoder(nn.Module):
             raise ValueError(f"unknown attention '{attention}', expected one of {ATTENTION_KINDS}")
         self.task_embedding = task_embedding
         # Representations: orthogonal output layers too, so tasks and encoders differ from the start.
-        self.context = EnsembleMLP(members=1, in_dim=task_embedding.out_dim, hidden=context_hidden,
-                                   out_dim=encoder_dim, head_init="orthogonal")
-        self.encoders = EnsembleMLP(members=num_encoders, in_dim=obs_dim, hidden=encoder_hidden, out_dim=encoder_dim,
-                                    head_init="orthogonal")
+        self.context = EnsembleMLP(
+            members=1, in_dim=task_embedding.out_dim, hidden=context_hidden, out_dim=encoder_dim, head_init="orthogonal"
+        )
+        self.encoders = EnsembleMLP(
+            members=num_encoders, in_dim=obs_dim, hidden=encoder_hidden, out_dim=encoder_dim, head_init="orthogonal"
+        )
         self.attention, self.temperature = attention, temperature
         # "mlp": the reference code's form (fb/mtrl's AttentionBasedExperts): an MLP of the
         # task's context alone to k logits, so the weights do not depend on the state.
-        self.score = (EnsembleMLP(members=1, in_dim=encoder_dim, hidden=[encoder_dim], out_dim=num_encoders,
-                                  head_init="orthogonal")
-                      if attention == "mlp" else None)
+        self.score = (
+            EnsembleMLP(
+                members=1, in_dim=encoder_dim, hidden=[encoder_dim], out_dim=num_encoders, head_init="orthogonal"
+            )
+            if attention == "mlp"
+            else None
+        )
         self.num_encoders, self.out_dim = num_encoders, 2 * encoder_dim
 
     def context_vector(self, task: torch.Tensor) -> torch.Tensor:
@@ -105,5 +113,10 @@ class CAREEncoder(nn.Module):
     def context_cosine(self) -> torch.Tensor:
         """(T, T) cosine similarity between the context vectors of all tasks: near 1
         everywhere means the context does not tell tasks apart."""
-        z = F.normalize(self.context_vector(torch.arange(self.task_embedding.table.shape[0], device=self.task_embedding.table.device)), dim=-1)
+        z = F.normalize(
+            self.context_vector(
+                torch.arange(self.task_embedding.table.shape[0], device=self.task_embedding.table.device)
+            ),
+            dim=-1,
+        )
         return z @ z.T

@@ -86,16 +86,28 @@ class EnsembleMLP(nn.Module):
     -> ReLU (BRC's and FastTD3's critics), each member with its own gain and bias.
     """
 
-    def __init__(self, *, members: int, in_dim: int, hidden: list[int], out_dim: int, num_heads: int = 1,
-                 head_init: str = "small", init: str = "reference", layer_norm: bool = False):
+    def __init__(
+        self,
+        *,
+        members: int,
+        in_dim: int,
+        hidden: list[int],
+        out_dim: int,
+        num_heads: int = 1,
+        head_init: str = "small",
+        init: str = "reference",
+        layer_norm: bool = False,
+    ):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"unknown init '{init}', expected one of {INITS}")
         self.members, self.out_dim, self.num_heads = members, out_dim, num_heads
         sizes = [in_dim, *hidden]
         hidden_init, head_init = ("pytorch", "pytorch") if init == "pytorch" else ("orthogonal", head_init)
-        self.hidden = nn.ModuleList(EnsembleLinear(members=members, in_dim=a, out_dim=b, init=hidden_init)
-                                    for a, b in zip(sizes[:-1], sizes[1:]))
+        self.hidden = nn.ModuleList(
+            EnsembleLinear(members=members, in_dim=a, out_dim=b, init=hidden_init)
+            for a, b in zip(sizes[:-1], sizes[1:])
+        )
         # absent, not identity, without layer_norm: checkpoints' keys stay as they were
         self.norms = nn.ModuleList(EnsembleLayerNorm(members, b) for b in hidden) if layer_norm else None
         self.head = EnsembleLinear(members=members, in_dim=sizes[-1], out_dim=out_dim * num_heads, init=head_init)
@@ -120,7 +132,7 @@ class EnsembleMLP(nn.Module):
         params += list(self.norms.parameters()) if self.norms is not None else []
         return params + (list(self.head.parameters()) if self.num_heads == 1 else [])
 
-    def task_blocks(self) -> list["TaskBlock"]:
+    def task_blocks(self) -> list[TaskBlock]:
         """Each task's out_dim columns of a per-task head's weight (members, in, out * heads)
         and bias (members, 1, out * heads), as ``forward`` reads them."""
         return head_columns("head", self.num_heads, self.out_dim)
@@ -150,7 +162,7 @@ def select_heads(out: torch.Tensor, task: torch.Tensor, num_heads: int) -> torch
     return out.gather(2, index).squeeze(2)
 
 
-def head_columns(name: str, num_heads: int, out_dim: int) -> list["TaskBlock"]:
+def head_columns(name: str, num_heads: int, out_dim: int) -> list[TaskBlock]:
     """The per-task columns of an ``EnsembleLinear`` named ``name`` with one head per task."""
     if num_heads == 1:
         return []
@@ -169,7 +181,7 @@ class TaskBlock:
     start: int
     width: int
 
-    def prefixed(self, prefix: str) -> "TaskBlock":
+    def prefixed(self, prefix: str) -> TaskBlock:
         return TaskBlock(f"{prefix}.{self.name}", self.dim, self.start, self.width)
 
     def view(self, tensor: torch.Tensor, num_tasks: int) -> torch.Tensor:
@@ -189,10 +201,12 @@ class TanhGaussianActor(nn.Module):
         self.net = net
 
     @classmethod
-    def mlp(cls, *, in_dim: int, act_dim: int, hidden: list[int], num_heads: int = 1,
-            init: str = "pytorch") -> "TanhGaussianActor":
-        return cls(EnsembleMLP(members=1, in_dim=in_dim, hidden=hidden, out_dim=2 * act_dim, num_heads=num_heads,
-                               init=init))
+    def mlp(
+        cls, *, in_dim: int, act_dim: int, hidden: list[int], num_heads: int = 1, init: str = "pytorch"
+    ) -> TanhGaussianActor:
+        return cls(
+            EnsembleMLP(members=1, in_dim=in_dim, hidden=hidden, out_dim=2 * act_dim, num_heads=num_heads, init=init)
+        )
 
     def forward(self, features: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.net(features, task)[0].chunk(2, dim=-1)
@@ -229,10 +243,28 @@ class TwinQ(nn.Module):
         self.net = net
 
     @classmethod
-    def mlp(cls, *, in_dim: int, act_dim: int, hidden: list[int], num_heads: int = 1, members: int = 2,
-            init: str = "pytorch", layer_norm: bool = False) -> "TwinQ":
-        return cls(EnsembleMLP(members=members, in_dim=in_dim + act_dim, hidden=hidden, out_dim=1, num_heads=num_heads,
-                               init=init, layer_norm=layer_norm))
+    def mlp(
+        cls,
+        *,
+        in_dim: int,
+        act_dim: int,
+        hidden: list[int],
+        num_heads: int = 1,
+        members: int = 2,
+        init: str = "pytorch",
+        layer_norm: bool = False,
+    ) -> TwinQ:
+        return cls(
+            EnsembleMLP(
+                members=members,
+                in_dim=in_dim + act_dim,
+                hidden=hidden,
+                out_dim=1,
+                num_heads=num_heads,
+                init=init,
+                layer_norm=layer_norm,
+            )
+        )
 
     def forward(self, features: torch.Tensor, action: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([features, action], -1), task).squeeze(-1)

@@ -37,20 +37,40 @@ class MOORENet(nn.Module):
     """k expert MLPs of the input, made orthonormal per sample, mixed by the task's weights,
     read by the task's output head (an MLP with one head per task)."""
 
-    def __init__(self, *, members: int, in_dim: int, out_dim: int, num_tasks: int, num_experts: int,
-                 expert_hidden: list[int], expert_dim: int, head_hidden: list[int], init: str = "pytorch"):
+    def __init__(
+        self,
+        *,
+        members: int,
+        in_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        num_experts: int,
+        expert_hidden: list[int],
+        expert_dim: int,
+        head_hidden: list[int],
+        init: str = "pytorch",
+    ):
         super().__init__()
         if expert_dim < num_experts:
-            raise ValueError(f"MOORE needs expert_dim >= num_experts to make {num_experts} vectors orthonormal, got {expert_dim}")
+            raise ValueError(
+                f"MOORE needs expert_dim >= num_experts to make {num_experts} vectors orthonormal, got {expert_dim}"
+            )
         self.members, self.out_dim, self.num_experts = members, out_dim, num_experts
-        self.experts = EnsembleMLP(members=members * num_experts, in_dim=in_dim, hidden=expert_hidden,
-                                   out_dim=expert_dim, head_init="orthogonal", init=init)
+        self.experts = EnsembleMLP(
+            members=members * num_experts,
+            in_dim=in_dim,
+            hidden=expert_hidden,
+            out_dim=expert_dim,
+            head_init="orthogonal",
+            init=init,
+        )
         # The task's mixing weights: MOORE's bias-free nn.Linear of the task's one-hot, i.e. a
         # (T, k) table, xavier-uniform as its reference code (no softmax, no normalisation).
         bound = math.sqrt(6.0 / (num_tasks + num_experts))
         self.task_weights = nn.Parameter(torch.empty(members, num_tasks, num_experts).uniform_(-bound, bound))
-        self.head = EnsembleMLP(members=members, in_dim=expert_dim, hidden=head_hidden, out_dim=out_dim,
-                                num_heads=num_tasks, init=init)
+        self.head = EnsembleMLP(
+            members=members, in_dim=expert_dim, hidden=head_hidden, out_dim=out_dim, num_heads=num_tasks, init=init
+        )
 
     def representation(self, x: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(r (members, B, d), orthonormal expert outputs (members, k, B, d))."""

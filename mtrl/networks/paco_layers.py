@@ -56,14 +56,24 @@ class PaCoNet(nn.Module):
     """A ReLU MLP whose every layer is a ``CompositionalLinear`` over K parameter sets,
     composed by the task's vector ``w[task]`` (members, num_tasks, K)."""
 
-    def __init__(self, *, members: int, in_dim: int, hidden: list[int], out_dim: int, num_tasks: int, num_sets: int,
-                 init: str = "pytorch"):
+    def __init__(
+        self,
+        *,
+        members: int,
+        in_dim: int,
+        hidden: list[int],
+        out_dim: int,
+        num_tasks: int,
+        num_sets: int,
+        init: str = "pytorch",
+    ):
         super().__init__()
         self.members, self.out_dim, self.num_sets = members, out_dim, num_sets
         sizes = [in_dim, *hidden, out_dim]
-        self.layers = nn.ModuleList(CompositionalLinear(members=members, num_sets=num_sets, in_dim=a, out_dim=b,
-                                                        init=init)
-                                    for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(
+            CompositionalLinear(members=members, num_sets=num_sets, in_dim=a, out_dim=b, init=init)
+            for a, b in zip(sizes[:-1], sizes[1:])
+        )
         self.w = nn.Parameter(torch.randn(members, num_tasks, num_sets))
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:

@@ -33,9 +33,21 @@ class SoftModularNet(nn.Module):
     """``members`` independent soft-modular networks (twin critics: 2) with ``num_layers``
     layers of ``num_modules`` modules of width ``module_hidden``."""
 
-    def __init__(self, *, members: int, in_dim: int, out_dim: int, num_tasks: int, base_hidden: list[int],
-                 num_layers: int, num_modules: int, module_hidden: int, routing_hidden: int, num_routing_layers: int,
-                 init: str = "pytorch"):
+    def __init__(
+        self,
+        *,
+        members: int,
+        in_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        base_hidden: list[int],
+        num_layers: int,
+        num_modules: int,
+        module_hidden: int,
+        routing_hidden: int,
+        num_routing_layers: int,
+        init: str = "pytorch",
+    ):
         super().__init__()
         if num_layers < 2:
             raise ValueError(f"soft modularization needs at least 2 module layers, got {num_layers}")
@@ -43,29 +55,42 @@ class SoftModularNet(nn.Module):
         self.num_layers, self.num_modules = num_layers, num_modules
         n, width = num_modules, base_hidden[-1]
         # The reference's MLPBase: hidden layers, the last one linear (no activation).
-        self.base = EnsembleMLP(members=members, in_dim=in_dim, hidden=base_hidden[:-1], out_dim=width,
-                                head_init="orthogonal", init=init)
+        self.base = EnsembleMLP(
+            members=members, in_dim=in_dim, hidden=base_hidden[:-1], out_dim=width, head_init="orthogonal", init=init
+        )
         self.task_embedding = EnsembleLinear(members=members, in_dim=num_tasks, out_dim=width, init=init)
-        self.routing = EnsembleMLP(members=members, in_dim=width, hidden=[routing_hidden] * (num_routing_layers - 1),
-                                   out_dim=routing_hidden, head_init="orthogonal", init=init)
+        self.routing = EnsembleMLP(
+            members=members,
+            in_dim=width,
+            hidden=[routing_hidden] * (num_routing_layers - 1),
+            out_dim=routing_hidden,
+            head_init="orthogonal",
+            init=init,
+        )
         # Routing logits start near 0 (uniform routing), as the reference's +-3e-3 init.
         self.route_first = EnsembleLinear(members=members, in_dim=routing_hidden, out_dim=n * n, init="small")
-        self.route_cond = nn.ModuleList(EnsembleLinear(members=members, in_dim=(l + 1) * n * n, out_dim=routing_hidden,
-                                                       init=init)
-                                        for l in range(num_layers - 1))
-        self.route_next = nn.ModuleList(EnsembleLinear(members=members, in_dim=routing_hidden, out_dim=n * n,
-                                                       init="small")
-                                        for _ in range(num_layers - 2))
+        self.route_cond = nn.ModuleList(
+            EnsembleLinear(members=members, in_dim=(i + 1) * n * n, out_dim=routing_hidden, init=init)
+            for i in range(num_layers - 1)
+        )
+        self.route_next = nn.ModuleList(
+            EnsembleLinear(members=members, in_dim=routing_hidden, out_dim=n * n, init="small")
+            for _ in range(num_layers - 2)
+        )
         self.route_last = EnsembleLinear(members=members, in_dim=routing_hidden, out_dim=n, init="small")
-        self.module_layers = nn.ModuleList(EnsembleLinear(members=members * n,
-                                                          in_dim=width if l == 0 else module_hidden,
-                                                          out_dim=module_hidden, init=init)
-                                      for l in range(num_layers))
+        self.module_layers = nn.ModuleList(
+            EnsembleLinear(
+                members=members * n, in_dim=width if i == 0 else module_hidden, out_dim=module_hidden, init=init
+            )
+            for i in range(num_layers)
+        )
         for layer in self.module_layers:  # the reference's basic_init bias: keeps the ReLUs after mixing alive
             nn.init.constant_(layer.bias, MODULE_BIAS_INIT)
         self.last = EnsembleLinear(members=members, in_dim=module_hidden, out_dim=out_dim, init="small")
 
-    def routing_weights(self, x: torch.Tensor, task: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    def routing_weights(
+        self, x: torch.Tensor, task: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """([p_0 .. p_{L-2}] each (members, B, n, n), p_last (members, B, n), h = base(x))."""
         m, n = self.members, self.num_modules
         h = self.base(x)

@@ -65,8 +65,12 @@ def read_embedding_file(path: Path) -> dict:
         raise broken('has no "tasks" mapping of task name -> {"description", "vector"}')
     dim = data.get("dim")
     for name, entry in tasks.items():
-        if not (isinstance(entry, dict) and isinstance(entry.get("description"), str) and isinstance(entry.get("vector"), list)):
-            raise broken(f"has a malformed entry for task '{name}' (it needs \"description\" and \"vector\")")
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("description"), str)
+            and isinstance(entry.get("vector"), list)
+        ):
+            raise broken(f'has a malformed entry for task \'{name}\' (it needs "description" and "vector")')
         vector = entry["vector"]
         if not vector or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector):
             raise broken(f"holds a vector for task '{name}' that is not a non-empty list of numbers")

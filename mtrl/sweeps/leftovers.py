@@ -19,8 +19,8 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 DRIVER_FILE = "mtrl-driver.json"
 PREFIX = "mtrl-ray-"
@@ -100,9 +100,13 @@ def clean_leftovers(echo: Callable[[str], None]) -> None:
         refused = stop(left)
         if refused:
             pids = " ".join(map(str, refused))
-            echo(f"a killed sweep driver (pid {pid}, --out {driver.get('out')}) left Ray processes {pids} and {folder}; "
-                 f"stop them with: kill {pids}; rm -rf {folder}")
+            echo(
+                f"a killed sweep driver (pid {pid}, --out {driver.get('out')}) left Ray processes {pids} and {folder}; "
+                f"stop them with: kill {pids}; rm -rf {folder}"
+            )
             continue
         shutil.rmtree(folder, ignore_errors=True)
-        echo(f"cleaned up after a killed sweep driver (pid {pid}, --out {driver.get('out')}): "
-             f"stopped {len(left)} leftover Ray process(es), removed {folder}")
+        echo(
+            f"cleaned up after a killed sweep driver (pid {pid}, --out {driver.get('out')}): "
+            f"stopped {len(left)} leftover Ray process(es), removed {folder}"
+        )

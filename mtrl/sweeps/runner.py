@@ -34,17 +34,19 @@ import tempfile
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mtrl.atomic_write import atomic_write
 from mtrl.errors import ConfigError, RunStopped, install_hint, one_line
-from mtrl.training.logger import read_metrics
-from mtrl.sweeps.leftovers import PREFIX as LEFTOVER_PREFIX, clean_leftovers, mark_driver
+from mtrl.sweeps.leftovers import PREFIX as LEFTOVER_PREFIX
+from mtrl.sweeps.leftovers import clean_leftovers, mark_driver
 from mtrl.sweeps.storage import Storage, claim, fetch_small, parse_storage, workplace, write_files
+from mtrl.training.logger import read_metrics
 
 MANIFEST = "sweep.json"
 LOCK = ".sweep.lock"
@@ -119,8 +121,10 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
         if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
             raise ConfigError(f"sweep argument '{item}' is not of the form dotted.key=value[,value...]")
         if key in SET_BY_SWEEP:
-            raise ConfigError(f"'{key}' is set by mtrl sweep for every trial (seeds 0..N-1 by --seeds N, run "
-                              "directories under --out DIR, torch threads by --cpus-per-trial); leave it out of the grid")
+            raise ConfigError(
+                f"'{key}' is set by mtrl sweep for every trial (seeds 0..N-1 by --seeds N, run "
+                "directories under --out DIR, torch threads by --cpus-per-trial); leave it out of the grid"
+            )
         if key in grid:
             raise ConfigError(f"sweep argument '{item}': '{key}' is given twice; list all its values in one key=v1,v2")
         values = split_values(raw)
@@ -134,6 +138,7 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
 
 def point_name(point: dict[str, str], grid: dict[str, list[str]]) -> str:
     """A folder name from the keys that vary: ``sac.actor_lr=0.001,agent.hidden_sizes=16-16``."""
+
     def safe(value: str) -> str:
         value = re.sub(r"[\[\]{}()'\" ]", "", value).strip("/")
         return re.sub(r"[^A-Za-z0-9._+=-]+", "-", value) or "empty"
@@ -159,15 +164,16 @@ def make_trials(grid: dict[str, list[str]], seeds: int) -> list[Trial]:
 def trial_config(config: str, trial: Trial, sweep_dir: Path):
     from mtrl.config import load_config
 
-    return load_config(config, trial.overrides + [f"seed={trial.seed}", f"run.dir={sweep_dir / trial.run_dir}",
-                                                  "train.progress=false"])
+    return load_config(
+        config, trial.overrides + [f"seed={trial.seed}", f"run.dir={sweep_dir / trial.run_dir}", "train.progress=false"]
+    )
 
 
 def flat_config(cfg: Any) -> dict[str, Any]:
     """A resolved config as ``{dotted.key: value}`` in plain JSON types, without the keys
     every trial sets itself."""
-    from mtrl.config import to_dict
     from mtrl.analysis.report import flatten_config
+    from mtrl.config import to_dict
 
     flat = json.loads(json.dumps(flatten_config(to_dict(cfg)), default=str))
     return {k: v for k, v in flat.items() if k not in SET_BY_SWEEP}
@@ -200,10 +206,17 @@ def read_manifest(sweep_dir: Path) -> dict | None:
 def _manifest_problem(data: Any) -> str | None:
     """What is wrong with a manifest's layout, or None: ``sweep`` (grid, seeds, base_config,
     points) and ``trials`` of the kinds :func:`write_manifest` writes."""
-    def names_to_lists(value: Any) -> bool:
-        return isinstance(value, dict) and all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in value.values())
 
-    if not isinstance(data, dict) or not isinstance(data.get("sweep"), dict) or not isinstance(data.get("trials"), list):
+    def names_to_lists(value: Any) -> bool:
+        return isinstance(value, dict) and all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in value.values()
+        )
+
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("sweep"), dict)
+        or not isinstance(data.get("trials"), list)
+    ):
         return "no 'sweep' mapping and 'trials' list"
     sweep = data["sweep"]
     if not names_to_lists(sweep.get("grid")) or ("points" in sweep and not names_to_lists(sweep["points"])):
@@ -218,21 +231,31 @@ def _manifest_problem(data: Any) -> str | None:
 def same_sweep(old: dict, sweep: dict, sweep_dir: Path) -> None:
     """Refuse, in one line, to resume a sweep directory with another grid, seeds or config."""
     again = f"rerun its own command to resume it ({old.get('command', '?')}) or choose another --out"
-    if (list(old["sweep"]["grid"].items()) != list(sweep["grid"].items()) or old["sweep"]["seeds"] != sweep["seeds"]
-            or old["sweep"].get("points") != sweep.get("points")):
+    if (
+        list(old["sweep"]["grid"].items()) != list(sweep["grid"].items())
+        or old["sweep"]["seeds"] != sweep["seeds"]
+        or old["sweep"].get("points") != sweep.get("points")
+    ):
         raise ConfigError(f"--out '{sweep_dir}' holds a sweep with another grid or --seeds; {again}")
     was, now = old["sweep"]["base_config"], sweep["base_config"]
     changed = sorted(k for k in set(was) | set(now) if was.get(k, "<unset>") != now.get(k, "<unset>"))
     if changed:
         k = changed[0]
         more = f" and {len(changed) - 1} more key(s)" if len(changed) > 1 else ""
-        raise ConfigError(f"--out '{sweep_dir}' holds a sweep of another config ({k}: {was.get(k, '<unset>')!r} -> "
-                          f"{now.get(k, '<unset>')!r}{more}); {again}")
+        raise ConfigError(
+            f"--out '{sweep_dir}' holds a sweep of another config ({k}: {was.get(k, '<unset>')!r} -> "
+            f"{now.get(k, '<unset>')!r}{more}); {again}"
+        )
 
 
 def write_manifest(sweep_dir: Path, command: str, sweep: dict, trials: list[Trial]) -> None:
-    data = {"version": 1, "command": command, "updated": datetime.now().isoformat(timespec="seconds"),
-            "sweep": sweep, "trials": [dataclasses.asdict(t) for t in trials]}
+    data = {
+        "version": 1,
+        "command": command,
+        "updated": datetime.now().isoformat(timespec="seconds"),
+        "sweep": sweep,
+        "trials": [dataclasses.asdict(t) for t in trials],
+    }
     atomic_write(sweep_dir / MANIFEST, json.dumps(data, indent=1) + "\n")
 
 
@@ -290,8 +313,11 @@ def run_trial(cfg: Any, run_rel: str, log_rel: str, threads: int, cwd: str, stor
         place.pull([run_rel, log_rel])
     except Exception as e:  # noqa: BLE001 (storage unreachable from this node)
         return {"state": "failed", "error": one_line(e)}
-    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(place.root / run_rel)),
-                              train=dataclasses.replace(cfg.train, threads=threads))
+    cfg = dataclasses.replace(
+        cfg,
+        run=dataclasses.replace(cfg.run, dir=str(place.root / run_rel)),
+        train=dataclasses.replace(cfg.train, threads=threads),
+    )
     out = train_trial(cfg, place.root / log_rel, lambda _: place.push(run_rel, log_rel))
     try:
         place.push(run_rel, log_rel)
@@ -322,24 +348,39 @@ def train_trial(cfg: Any, log_path: Path, push: Callable[[Path], None]) -> dict:
     final = finished_run(run_dir, cfg.train.total_steps) if resume else None
     if final is not None:
         with open(log_path, "a") as log:
-            log.write(f"--- {datetime.now().isoformat(timespec='seconds')} already finished: final evaluation at "
-                      f"step {final['step']:,}; marked done\n")
-        return {"state": "done", "env_steps": final["step"], "final_success_mean": final["eval/success_mean"],
-                "finished_before": True}
+            log.write(
+                f"--- {datetime.now().isoformat(timespec='seconds')} already finished: final evaluation at "
+                f"step {final['step']:,}; marked done\n"
+            )
+        return {
+            "state": "done",
+            "env_steps": final["step"],
+            "final_success_mean": final["eval/success_mean"],
+            "finished_before": True,
+        }
 
     def push_or_say(path: Path) -> None:  # a storage hiccup costs this copy, not the run: the next one retries
         try:
             push(path)
         except Exception as e:  # noqa: BLE001
-            print(f"--- could not copy {path.name} to the storage ({one_line(e)}); retrying at the next checkpoint", flush=True)
+            print(
+                f"--- could not copy {path.name} to the storage ({one_line(e)}); retrying at the next checkpoint",
+                flush=True,
+            )
 
     with open(log_path, "a", buffering=1) as log, redirect_stdout(log), redirect_stderr(log):
-        print(f"--- {datetime.now().isoformat(timespec='seconds')} {'resuming' if resume else 'starting'} "
-              f"on {os.uname().nodename} pid {os.getpid()} in {run_dir}", flush=True)
+        print(
+            f"--- {datetime.now().isoformat(timespec='seconds')} {'resuming' if resume else 'starting'} "
+            f"on {os.uname().nodename} pid {os.getpid()} in {run_dir}",
+            flush=True,
+        )
         try:
             result = train(cfg, on_checkpoint=push_or_say)
-            out = {"state": "done", "env_steps": result.env_steps,
-                   "final_success_mean": float(result.final_eval.success_mean) if result.final_eval else None}
+            out = {
+                "state": "done",
+                "env_steps": result.env_steps,
+                "final_success_mean": float(result.final_eval.success_mean) if result.final_eval else None,
+            }
         except RunStopped as e:
             out = {"state": "pending", "error": None, "stopped": str(e)}
         except Exception as e:  # noqa: BLE001 (a trial's failure is data for the manifest, not the sweep's end)
@@ -378,8 +419,10 @@ def start_ray(ray, address: str | None, sweep_dir: Path) -> tuple[bool, str | No
         try:
             ray.init(address=address, **quiet)
         except Exception as e:  # noqa: BLE001 (Ray raises several kinds for an unreachable cluster)
-            raise ConfigError(f"could not connect to the Ray cluster at '{address}' ({one_line(e)}); "
-                              "start it with `ray start --head --port=6379` on the head node") from None
+            raise ConfigError(
+                f"could not connect to the Ray cluster at '{address}' ({one_line(e)}); "
+                "start it with `ray start --head --port=6379` on the head node"
+            ) from None
         return True, None
     temp = tempfile.mkdtemp(prefix=LEFTOVER_PREFIX)  # short: Ray's socket paths must fit in 107 bytes
     mark_driver(temp, sweep_dir)
@@ -396,10 +439,19 @@ def capacity(ray, cpus: int, gpus: float) -> int:
     return fits
 
 
-def run_sweep(config: str, grid_args: list[str], seeds: int, out: str | Path | None = None,
-              address: str | None = None, cpus_per_trial: int = 1, gpus_per_trial: float = 0.0,
-              echo: Callable[[str], None] = print, points: dict[str, list[str]] | None = None,
-              command: list[str] | None = None, storage: str | None = None) -> SweepResult:
+def run_sweep(
+    config: str,
+    grid_args: list[str],
+    seeds: int,
+    out: str | Path | None = None,
+    address: str | None = None,
+    cpus_per_trial: int = 1,
+    gpus_per_trial: float = 0.0,
+    echo: Callable[[str], None] = print,
+    points: dict[str, list[str]] | None = None,
+    command: list[str] | None = None,
+    storage: str | None = None,
+) -> SweepResult:
     """Run (or resume) the sweep; see the module docstring. Bad input raises
     :class:`ConfigError` before Ray starts or anything is written."""
     from mtrl.config import load_config
@@ -418,13 +470,23 @@ def run_sweep(config: str, grid_args: list[str], seeds: int, out: str | Path | N
     sweep_dir = Path(out).absolute()
     trials = make_trials(grid, seeds)
     if points is not None:  # named override lists instead of a product (mtrl single-task: one per task)
-        trials = [Trial(name, [*extra, *t.overrides], t.seed, f"{name}/seed{t.seed}")
-                  for name, extra in points.items() for t in trials]
+        trials = [
+            Trial(name, [*extra, *t.overrides], t.seed, f"{name}/seed{t.seed}")
+            for name, extra in points.items()
+            for t in trials
+        ]
     configs = {(t.name, t.seed): trial_config(config, t, sweep_dir) for t in trials}
     if not gpus_per_trial and any(c.device == "cuda" for c in configs.values()):
-        raise ConfigError("device=cuda needs GPUs for the trials: pass --gpus-per-trial G (e.g. 1, or 0.5 to share one)")
-    sweep = {"config": config, "grid": grid, "seeds": seeds, "base_config": flat_config(base),
-             **({"points": points} if points is not None else {})}
+        raise ConfigError(
+            "device=cuda needs GPUs for the trials: pass --gpus-per-trial G (e.g. 1, or 0.5 to share one)"
+        )
+    sweep = {
+        "config": config,
+        "grid": grid,
+        "seeds": seeds,
+        "base_config": flat_config(base),
+        **({"points": points} if points is not None else {}),
+    }
     location = parse_storage(storage) if storage is not None else None
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise ConfigError(f"--out '{out}' is a file; choose a folder")
@@ -433,14 +495,22 @@ def run_sweep(config: str, grid_args: list[str], seeds: int, out: str | Path | N
         same_sweep(old, sweep, sweep_dir)
         location = same_storage(old["sweep"].get("storage"), location, sweep_dir)
         done = {(t.name, t.seed): t for t in old["trials"]}
-        trials = [dataclasses.replace(done.get((t.name, t.seed), t), overrides=t.overrides, run_dir=t.run_dir) for t in trials]
+        trials = [
+            dataclasses.replace(done.get((t.name, t.seed), t), overrides=t.overrides, run_dir=t.run_dir) for t in trials
+        ]
     elif sweep_dir.is_dir() and any(sweep_dir.iterdir()):
         raise ConfigError(f"--out '{out}' already holds files but no {MANIFEST}; choose a new or empty folder")
     sweep["storage"] = location
     sweep["id"] = old["sweep"].get("id", uuid.uuid4().hex[:12]) if old is not None else uuid.uuid4().hex[:12]
     store = Storage(location or str(sweep_dir), sweep["id"], default=location is None)
-    command = shlex.join([*(command or ["mtrl", "sweep", config, "--seeds", str(seeds), *grid_args]), "--out", str(out),
-                          *(["--storage", location] if location else [])])
+    command = shlex.join(
+        [
+            *(command or ["mtrl", "sweep", config, "--seeds", str(seeds), *grid_args]),
+            "--out",
+            str(out),
+            *(["--storage", location] if location else []),
+        ]
+    )
     ray = import_ray()
     todo = [t for t in trials if t.state != "done"]
     if not todo:
@@ -454,18 +524,25 @@ def run_sweep(config: str, grid_args: list[str], seeds: int, out: str | Path | N
     try:
         total = ray.cluster_resources()
         if capacity(ray, cpus_per_trial, gpus_per_trial) < 1:
-            raise ConfigError(f"a trial asks for {cpus_per_trial} CPU(s) and {gpus_per_trial:g} GPU(s), but the Ray cluster "
-                              f"has {total.get('CPU', 0):g} CPU(s) and {total.get('GPU', 0):g} GPU(s); "
-                              "lower --cpus-per-trial / --gpus-per-trial")
+            raise ConfigError(
+                f"a trial asks for {cpus_per_trial} CPU(s) and {gpus_per_trial:g} GPU(s), but the Ray cluster "
+                f"has {total.get('CPU', 0):g} CPU(s) and {total.get('GPU', 0):g} GPU(s); "
+                "lower --cpus-per-trial / --gpus-per-trial"
+            )
         claim(store, sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         handle = lock(sweep_dir)
         if old is not None:
             counts = {s: sum(t.state == s for t in trials) for s in STATES}
-            echo(f"resuming {sweep_dir}: {counts['done']} done; {len(todo)} to run "
-                 f"({counts['running']} interrupted, {counts['failed']} failed before)")
+            echo(
+                f"resuming {sweep_dir}: {counts['done']} done; {len(todo)} to run "
+                f"({counts['running']} interrupted, {counts['failed']} failed before)"
+            )
         else:
-            echo(f"sweep of {plural(len(trials), 'trial')} in {sweep_dir} (rerun the same command with --out {out} to resume it)")
+            echo(
+                f"sweep of {plural(len(trials), 'trial')} in {sweep_dir} (rerun the same command with "
+                f"--out {out} to resume it)"
+            )
 
         def save() -> None:
             write_manifest(sweep_dir, command, sweep, trials)
@@ -482,8 +559,17 @@ def run_sweep(config: str, grid_args: list[str], seeds: int, out: str | Path | N
     return SweepResult(sweep_dir, trials, *make_report(sweep_dir, trials))
 
 
-def run_all(ray, todo: list[Trial], configs: dict, sweep_dir: Path, storage: Storage, cpus: int, gpus: float,
-            save: Callable[[], None], echo: Callable[[str], None]) -> None:
+def run_all(
+    ray,
+    todo: list[Trial],
+    configs: dict,
+    sweep_dir: Path,
+    storage: Storage,
+    cpus: int,
+    gpus: float,
+    save: Callable[[], None],
+    echo: Callable[[str], None],
+) -> None:
     """Hand trials to Ray as capacity allows, record each result as it comes (its small files
     under ``sweep_dir``). SIGINT/SIGTERM: the running trials save a checkpoint and stop, the
     manifest says where they were."""
@@ -527,7 +613,8 @@ def run_all(ray, todo: list[Trial], configs: dict, sweep_dir: Path, storage: Sto
                     trial.state, trial.error, trial.attempts = "running", None, trial.attempts + 1
                     save()
                     ref = task.options(name=f"mtrl {trial.label}", **options).remote(
-                        configs[(trial.name, trial.seed)], trial.run_dir, log_name(trial), cpus, os.getcwd(), storage)
+                        configs[(trial.name, trial.seed)], trial.run_dir, log_name(trial), cpus, os.getcwd(), storage
+                    )
                     running[ref] = trial
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
                 for ref in ready:
@@ -538,11 +625,15 @@ def run_all(ray, todo: list[Trial], configs: dict, sweep_dir: Path, storage: Sto
                     if running:
                         for ref in ray.wait(list(running), num_returns=len(running), timeout=STOP_GRACE_S)[0]:
                             record(ref, running.pop(ref))
-                    raise RunStopped(f"sweep stopped by {stop.received}; running trials saved a checkpoint; "
-                                     f"rerun the same command to resume ({sweep_dir / MANIFEST})")
+                    raise RunStopped(
+                        f"sweep stopped by {stop.received}; running trials saved a checkpoint; "
+                        f"rerun the same command to resume ({sweep_dir / MANIFEST})"
+                    )
         except KeyboardInterrupt:  # a second Ctrl-C: Ray's shutdown ends the trials at their last checkpoint
-            raise RunStopped(f"sweep interrupted; rerun the same command to resume the trials from their last "
-                             f"checkpoints ({sweep_dir / MANIFEST})") from None
+            raise RunStopped(
+                f"sweep interrupted; rerun the same command to resume the trials from their last "
+                f"checkpoints ({sweep_dir / MANIFEST})"
+            ) from None
 
 
 def fetch_files(storage: Storage, sweep_dir: Path, trial: Trial) -> None:

@@ -72,8 +72,10 @@ def parse_storage(raw: str) -> str:
     except ImportError as e:
         raise ConfigError(f"--storage '{raw}' needs a package for {protocol}:// ({str(e).splitlines()[0]})") from None
     except ValueError:
-        raise ConfigError(f"--storage '{raw}': unknown protocol '{protocol}://'; use a folder or a URI "
-                          "fsspec knows (file://, s3://, gs://, ...)") from None
+        raise ConfigError(
+            f"--storage '{raw}': unknown protocol '{protocol}://'; use a folder or a URI "
+            "fsspec knows (file://, s3://, gs://, ...)"
+        ) from None
     return raw.rstrip("/")
 
 
@@ -93,19 +95,24 @@ def claim(storage: Storage, sweep_dir: Path) -> None:
         fs, root = storage.filesystem()
         marker = _read_marker(fs, root)
         if marker is not None and marker.get("sweep_id") != storage.sweep_id:
-            raise ConfigError(f"--storage '{storage.location}' holds another sweep's files (its --out: "
-                              f"{marker.get('out', '?')}); choose another --storage")
+            raise ConfigError(
+                f"--storage '{storage.location}' holds another sweep's files (its --out: "
+                f"{marker.get('out', '?')}); choose another --storage"
+            )
         if marker is None and not storage.default and fs.exists(root) and fs.ls(root):
-            raise ConfigError(f"--storage '{storage.location}' already holds files but no mtrl sweep; "
-                              "choose a new or empty location")
+            raise ConfigError(
+                f"--storage '{storage.location}' already holds files but no mtrl sweep; choose a new or empty location"
+            )
         if marker is None:
             fs.makedirs(root, exist_ok=True)
             fs.pipe_file(f"{root}/{MARKER}", json.dumps({"sweep_id": storage.sweep_id, "out": str(sweep_dir)}).encode())
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 (fsspec back ends raise their own kinds: no credentials, no bucket)
-        raise ConfigError(f"cannot use --storage '{storage.location}' ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        raise ConfigError(
+            f"cannot use --storage '{storage.location}' ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
 
 
 def sees(storage: Storage) -> bool:
@@ -183,8 +190,18 @@ class Workplace:
     def small_files(self, run_rel: str, log_rel: str) -> list[str]:
         """The trial's files but its checkpoints, relative to ``root``."""
         run_dir = self.root / run_rel
-        found = [p for p in run_dir.rglob("*") if p.is_file() and p.name not in SKIPPED and not p.name.startswith(".")
-                 and p.relative_to(run_dir).parts[0] != CHECKPOINTS] if run_dir.is_dir() else []
+        found = (
+            [
+                p
+                for p in run_dir.rglob("*")
+                if p.is_file()
+                and p.name not in SKIPPED
+                and not p.name.startswith(".")
+                and p.relative_to(run_dir).parts[0] != CHECKPOINTS
+            ]
+            if run_dir.is_dir()
+            else []
+        )
         rels = sorted(p.relative_to(self.root).as_posix() for p in found)
         return rels + ([log_rel] if (self.root / log_rel).is_file() else [])
 
@@ -245,8 +262,11 @@ def workplace(storage: Storage) -> Workplace:
     if storage.is_path and visible and not local:
         return Workplace(Path(storage.location), storage, in_place=True, synced=False)
     if not visible and not storage.default:
-        kind = "a folder every node mounts, or a URI such as s3://bucket/sweeps/lr" if storage.is_path else \
-            "its credentials or fsspec package on every node"
+        kind = (
+            "a folder every node mounts, or a URI such as s3://bucket/sweeps/lr"
+            if storage.is_path
+            else "its credentials or fsspec package on every node"
+        )
         raise RunError(f"--storage '{storage.location}' is not reachable from node {node_name()}; use {kind}")
     root = Path(local or tempfile.gettempdir()) / f"mtrl-sweep-{storage.sweep_id}"
     return Workplace(root, storage, in_place=False, synced=visible)

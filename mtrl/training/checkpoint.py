@@ -84,7 +84,11 @@ def nonfinite_entries(state: Any, prefix: str = "") -> list[str]:
     if isinstance(state, torch.Tensor):
         return [prefix] if state.is_floating_point() and not bool(torch.isfinite(state).all()) else []
     if isinstance(state, dict):
-        return [k for key, value in state.items() for k in nonfinite_entries(value, f"{prefix}.{key}" if prefix else str(key))]
+        return [
+            k
+            for key, value in state.items()
+            for k in nonfinite_entries(value, f"{prefix}.{key}" if prefix else str(key))
+        ]
     if isinstance(state, (list, tuple)):
         return [k for i, value in enumerate(state) for k in nonfinite_entries(value, f"{prefix}[{i}]")]
     return []
@@ -110,8 +114,10 @@ def write_checkpoint_file(path: Path, state: dict[str, Any], what: str) -> None:
     try:
         safe = encode(state)
     except UnsupportedValue as e:  # a bug in mtrl or a plug-in: say what, write nothing
-        raise RunError(f"refusing to save a checkpoint {what}: {e}, which cannot be loaded without "
-                       "running code; store tensors, numpy arrays and plain values") from None
+        raise RunError(
+            f"refusing to save a checkpoint {what}: {e}, which cannot be loaded without "
+            "running code; store tensors, numpy arrays and plain values"
+        ) from None
     buffer = io.BytesIO()
     torch.save(safe, buffer)
     payload = buffer.getbuffer()
@@ -139,7 +145,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     payload: bytes | memoryview = data
     if header is not None:
         header_end = len(header) + 64
-        digest, payload = data[len(header):header_end], memoryview(data)[header_end + 1:]
+        digest, payload = data[len(header) : header_end], memoryview(data)[header_end + 1 :]
         if len(data) <= header_end or hashlib.sha256(payload).hexdigest().encode() != digest:
             raise CheckpointError(f"{path.name} is truncated or corrupt (checksum mismatch)")
     try:
@@ -171,8 +177,10 @@ def _refusal(path: Path, payload: bytes | memoryview, error: Exception, legacy: 
     what = f"loading it would call {', '.join(wants[:3])}" if wants else "it holds more than tensors and plain values"
     line = f"refused to load checkpoint {path}: {what}; mtrl never runs code from a checkpoint"
     if legacy:
-        line += (f" (if it is a checkpoint of an older mtrl that you made yourself or trust: "
-                 f"mtrl convert-checkpoint {path} --trust)")
+        line += (
+            f" (if it is a checkpoint of an older mtrl that you made yourself or trust: "
+            f"mtrl convert-checkpoint {path} --trust)"
+        )
     else:
         line += " (it was not written by mtrl)"
     return line
@@ -186,7 +194,7 @@ def convert_checkpoint(path: Path) -> Path:
     data = path.read_bytes()
     for header in (MAGIC, LEGACY_MAGIC):
         if data.startswith(header):
-            data = data[len(header) + 65:]
+            data = data[len(header) + 65 :]
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)  # trusted by the caller
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not an mtrl checkpoint (it holds no training state)")

@@ -8,8 +8,9 @@ fewer episodes rotate through the goals when the caller advances ``first_episode
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -49,8 +50,15 @@ class EvalResult:
         }
 
 
-def evaluate(policy: Policy, env: MultiTaskVecEnv, task_names: list[str], num_episodes: int, stop_on_success: bool = True,
-             first_episode: int = 0, on_episode: Callable[[int], None] | None = None) -> EvalResult:
+def evaluate(
+    policy: Policy,
+    env: MultiTaskVecEnv,
+    task_names: list[str],
+    num_episodes: int,
+    stop_on_success: bool = True,
+    first_episode: int = 0,
+    on_episode: Callable[[int], None] | None = None,
+) -> EvalResult:
     """Run exactly ``num_episodes`` episodes of every task; slot s runs task ``s % num_tasks``;
     a task's j-th episode runs its variant ``first_episode + j``. ``on_episode`` is told the
     number of episodes finished so far, over all tasks, after each vector step that ends some.
@@ -132,7 +140,9 @@ class EvaluationSchedule:
 
     def run(self, policy: Policy, step: int, final: bool = False) -> EvalResult:
         tc = self.cfg
-        episodes, first = (tc.final_eval_episodes, 0) if final else (tc.eval_episodes, self.evaluations * tc.eval_episodes)
+        episodes, first = (
+            (tc.final_eval_episodes, 0) if final else (tc.eval_episodes, self.evaluations * tc.eval_episodes)
+        )
         self.env.set_rng_state(self.rng_start)
         result = evaluate(policy, self.env, self.task_names, episodes, tc.eval_stop_on_success, first)
         self.evaluations += 0 if final else 1

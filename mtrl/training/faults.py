@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtrl.training.checkpoint import latest_checkpoint
 from mtrl.errors import RunError
 from mtrl.learner.sac import SAC
 from mtrl.suite import MultiTaskVecEnv, Suite
+from mtrl.training.checkpoint import latest_checkpoint
 from mtrl.training.state import TrainingState
 
 # An env that fails this many times in a row (its rebuild included) stops the run.
@@ -55,14 +55,18 @@ class DivergenceGuard:
             state.faults["masked"] += self.sac.last_masked.cpu().numpy()
         state.bad_updates_in_a_row += 1
         if state.bad_updates_in_a_row >= self.patience:
-            raise RunError(f"training diverged: {state.bad_updates_in_a_row} updates in a row had non-finite or "
-                           f"exploding losses (step {state.env_steps}); {last_good_checkpoint(self.run_dir)}; "
-                           "lower the learning rates or sac.max_grad_norm")
+            raise RunError(
+                f"training diverged: {state.bad_updates_in_a_row} updates in a row had non-finite or "
+                f"exploding losses (step {state.env_steps}); {last_good_checkpoint(self.run_dir)}; "
+                "lower the learning rates or sac.max_grad_norm"
+            )
 
     def metrics(self) -> dict[str, float]:
         masked = self.state.faults["masked"]
-        return {"divergence/skipped_steps_total": self.state.faults["skipped_steps"],
-                **{f"divergence/masked/{name}": masked[i] for i, name in enumerate(self.task_names)}}
+        return {
+            "divergence/skipped_steps_total": self.state.faults["skipped_steps"],
+            **{f"divergence/masked/{name}": masked[i] for i, name in enumerate(self.task_names)},
+        }
 
 
 class EnvRebuilder:
@@ -85,10 +89,14 @@ class EnvRebuilder:
             self.in_a_row += 1
             reason = f"{type(error).__name__}: {str(error).splitlines()[0][:100] if str(error) else ''}"
             if self.in_a_row >= MAX_ENV_FAULTS_IN_A_ROW:
-                raise RunError(f"the environment failed {MAX_ENV_FAULTS_IN_A_ROW} times in a row at step "
-                               f"{state.env_steps} ({reason}); the checkpoints are kept; {self.resume_hint}")
-            say(f"the environment failed at step {state.env_steps} ({reason}); rebuilding it, its running episodes "
-                "are dropped")
+                raise RunError(
+                    f"the environment failed {MAX_ENV_FAULTS_IN_A_ROW} times in a row at step "
+                    f"{state.env_steps} ({reason}); the checkpoints are kept; {self.resume_hint}"
+                )
+            say(
+                f"the environment failed at step {state.env_steps} ({reason}); rebuilding it, its running episodes "
+                "are dropped"
+            )
             try:
                 state.env.close()
             except Exception:

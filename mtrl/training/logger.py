@@ -101,14 +101,23 @@ class WandbSink:
 
         self._wandb = wandb
         try:
-            self.run = wandb.init(project=cfg.run.wandb_project, name=Path(run_dir).name, id=run_id, resume="allow",
-                                  dir=str(run_dir), mode=cfg.run.wandb_mode or None, config=to_dict(cfg),
-                                  settings=wandb.Settings(silent=True, console="off"))
+            self.run = wandb.init(
+                project=cfg.run.wandb_project,
+                name=Path(run_dir).name,
+                id=run_id,
+                resume="allow",
+                dir=str(run_dir),
+                mode=cfg.run.wandb_mode or None,
+                config=to_dict(cfg),
+                settings=wandb.Settings(silent=True, console="off"),
+            )
         except Exception as e:  # no login, no network, a bad project: wandb's own kinds
             why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise ConfigError(f"run.wandb=true: W&B could not start a run ({why}); run `wandb login`, or set "
-                              f"run.wandb_mode=offline and `wandb sync` later; resume with: mtrl train "
-                              f"{Path(run_dir) / 'config.yaml'} resume=true") from None
+            raise ConfigError(
+                f"run.wandb=true: W&B could not start a run ({why}); run `wandb login`, or set "
+                f"run.wandb_mode=offline and `wandb sync` later; resume with: mtrl train "
+                f"{Path(run_dir) / 'config.yaml'} resume=true"
+            ) from None
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         self.run.log(values, step=step)
@@ -144,8 +153,13 @@ class Logger:
     after it (by the run that was stopped) are not duplicated, and TensorBoard is told to
     drop the stopped run's events after ``step`` (its ``purge_step``)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, resume_from: tuple[int, int] | None = None,
-                 sinks: Sequence[MetricSink] = ()):
+    def __init__(
+        self,
+        run_dir: Path,
+        tensorboard: bool = True,
+        resume_from: tuple[int, int] | None = None,
+        sinks: Sequence[MetricSink] = (),
+    ):
         self._jsonl = JsonlSink(run_dir, resume_from[0] if resume_from is not None else None)
         self.path = self._jsonl.path
         self.sinks: list[MetricSink] = [self._jsonl]
@@ -162,8 +176,9 @@ class Logger:
         for sink in self.sinks:
             sink.scalars(step, values)
 
-    def log_heatmap(self, tag: str, matrix: np.ndarray, step: int, vmin: float | None = None,
-                    vmax: float | None = None) -> None:
+    def log_heatmap(
+        self, tag: str, matrix: np.ndarray, step: int, vmin: float | None = None, vmax: float | None = None
+    ) -> None:
         """A (rows, cols) matrix as a grey-scale image, vmin..vmax (default: the matrix's
         range) -> black..white, each cell drawn as a square of 16x16 pixels."""
         m = np.asarray(matrix, np.float32)

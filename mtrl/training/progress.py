@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -86,9 +86,19 @@ class StepProgress:
     ``warmup_end``: the count at which the warm-up ends; speed and ETA restart there, and the
     ETA reads ``warm-up`` until then. ``terminal`` (default: stdout's) picks bar or lines."""
 
-    def __init__(self, label: str, total: int, start: int = 0, unit: str = "steps", enabled: bool = True,
-                 warmup_end: int = 0, terminal: bool | None = None, clock: Callable[[], float] = time.perf_counter,
-                 line_interval: float = LINE_INTERVAL, out: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        start: int = 0,
+        unit: str = "steps",
+        enabled: bool = True,
+        warmup_end: int = 0,
+        terminal: bool | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        line_interval: float = LINE_INTERVAL,
+        out: Callable[[str], None] | None = None,
+    ):
         self.label, self.total, self.unit, self.enabled = label, total, unit, enabled
         self.warmup_end, self.clock, self.line_interval = warmup_end, clock, line_interval
         self.done, self.eval = start, "-"
@@ -99,12 +109,17 @@ class StepProgress:
         self.terminal = enabled and (stdout_is_terminal() if terminal is None else terminal)
         self._bar = None
         if self.terminal:
-            self._bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[speed]}"), TextColumn("ETA {task.fields[eta]}"),
-                                 TextColumn("{task.fields[eval]}"))
+            self._bar = Progress(
+                TextColumn(f"[bold]{label}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[speed]}"),
+                TextColumn("ETA {task.fields[eta]}"),
+                TextColumn("{task.fields[eval]}"),
+            )
             self._task = self._bar.add_task(label, total=total, completed=start, speed="-", eta="-", eval="")
 
-    def __enter__(self) -> "StepProgress":
+    def __enter__(self) -> StepProgress:
         if self._bar is not None:
             self._bar.__enter__()
         return self

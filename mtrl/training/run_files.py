@@ -11,9 +11,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtrl.training.checkpoint import CheckpointError, checkpoint_dir, checkpoint_step, list_checkpoints, load_checkpoint, load_latest_good
 from mtrl.config import Config, build_dataclass, check_values, read_yaml, value_checks
 from mtrl.errors import ConfigError
+from mtrl.training.checkpoint import (
+    CheckpointError,
+    checkpoint_dir,
+    checkpoint_step,
+    list_checkpoints,
+    load_checkpoint,
+    load_latest_good,
+)
 
 
 def read_run(run_dir: Path) -> Config:
@@ -27,7 +34,9 @@ def read_run(run_dir: Path) -> Config:
     return cfg
 
 
-def read_checkpoint(run_dir: Path, checkpoint: str | Path | int | None, device: torch.device) -> tuple[Path, dict[str, Any], list[str]]:
+def read_checkpoint(
+    run_dir: Path, checkpoint: str | Path | int | None, device: torch.device
+) -> tuple[Path, dict[str, Any], list[str]]:
     """The checkpoint's path, its state and the reasons newer files were skipped (only when
     ``checkpoint`` is None: the newest that verifies)."""
     if checkpoint is None:
@@ -41,12 +50,16 @@ def read_checkpoint(run_dir: Path, checkpoint: str | Path | int | None, device: 
         path = checkpoint_dir(run_dir) / f"step_{int(checkpoint)}.pt"
         if not path.is_file():
             steps = ", ".join(str(checkpoint_step(p)) for p in list_checkpoints(run_dir)) or "none"
-            raise ConfigError(f"'{run_dir}' has no checkpoint of step {int(checkpoint)}; its checkpoints' steps: {steps}")
+            raise ConfigError(
+                f"'{run_dir}' has no checkpoint of step {int(checkpoint)}; its checkpoints' steps: {steps}"
+            )
     else:
         path = Path(checkpoint)
         if not path.is_file():
-            raise ConfigError(f"checkpoint '{path}' is not a file; pass a step number or a path such as "
-                              f"{checkpoint_dir(run_dir) / 'step_<N>.pt'}")
+            raise ConfigError(
+                f"checkpoint '{path}' is not a file; pass a step number or a path such as "
+                f"{checkpoint_dir(run_dir) / 'step_<N>.pt'}"
+            )
     try:
         return path, load_checkpoint(path, device), []
     except CheckpointError as e:
@@ -57,8 +70,11 @@ def check_summary(state: Any, path: Path) -> dict[str, Any]:
     """The checkpoint's state, after checking the entries that describe it (``task_names``,
     ``spec``, ``env_steps``, ``sac.agent``) are of the kinds mtrl writes; one-line
     ConfigError otherwise (a file in the right format holding something else)."""
+
     def wrong(what: str) -> ConfigError:
-        return ConfigError(f"checkpoint '{path}' is not a training state mtrl wrote ({what}); was it copied from elsewhere?")
+        return ConfigError(
+            f"checkpoint '{path}' is not a training state mtrl wrote ({what}); was it copied from elsewhere?"
+        )
 
     if not isinstance(state, dict):
         raise wrong("it holds no training state")
@@ -73,7 +89,9 @@ def check_summary(state: Any, path: Path) -> dict[str, Any]:
         if value is not None and not (_integer(value) and value >= 1):
             raise wrong(f"spec.{key} is {value!r}")
     descriptions = (spec or {}).get("descriptions")
-    if descriptions is not None and not (isinstance(descriptions, list) and all(isinstance(d, str) for d in descriptions)):
+    if descriptions is not None and not (
+        isinstance(descriptions, list) and all(isinstance(d, str) for d in descriptions)
+    ):
         raise wrong("spec.descriptions is not a list of texts")
     steps = state.get("env_steps")
     if steps is not None and not _integer(steps):

@@ -64,8 +64,12 @@ def _pack(value: np.ndarray | np.generic, where: str) -> dict[str, Any]:
     if array.dtype.kind not in _SAFE_KINDS:
         raise UnsupportedValue(f"{where} is a numpy array of dtype {array.dtype}")
     raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8).copy()
-    return {TAG: array.dtype.str, "shape": list(array.shape), "scalar": isinstance(value, np.generic),
-            "data": torch.from_numpy(raw)}
+    return {
+        TAG: array.dtype.str,
+        "shape": list(array.shape),
+        "scalar": isinstance(value, np.generic),
+        "data": torch.from_numpy(raw),
+    }
 
 
 def decode(obj: Any) -> Any:
@@ -91,9 +95,16 @@ def decode(obj: Any) -> Any:
 
 def _unpack(tagged: dict[str, Any]) -> np.ndarray | np.generic:
     dtype, shape, data, scalar = tagged.get(TAG), tagged.get("shape"), tagged.get("data"), tagged.get("scalar")
-    if not (isinstance(dtype, str) and _DTYPE.fullmatch(dtype) and isinstance(shape, list)
-            and all(type(n) is int and 0 <= n < 2**40 for n in shape) and isinstance(scalar, bool)
-            and isinstance(data, torch.Tensor) and data.dtype == torch.uint8 and data.dim() == 1):
+    if not (
+        isinstance(dtype, str)
+        and _DTYPE.fullmatch(dtype)
+        and isinstance(shape, list)
+        and all(type(n) is int and 0 <= n < 2**40 for n in shape)
+        and isinstance(scalar, bool)
+        and isinstance(data, torch.Tensor)
+        and data.dtype == torch.uint8
+        and data.dim() == 1
+    ):
         raise ValueError("it holds a malformed array entry")
     try:
         np_dtype = np.dtype(dtype)
@@ -132,7 +143,11 @@ def check_like(template: Any, value: Any, where: str) -> None:
     in turn). What a checkpoint sets by assignment passes here first, so that a file of the
     right format but the wrong contents is refused on load, not in the middle of training."""
     if isinstance(template, (np.ndarray, torch.Tensor)):
-        ok = type(value) is type(template) and value.dtype == template.dtype and tuple(value.shape) == tuple(template.shape)
+        ok = (
+            type(value) is type(template)
+            and value.dtype == template.dtype
+            and tuple(value.shape) == tuple(template.shape)
+        )
     elif isinstance(template, (bool, np.bool_)):
         ok = isinstance(value, (bool, np.bool_))
     elif isinstance(template, (int, np.integer)):

@@ -101,7 +101,6 @@ class RoundRobin(Scheduler):
         return task
 
 
-
 @dataclass
 class UniformConfig:
     name: str = "uniform"
@@ -137,10 +136,12 @@ class LearningProgressConfig:
                 "scheduler.slow_rate and scheduler.fast_rate must satisfy 0 < slow_rate < fast_rate <= 1, "
                 f"got {self.slow_rate} and {self.fast_rate}"
             )
-        check_values([
-            ("scheduler.noise_threshold", self.noise_threshold, at_least(0), "at least 0"),
-            ("scheduler.epsilon", self.epsilon, lambda v: 0 <= v <= 1, "in [0, 1]"),
-        ])
+        check_values(
+            [
+                ("scheduler.noise_threshold", self.noise_threshold, at_least(0), "at least 0"),
+                ("scheduler.epsilon", self.epsilon, lambda v: 0 <= v <= 1, "in [0, 1]"),
+            ]
+        )
 
 
 def ema_difference_variance(fast_rate: float, slow_rate: float, n: np.ndarray | float) -> np.ndarray:

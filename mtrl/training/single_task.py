@@ -12,14 +12,14 @@ Compare with ``mtrl report --transfer MT_RUNS --single SWEEP_DIR``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
+from mtrl.builders import make_suite
 from mtrl.config import load_config
 from mtrl.errors import ConfigError
 from mtrl.sweeps.runner import SweepResult, run_sweep
-from mtrl.builders import make_suite
 
 PER_TASK_KEYS = ("total_steps", "warmup_steps", "eval_every", "log_every", "checkpoint_every")
 
@@ -37,11 +37,30 @@ def single_task_overrides(config: str, overrides: list[str]) -> tuple[dict[str, 
     return points, [*kept, *(f"{k}={v}" for k, v in budget.items())]
 
 
-def run_single_task(config: str, seeds: int, overrides: list[str], out: str | Path | None = None,
-                    address: str | None = None, cpus_per_trial: int = 1, gpus_per_trial: float = 0.0,
-                    echo: Callable[[str], None] = print, storage: str | None = None) -> SweepResult:
+def run_single_task(
+    config: str,
+    seeds: int,
+    overrides: list[str],
+    out: str | Path | None = None,
+    address: str | None = None,
+    cpus_per_trial: int = 1,
+    gpus_per_trial: float = 0.0,
+    echo: Callable[[str], None] = print,
+    storage: str | None = None,
+) -> SweepResult:
     points, common = single_task_overrides(config, overrides)
     if out is None:
         out = Path("sweeps") / f"{load_config(config).run.name}-single-task-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    return run_sweep(config, common, seeds, out, address, cpus_per_trial, gpus_per_trial, echo, points=points,
-                     command=["mtrl", "single-task", config, "--seeds", str(seeds), *overrides], storage=storage)
+    return run_sweep(
+        config,
+        common,
+        seeds,
+        out,
+        address,
+        cpus_per_trial,
+        gpus_per_trial,
+        echo,
+        points=points,
+        command=["mtrl", "single-task", config, "--seeds", str(seeds), *overrides],
+        storage=storage,
+    )

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtrl.training.checkpoint import global_rng_state, set_global_rng_state
-from mtrl.training.safe_state import check_like
 from mtrl.learner.replay import MultiTaskReplay
 from mtrl.learner.sac import SAC
-from mtrl.training.scheduler import Scheduler
 from mtrl.suite import MultiTaskVecEnv
+from mtrl.training.checkpoint import global_rng_state, set_global_rng_state
+from mtrl.training.safe_state import check_like
+from mtrl.training.scheduler import Scheduler
 
 
 def empty_episode_sums(num_tasks: int) -> dict[str, np.ndarray]:
@@ -73,9 +73,23 @@ class TrainingState:
         self.ep_return[slots], self.ep_success[slots] = 0.0, False
         self.sac.drop_episodes(slots)  # sac.reward_scaling=returns: their running returns
 
-    _LOOP_FIELDS = ("tasks", "obs", "env_steps", "updates", "evaluations", "learn_from", "ep_return", "ep_success",
-                    "ep_sums", "update_sums", "update_count", "bad_updates_in_a_row", "faults", "log_offset",
-                    "finished")
+    _LOOP_FIELDS = (
+        "tasks",
+        "obs",
+        "env_steps",
+        "updates",
+        "evaluations",
+        "learn_from",
+        "ep_return",
+        "ep_success",
+        "ep_sums",
+        "update_sums",
+        "update_count",
+        "bad_updates_in_a_row",
+        "faults",
+        "log_offset",
+        "finished",
+    )
 
     def state_dict(self, with_replay: bool) -> dict[str, Any]:
         state = {
@@ -122,8 +136,10 @@ class TrainingState:
             if name not in template:
                 raise ValueError(f"loop.{name} is not a field of the training loop")
             if name == "update_sums":  # metric name -> running sum, whichever metrics were logged
-                if not (isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, (float, torch.Tensor))
-                                                        for k, v in value.items())):
+                if not (
+                    isinstance(value, dict)
+                    and all(isinstance(k, str) and isinstance(v, (float, torch.Tensor)) for k, v in value.items())
+                ):
                     raise ValueError("loop.update_sums is not a dict of metric sums")
             else:
                 check_like(template[name], value, f"loop.{name}")

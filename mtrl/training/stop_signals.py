@@ -23,7 +23,7 @@ class StopSignals:
             raise KeyboardInterrupt
         self.received = signal.Signals(signum).name
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():  # Python only allows it there
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)

@@ -19,26 +19,28 @@ import numpy as np
 import torch
 
 from mtrl import registry
-from mtrl.learner.agent import Agent, EnvSpec
+from mtrl.analysis.introspection import RepresentationProbe
 from mtrl.atomic_write import atomic_write, describe
 from mtrl.builders import make_agent, make_policy, make_spec, make_suite, resolve_device
-from mtrl.training.checkpoint import CheckpointError, UnsafeCheckpointError, list_checkpoints, load_latest_good, save_checkpoint
 from mtrl.config import Config, ConfigError, config_yaml
-from mtrl.learner.distillation import load_teachers
 from mtrl.errors import RunError, RunStopped
+from mtrl.hardware import resolve_precision
+from mtrl.learner.agent import Agent, EnvSpec
+from mtrl.learner.distillation import load_teachers
+from mtrl.learner.replay import MultiTaskReplay
+from mtrl.learner.sac import SAC
+from mtrl.seeding import RunSeeds, run_seeds
+from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
+from mtrl.training.checkpoint import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    list_checkpoints,
+    load_latest_good,
+    save_checkpoint,
+)
 from mtrl.training.evaluation import EvalResult, EvaluationSchedule, crossed
 from mtrl.training.faults import DivergenceGuard, EnvRebuilder, last_good_checkpoint, say
-from mtrl.hardware import resolve_precision
-from mtrl.analysis.introspection import RepresentationProbe
 from mtrl.training.logger import Logger, check_sinks, sinks_for
-from mtrl.training.progress import TrainingProgress, status
-from mtrl.learner.replay import MultiTaskReplay
-from mtrl.training.run_files import refuse_used_run_dir
-from mtrl.learner.sac import SAC
-from mtrl.training.scheduler import Scheduler
-from mtrl.seeding import RunSeeds, run_seeds
-from mtrl.training.stop_signals import StopSignals
-from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
 from mtrl.training.metrics import (
     EpisodeStats,
     MetricSource,
@@ -50,7 +52,11 @@ from mtrl.training.metrics import (
     Throughput,
     UpdateMeans,
 )
+from mtrl.training.progress import TrainingProgress, status
+from mtrl.training.run_files import refuse_used_run_dir
+from mtrl.training.scheduler import Scheduler
 from mtrl.training.state import TrainingState
+from mtrl.training.stop_signals import StopSignals
 
 
 @dataclass
@@ -96,8 +102,11 @@ class Trainer:
         self.eval_env, self.task_names = run.eval_env, list(run.spec.task_names)
         self.num_slots, self.act_dim = len(state.tasks), run.spec.act_dim
         try:
-            self.logger = Logger(run.run_dir, resume_from=(state.log_offset, state.env_steps) if cfg.resume else None,
-                                 sinks=sinks_for(cfg, run.run_dir))
+            self.logger = Logger(
+                run.run_dir,
+                resume_from=(state.log_offset, state.env_steps) if cfg.resume else None,
+                sinks=sinks_for(cfg, run.run_dir),
+            )
         except BaseException:
             state.env.close()
             run.eval_env.close()
@@ -109,8 +118,9 @@ class Trainer:
         self.env_faults = EnvRebuilder(state, run.suite, self.num_slots, self.resume_hint)
         self.guard = DivergenceGuard(state, self.sac, self.tc.divergence_patience, run.run_dir, self.task_names)
         self.update_means = UpdateMeans(state, self.task_names)
-        self.progress = TrainingProgress(self.tc.total_steps, state.env_steps, enabled=self.tc.progress,
-                                         warmup_end=state.learn_from)
+        self.progress = TrainingProgress(
+            self.tc.total_steps, state.env_steps, enabled=self.tc.progress, warmup_end=state.learn_from
+        )
         self.sources = self.metric_sources()
 
     def run(self) -> EvalResult:
@@ -199,15 +209,22 @@ class Trainer:
         if crossed(state.env_steps, slots, self.tc.checkpoint_every) or stop.received:
             self.checkpoint()
         if stop.received:
-            raise RunStopped(f"stopped by {stop.received} at step {state.env_steps:,}; checkpoint saved; "
-                             f"{self.resume_hint}")
+            raise RunStopped(
+                f"stopped by {stop.received} at step {state.env_steps:,}; checkpoint saved; {self.resume_hint}"
+            )
 
     def metric_sources(self) -> list[MetricSource]:
         """What a training log record holds, one source per component, in this order."""
         sac, names, state, cfg = self.sac, self.task_names, self.state, self.cfg
-        sources: list[MetricSource] = [Throughput(state), self.update_means, self.env_faults, self.guard,
-                                       Temperatures(sac, names), SchedulerStats(self.scheduler, names),
-                                       EpisodeStats(state, names)]
+        sources: list[MetricSource] = [
+            Throughput(state),
+            self.update_means,
+            self.env_faults,
+            self.guard,
+            Temperatures(sac, names),
+            SchedulerStats(self.scheduler, names),
+            EpisodeStats(state, names),
+        ]
         if cfg.sac.task_weights or cfg.sac.task_weighting != "none":
             sources.append(TaskWeights(sac, names, cfg.sac.task_weights))
         if sac.reward_divisors() is not None:
@@ -245,8 +262,9 @@ class Trainer:
         state = self.state
         state.evaluations, state.log_offset = self.schedule.evaluations, self.logger.offset()
         try:
-            path = save_checkpoint(self.run_dir, state.env_steps, state.state_dict(self.tc.save_replay),
-                                   self.tc.keep_checkpoints)
+            path = save_checkpoint(
+                self.run_dir, state.env_steps, state.state_dict(self.tc.save_replay), self.tc.keep_checkpoints
+            )
         except RunError as e:
             raise RunError(f"{e}; {last_good_checkpoint(self.run_dir)}") from None
         if self.on_checkpoint is not None:
@@ -314,15 +332,29 @@ def build_run(cfg: Config, run_dir: Path, device: torch.device, seeds: RunSeeds)
     agent = make_agent(cfg, spec, device)
     teachers = load_teachers(cfg.distill.teachers, spec, device) if cfg.distill.teachers else None
     sac = SAC(agent, num_tasks, spec.act_dim, cfg.sac, cfg.conflict, teachers, cfg.distill.weight, num_slots=num_slots)
-    replay = MultiTaskReplay(num_tasks, tc.buffer_per_task, spec.obs_dim, spec.act_dim, device,
-                             n_step=cfg.sac.n_step, gamma=cfg.sac.gamma, num_slots=num_slots)
+    replay = MultiTaskReplay(
+        num_tasks,
+        tc.buffer_per_task,
+        spec.obs_dim,
+        spec.act_dim,
+        device,
+        n_step=cfg.sac.n_step,
+        gamma=cfg.sac.gamma,
+        num_slots=num_slots,
+    )
     sched_entry = registry.get("scheduler", cfg.scheduler.name)
     scheduler: Scheduler = sched_entry.target(cfg.scheduler, num_tasks, num_slots, seed=seeds.scheduler)
     eval_env = suite.make_eval_env(max(tc.eval_episodes, tc.final_eval_episodes), seed=seeds.evaluation)
-    state = TrainingState(sac, scheduler, env, replay, np.random.default_rng(seeds.actions),
-                          scheduler.initial_tasks(), tuple(spec.task_names),
-                          spec={"obs_dim": spec.obs_dim, "act_dim": spec.act_dim,
-                                "descriptions": list(spec.descriptions)})
+    state = TrainingState(
+        sac,
+        scheduler,
+        env,
+        replay,
+        np.random.default_rng(seeds.actions),
+        scheduler.initial_tasks(),
+        tuple(spec.task_names),
+        spec={"obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "descriptions": list(spec.descriptions)},
+    )
     return Run(cfg, run_dir, suite, spec, agent, state, eval_env)
 
 
@@ -335,8 +367,11 @@ def run_directory(cfg: Config) -> Path:
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path("runs") / f"{cfg.run.name}-seed{cfg.seed}-{stamp}"
-    refuse_used_run_dir(run_dir, "pass resume=true to continue it (from its latest checkpoint, or from the start if it "
-                                 "has none) or ", resuming=cfg.resume)
+    refuse_used_run_dir(
+        run_dir,
+        "pass resume=true to continue it (from its latest checkpoint, or from the start if it has none) or ",
+        resuming=cfg.resume,
+    )
     return run_dir
 
 
@@ -383,17 +418,23 @@ def restore(state: TrainingState, path: Path, saved: dict, tc) -> None:
         why = (str(e).splitlines() or [""])[0]
         raise ConfigError(f"the checkpoint {path} does not fit this config's agent ({why})") from None
     if "loop" not in saved:
-        raise ConfigError(f"the checkpoint {path} was written by an older mtrl and cannot be resumed; "
-                          "evaluate it with `mtrl eval`, or start a new run")
+        raise ConfigError(
+            f"the checkpoint {path} was written by an older mtrl and cannot be resumed; "
+            "evaluate it with `mtrl eval`, or start a new run"
+        )
     try:
         state.load_state_dict(saved)
     except Exception as e:  # a malformed file: numpy's, torch's and Python's RNG setters raise their own kinds
         why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]}"
-        raise ConfigError(f"the checkpoint {path} holds a training state this run cannot restore ({why}); "
-                          "start a new run with another run.dir") from None
+        raise ConfigError(
+            f"the checkpoint {path} holds a training state this run cannot restore ({why}); "
+            "start a new run with another run.dir"
+        ) from None
     if state.finished and state.env_steps >= tc.total_steps:
-        raise ConfigError(f"the run in '{path.parent.parent}' already finished at step {state.env_steps:,} with its "
-                          "final evaluation; raise train.total_steps to train it further, or use `mtrl eval`")
+        raise ConfigError(
+            f"the run in '{path.parent.parent}' already finished at step {state.env_steps:,} with its "
+            "final evaluation; raise train.total_steps to train it further, or use `mtrl eval`"
+        )
     state.finished = False
     if not state.env.restores_episodes:
         state.start_episodes(np.arange(len(state.tasks)))  # the env cannot continue its episodes
