@@ -45,11 +45,11 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from mtrl.builders import make_suite, resolve_device
 from mtrl.config import Config, ConfigError, load_config, parse_overrides, to_dict
+from mtrl.run_files import refuse_used_run_dir
 from mtrl.seeding import run_seeds
 from mtrl.suite import MultiTaskVecEnv, Suite
 from mtrl.training.evaluation import EvalResult, EvaluationSchedule, crossed
 from mtrl.training.logger import Logger
-from mtrl.training.run_files import refuse_used_run_dir
 
 METHOD_NAME = "sb3-sac"
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from mtrl.errors import ConfigError, at_least, check_values, positive
 from mtrl.registry import register
+from mtrl.safe_state import check_like
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
-from mtrl.training.safe_state import check_like
 
 _COMPASS = {
     0: "east",

@@ -173,7 +173,7 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_single_task(args: argparse.Namespace, console: Console) -> None:
-    from mtrl.training.single_task import run_single_task
+    from mtrl.sweeps.single_task import run_single_task
 
     show_sweep(
         run_single_task(
@@ -279,7 +279,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_convert_checkpoint(args: argparse.Namespace, console: Console) -> None:
-    from mtrl.training.checkpoint import CheckpointError, convert_checkpoint
+    from mtrl.checkpoint import CheckpointError, convert_checkpoint
 
     path = Path(args.path)
     if not path.is_file():

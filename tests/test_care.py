@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from mtrl.analysis.introspection import attention_by_task, representation_metrics
 from mtrl.envs.meta_world import MetaWorldConfig, MetaWorldSuite, all_task_names
 from mtrl.envs.toy import ToyConfig, ToySuite
 from mtrl.errors import ConfigError
 from mtrl.learner.replay import Batch
 from mtrl.learner.sac import SAC
 from mtrl.networks.care_encoder import CAREEncoder, TaskEmbedding
+from mtrl.training.introspection import attention_by_task, representation_metrics
 from mtrl.training.logger import read_metrics
 from mtrl.training.trainer import train
 

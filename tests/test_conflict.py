@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mtrl.builders import make_agent, make_spec, make_suite
+from mtrl.checkpoint import latest_checkpoint, load_checkpoint
 from mtrl.config import TORCHJD_METHODS
 from mtrl.errors import ConfigError
 from mtrl.learner.conflict import (
@@ -23,7 +24,6 @@ from mtrl.learner.conflict import (
 )
 from mtrl.learner.replay import MultiTaskReplay
 from mtrl.learner.sac import SAC
-from mtrl.training.checkpoint import latest_checkpoint, load_checkpoint
 from mtrl.training.logger import read_metrics
 from mtrl.training.trainer import train
 

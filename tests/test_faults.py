@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from mtrl.checkpoint import save_checkpoint
 from mtrl.errors import RunError
-from mtrl.training.checkpoint import save_checkpoint
 from mtrl.training.faults import DivergenceGuard
 
 

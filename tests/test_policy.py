@@ -11,10 +11,10 @@ import torch
 
 import mtrl
 from mtrl.builders import make_agent, make_policy, make_spec, make_suite
+from mtrl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from mtrl.cli import main
 from mtrl.config import ConfigError, from_dict, read_yaml
 from mtrl.seeding import run_seeds
-from mtrl.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from mtrl.training.evaluation import evaluate
 
 from conftest import TINY_TOY

@@ -19,11 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import mtrl
-from mtrl.cli import main
-from mtrl.config import Config, load_config
-from mtrl.errors import ConfigError
-from mtrl.networks.task_embeddings import load_task_embeddings
-from mtrl.training.checkpoint import (
+from mtrl.checkpoint import (
     LEGACY_MAGIC,
     MAGIC,
     CheckpointError,
@@ -31,6 +27,10 @@ from mtrl.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from mtrl.cli import main
+from mtrl.config import Config, load_config
+from mtrl.errors import ConfigError
+from mtrl.networks.task_embeddings import load_task_embeddings
 
 FAST = settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 SLOW = settings(max_examples=20, deadline=None, database=None, suppress_health_check=list(HealthCheck))

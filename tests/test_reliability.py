@@ -21,17 +21,17 @@ import torch
 
 from mtrl import atomic_write as atomic_write_module
 from mtrl.atomic_write import atomic_write
-from mtrl.cli import main
-from mtrl.envs.toy import PointMassVecEnv, ToyConfig, ToySuite
-from mtrl.errors import RunError, WriteError
-from mtrl.registry import register
-from mtrl.training.checkpoint import (
+from mtrl.checkpoint import (
     CheckpointError,
     list_checkpoints,
     load_checkpoint,
     load_latest_good,
     save_checkpoint,
 )
+from mtrl.cli import main
+from mtrl.envs.toy import PointMassVecEnv, ToyConfig, ToySuite
+from mtrl.errors import RunError, WriteError
+from mtrl.registry import register
 from mtrl.training.logger import read_metrics
 from mtrl.training.trainer import train
 

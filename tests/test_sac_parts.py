@@ -10,6 +10,7 @@ from mtrl.agents.brc import BRCConfig, make_brc
 from mtrl.agents.care import CAREConfig, make_care
 from mtrl.agents.mtsac import MTSACConfig, make_mtsac
 from mtrl.agents.softshare import SoftShareConfig, make_softshare
+from mtrl.checkpoint import list_checkpoints, load_checkpoint, write_checkpoint_file
 from mtrl.config import SACConfig
 from mtrl.learner.agent import EnvSpec, OneHotTaskEncoder
 from mtrl.learner.hooks import AttentionEncoder, Penalized, is_categorical, penalized
@@ -17,7 +18,6 @@ from mtrl.learner.loss_terms import UpdateTerms
 from mtrl.learner.replay import Batch
 from mtrl.learner.sac import SAC
 from mtrl.learner.task_weighting import task_means
-from mtrl.training.checkpoint import list_checkpoints, load_checkpoint, write_checkpoint_file
 from mtrl.training.logger import read_metrics
 from mtrl.training.trainer import train
 

@@ -15,9 +15,7 @@ import pytest
 import torch
 
 import mtrl
-from mtrl.cli import main
-from mtrl.errors import ConfigError, RunError
-from mtrl.training.checkpoint import (
+from mtrl.checkpoint import (
     LEGACY_MAGIC,
     MAGIC,
     UnsafeCheckpointError,
@@ -27,6 +25,8 @@ from mtrl.training.checkpoint import (
     load_latest_good,
     save_checkpoint,
 )
+from mtrl.cli import main
+from mtrl.errors import ConfigError, RunError
 from mtrl.training.logger import read_metrics
 
 from conftest import TINY_TOY

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from mtrl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from mtrl.errors import ConfigError
-from mtrl.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from mtrl.training.logger import read_metrics
 from mtrl.training.trainer import train
 

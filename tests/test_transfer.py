@@ -95,7 +95,7 @@ def test_single_task_trains_each_task_alone_at_the_per_task_budget_then_maps_tra
 def test_single_task_overrides_keep_exactly_that_task_under_its_name(config):
     from mtrl.builders import make_suite
     from mtrl.config import load_config
-    from mtrl.training.single_task import single_task_overrides
+    from mtrl.sweeps.single_task import single_task_overrides
 
     if config.startswith("kitchen"):
         pytest.importorskip("gymnasium_robotics")

@@ -16,10 +16,10 @@ from mtrl.errors import RenderUnavailable, WriteError, did_you_mean
 from mtrl.inference.export import is_export, read_export
 from mtrl.inference.policy import policy_from_checkpoint
 from mtrl.inference.video import Video, film, require_video_extra
+from mtrl.run_files import read_checkpoint, read_run
 from mtrl.seeding import run_seeds
 from mtrl.training.evaluation import EvalResult, evaluate
 from mtrl.training.progress import StepProgress
-from mtrl.training.run_files import read_checkpoint, read_run
 
 
 @dataclass

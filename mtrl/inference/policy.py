@@ -7,7 +7,7 @@
 The agent is rebuilt from the run's ``config.yaml`` and the checkpoint alone: checkpoints
 store the observation and action sizes, so no environment is built (building Meta-World's
 MT10 envs takes seconds); for checkpoints written before they did, one evaluation env is
-built to read them. ``mtrl eval`` builds its agent the same way (:func:`mtrl.training.run_files.read_run`,
+built to read them. ``mtrl eval`` builds its agent the same way (:func:`mtrl.run_files.read_run`,
 :func:`policy_from_checkpoint`), so both act identically.
 """
 
@@ -26,9 +26,9 @@ from mtrl.builders import agent_from_checkpoint, make_spec, make_suite, resolve_
 from mtrl.config import Config
 from mtrl.errors import ConfigError, did_you_mean
 from mtrl.learner.agent import Agent, EnvSpec
+from mtrl.run_files import check_summary, read_checkpoint, read_run
 from mtrl.seeding import run_seeds
 from mtrl.suite import Suite
-from mtrl.training.run_files import check_summary, read_checkpoint, read_run
 
 TaskIds = str | int | Sequence[str | int] | np.ndarray
 

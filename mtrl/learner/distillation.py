@@ -23,7 +23,7 @@ from mtrl import registry
 from mtrl.builders import agent_from_checkpoint
 from mtrl.errors import ConfigError
 from mtrl.learner.agent import Agent, EnvSpec
-from mtrl.training.run_files import check_summary, read_checkpoint, read_run
+from mtrl.run_files import check_summary, read_checkpoint, read_run
 
 
 def gaussian_kl(

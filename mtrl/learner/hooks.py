@@ -8,7 +8,7 @@ provides it by defining the members, no base class needed).
 - :class:`CategoricalCritic`: a critic with a categorical value distribution
   (mtrl/learner/categorical.py); SAC trains it by cross-entropy instead of the twin MSE.
 - :class:`AttentionEncoder`: an encoder that mixes several encoders by per-task attention
-  (CARE, mtrl/networks/care_encoder.py); mtrl/analysis/introspection.py logs its weights and context vectors.
+  (CARE, mtrl/networks/care_encoder.py); mtrl/training/introspection.py logs its weights and context vectors.
 """
 
 from __future__ import annotations

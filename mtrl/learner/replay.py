@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from mtrl.training.safe_state import check_like
+from mtrl.safe_state import check_like
 
 
 class Batch(NamedTuple):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtrl.training.safe_state import check_like
+from mtrl.safe_state import check_like
 
 
 class ReturnScale:

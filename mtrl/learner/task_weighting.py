@@ -36,7 +36,7 @@ FAMO_EPS = 1e-8
 def task_means(per_sample: torch.Tensor, task: torch.Tensor, num_tasks: int) -> tuple[torch.Tensor, torch.Tensor]:
     """((T, ...) mean of ``per_sample`` (B, ...) over each task's samples (0 where absent),
     (T,) counts); detached, in float32 at least. The one per-task mean of the package (also
-    mtrl/analysis/introspection.py's)."""
+    mtrl/training/introspection.py's)."""
     values = per_sample.detach().float()
     sums = torch.zeros(num_tasks, *values.shape[1:], dtype=values.dtype, device=values.device).index_add_(
         0, task, values

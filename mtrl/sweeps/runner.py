@@ -281,7 +281,7 @@ def finished_run(run_dir: Path, total_steps: int) -> dict | None:
     """The final evaluation's record of a run that finished training (a checkpoint at the
     last step and the final evaluation logged): a sweep killed before it could mark the
     trial done. Resuming such a run would evaluate it once more."""
-    from mtrl.training.checkpoint import checkpoint_step, list_checkpoints
+    from mtrl.checkpoint import checkpoint_step, list_checkpoints
 
     checkpoints = list_checkpoints(run_dir)
     metrics = run_dir / "metrics.jsonl"
@@ -338,7 +338,7 @@ def run_trial(cfg: Any, run_rel: str, log_rel: str, threads: int, cwd: str, stor
 def train_trial(cfg: Any, log_path: Path, push: Callable[[Path], None]) -> dict:
     """Train (or resume, or find finished) the run in ``cfg.run.dir``, its messages to
     ``log_path``; ``push`` after each checkpoint. Its state and one-line error."""
-    from mtrl.training.checkpoint import list_checkpoints
+    from mtrl.checkpoint import list_checkpoints
     from mtrl.training.trainer import train
 
     run_dir = Path(cfg.run.dir)

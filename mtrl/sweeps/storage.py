@@ -13,7 +13,7 @@ log) go back to the driver in the Ray task's result, and the driver writes them 
 
 A URI goes through fsspec (a dependency of torch): ``file://`` as it is, ``s3://``,
 ``gs://``, ``abfs://``... with their fsspec packages (s3fs, gcsfs, adlfs). Checkpoint files
-are only copied, byte for byte; they are read by mtrl.training.checkpoint's loader like any other.
+are only copied, byte for byte; they are read by mtrl.checkpoint's loader like any other.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ class Workplace:
         checkpoint's record of it, which a resume cuts it back to."""
         if not self.synced:
             return
-        from mtrl.training.checkpoint import list_checkpoints
+        from mtrl.checkpoint import list_checkpoints
 
         fs, root = self.storage.filesystem()
         local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))

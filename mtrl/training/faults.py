@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtrl.checkpoint import latest_checkpoint
 from mtrl.errors import RunError
 from mtrl.learner.sac import SAC
 from mtrl.suite import MultiTaskVecEnv, Suite
-from mtrl.training.checkpoint import latest_checkpoint
 from mtrl.training.state import TrainingState
 
 # An env that fails this many times in a row (its rebuild included) stops the run.

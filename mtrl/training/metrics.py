@@ -4,7 +4,7 @@ Each source implements :class:`MetricSource`: ``metrics()`` returns its numbers 
 last log point (and resets what it sums). The trainer asks each source in turn and logs the
 union as one record of ``metrics.jsonl``; a new component adds a source, not a branch in the
 loop. Sources only read the components they wrap, except :class:`RepresentationProbe`
-(mtrl/analysis/introspection.py), which draws a batch from the replay."""
+(mtrl/training/introspection.py), which draws a batch from the replay."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from mtrl.errors import ConfigError, at_least, check_values
 from mtrl.registry import register
-from mtrl.training.safe_state import check_like
+from mtrl.safe_state import check_like
 
 
 class Scheduler:

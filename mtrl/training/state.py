@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtrl.checkpoint import global_rng_state, set_global_rng_state
 from mtrl.learner.replay import MultiTaskReplay
 from mtrl.learner.sac import SAC
+from mtrl.safe_state import check_like
 from mtrl.suite import MultiTaskVecEnv
-from mtrl.training.checkpoint import global_rng_state, set_global_rng_state
-from mtrl.training.safe_state import check_like
 from mtrl.training.scheduler import Scheduler
 
 

@@ -19,9 +19,15 @@ import numpy as np
 import torch
 
 from mtrl import registry
-from mtrl.analysis.introspection import RepresentationProbe
 from mtrl.atomic_write import atomic_write, describe
 from mtrl.builders import make_agent, make_policy, make_spec, make_suite, resolve_device
+from mtrl.checkpoint import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    list_checkpoints,
+    load_latest_good,
+    save_checkpoint,
+)
 from mtrl.config import Config, ConfigError, config_yaml
 from mtrl.errors import RunError, RunStopped
 from mtrl.hardware import resolve_precision
@@ -29,17 +35,12 @@ from mtrl.learner.agent import Agent, EnvSpec
 from mtrl.learner.distillation import load_teachers
 from mtrl.learner.replay import MultiTaskReplay
 from mtrl.learner.sac import SAC
+from mtrl.run_files import refuse_used_run_dir
 from mtrl.seeding import RunSeeds, run_seeds
 from mtrl.suite import MultiTaskVecEnv, StepResult, Suite
-from mtrl.training.checkpoint import (
-    CheckpointError,
-    UnsafeCheckpointError,
-    list_checkpoints,
-    load_latest_good,
-    save_checkpoint,
-)
 from mtrl.training.evaluation import EvalResult, EvaluationSchedule, crossed
 from mtrl.training.faults import DivergenceGuard, EnvRebuilder, last_good_checkpoint, say
+from mtrl.training.introspection import RepresentationProbe
 from mtrl.training.logger import Logger, check_sinks, sinks_for
 from mtrl.training.metrics import (
     EpisodeStats,
@@ -53,7 +54,6 @@ from mtrl.training.metrics import (
     UpdateMeans,
 )
 from mtrl.training.progress import TrainingProgress, status
-from mtrl.training.run_files import refuse_used_run_dir
 from mtrl.training.scheduler import Scheduler
 from mtrl.training.state import TrainingState
 from mtrl.training.stop_signals import StopSignals

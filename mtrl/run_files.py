@@ -11,9 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtrl.config import Config, build_dataclass, check_values, read_yaml, value_checks
-from mtrl.errors import ConfigError
-from mtrl.training.checkpoint import (
+from mtrl.checkpoint import (
     CheckpointError,
     checkpoint_dir,
     checkpoint_step,
@@ -21,6 +19,8 @@ from mtrl.training.checkpoint import (
     load_checkpoint,
     load_latest_good,
 )
+from mtrl.config import Config, build_dataclass, check_values, read_yaml, value_checks
+from mtrl.errors import ConfigError
 
 
 def read_run(run_dir: Path) -> Config:

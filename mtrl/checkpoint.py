@@ -8,7 +8,7 @@ previous checkpoint and says why. The newest ``keep`` files are kept (at least o
 
 Loading never runs code: files are read with ``torch.load(weights_only=True)``, which builds
 only tensors and plain containers, numpy values being stored as tagged tensors
-(:mod:`mtrl.training.safe_state`). A file that asks for anything else (a crafted pickle calling
+(:mod:`mtrl.safe_state`). A file that asks for anything else (a crafted pickle calling
 ``os.system``) is refused with :class:`UnsafeCheckpointError`, never skipped past: a checksum
 proves a file intact, not safe. Checkpoints of earlier versions (``MTRL-CHECKPOINT-1`` or no
 header) pickled numpy arrays: they load with numpy's array constructors allowed, and nothing
@@ -30,7 +30,7 @@ import torch
 
 from mtrl.atomic_write import atomic_write
 from mtrl.errors import RunError
-from mtrl.training.safe_state import UnsupportedValue, decode, encode, legacy_numpy_globals
+from mtrl.safe_state import UnsupportedValue, decode, encode, legacy_numpy_globals
 
 _PATTERN = re.compile(r"step_(\d+)\.pt$")
 # then the payload's sha256 in hex, a newline, the torch.save payload (numpy values encoded)
