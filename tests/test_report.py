@@ -400,9 +400,13 @@ def test_committed_results_record_run_dir_relative_to_their_results_folder():
     configs = sorted(results.rglob("config.yaml"))
     assert configs
     for path in configs:
-        run_dir = yaml.safe_load(path.read_text())["run"]["dir"]
+        config = yaml.safe_load(path.read_text())
+        run_dir = config["run"]["dir"]
         inside = path.parent.relative_to(results)
         assert run_dir == Path(*inside.parts[1:]).as_posix(), f"{path.relative_to(ROOT)}: run.dir {run_dir}"
+        for teacher in (config.get("distill") or {}).get("teachers") or []:  # relative to the results folder too
+            assert not Path(teacher).is_absolute(), f"{path.relative_to(ROOT)}: teacher {teacher}"
+            assert (results / inside.parts[0] / teacher).is_dir(), f"{path.relative_to(ROOT)}: teacher {teacher}"
 
 
 def test_read_metrics_skips_what_it_cannot_read_as_the_report_did(tmp_path):
