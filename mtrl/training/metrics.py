@@ -147,7 +147,7 @@ class SoftSharingSpread:
     def metrics(self) -> dict[str, float]:
         record: dict[str, float] = {}
         for net, modules in self.sac.penalized.items():
-            spreads = [m.relative_spread() for m in modules if hasattr(m, "relative_spread")]
+            spreads = [m.relative_spread() for m in modules]  # every Penalized module has one (hooks.py)
             if spreads:
                 record[f"soft_sharing/spread_{net}"] = float(np.mean(spreads))
         return record
