@@ -439,6 +439,21 @@ def capacity(ray, cpus: int, gpus: float) -> int:
     return fits
 
 
+@dataclass
+class SweepPlan:
+    """A validated sweep, nothing written yet: its trials (kept ones from the manifest), their
+    configs, the manifest's ``sweep`` entry, the storage and the command that resumes it."""
+
+    out: str | Path
+    sweep_dir: Path
+    trials: list[Trial]
+    configs: dict
+    sweep: dict
+    old: dict | None  # the manifest of the sweep being resumed
+    store: Storage
+    command: str
+
+
 def run_sweep(
     config: str,
     grid_args: list[str],
@@ -454,20 +469,81 @@ def run_sweep(
 ) -> SweepResult:
     """Run (or resume) the sweep; see the module docstring. Bad input raises
     :class:`ConfigError` before Ray starts or anything is written."""
-    from mtrl.config import load_config
-
     # 1. Validate everything: the grid, every trial's config, the sweep directory.
+    check_counts(seeds, cpus_per_trial, gpus_per_trial)
+    plan = plan_sweep(config, grid_args, seeds, out, gpus_per_trial, points, command, storage)
+    ray = import_ray()
+    todo = [t for t in plan.trials if t.state != "done"]
+    if not todo:
+        echo(f"all {plural(len(plan.trials), 'trial')} of {plan.sweep_dir} are done")
+        return SweepResult(plan.sweep_dir, plan.trials, *make_report(plan.sweep_dir, plan.trials))
+    # 2. Start Ray, check the trials fit, then write.
+    run_under_ray(ray, plan, todo, address, cpus_per_trial, gpus_per_trial, echo)
+    return SweepResult(plan.sweep_dir, plan.trials, *make_report(plan.sweep_dir, plan.trials))
+
+
+def check_counts(seeds: int, cpus_per_trial: int, gpus_per_trial: float) -> None:
+    """One-line ConfigError for a seed count or per-trial resources out of range."""
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     if cpus_per_trial < 1:
         raise ConfigError(f"--cpus-per-trial must be at least 1, got {cpus_per_trial}")
     if gpus_per_trial < 0:
         raise ConfigError(f"--gpus-per-trial must be at least 0, got {gpus_per_trial}")
+
+
+def plan_sweep(
+    config: str,
+    grid_args: list[str],
+    seeds: int,
+    out: str | Path | None,
+    gpus_per_trial: float,
+    points: dict[str, list[str]] | None,
+    command: list[str] | None,
+    storage: str | None,
+) -> SweepPlan:
+    """Validate the grid, every trial's config and the sweep directory (resuming its manifest);
+    the sweep to run. Writes nothing."""
+    from mtrl.config import load_config
+
     grid = parse_grid(grid_args)
     base = load_config(config)
     if out is None:
         out = Path("sweeps") / f"{base.run.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     sweep_dir = Path(out).absolute()
+    trials, configs = plan_trials(config, grid, seeds, points, sweep_dir, gpus_per_trial)
+    sweep = {
+        "config": config,
+        "grid": grid,
+        "seeds": seeds,
+        "base_config": flat_config(base),
+        **({"points": points} if points is not None else {}),
+    }
+    location = parse_storage(storage) if storage is not None else None
+    old, trials, location = resume_manifest(sweep_dir, out, sweep, trials, location)
+    sweep["storage"] = location
+    sweep["id"] = old["sweep"].get("id", uuid.uuid4().hex[:12]) if old is not None else uuid.uuid4().hex[:12]
+    store = Storage(location or str(sweep_dir), sweep["id"], default=location is None)
+    command = shlex.join(
+        [
+            *(command or ["mtrl", "sweep", config, "--seeds", str(seeds), *grid_args]),
+            "--out",
+            str(out),
+            *(["--storage", location] if location else []),
+        ]
+    )
+    return SweepPlan(out, sweep_dir, trials, configs, sweep, old, store, command)
+
+
+def plan_trials(
+    config: str,
+    grid: dict[str, list[str]],
+    seeds: int,
+    points: dict[str, list[str]] | None,
+    sweep_dir: Path,
+    gpus_per_trial: float,
+) -> tuple[list[Trial], dict]:
+    """The trials and each one's loaded (so validated) config, keyed by (name, seed)."""
     trials = make_trials(grid, seeds)
     if points is not None:  # named override lists instead of a product (mtrl single-task: one per task)
         trials = [
@@ -480,14 +556,14 @@ def run_sweep(
         raise ConfigError(
             "device=cuda needs GPUs for the trials: pass --gpus-per-trial G (e.g. 1, or 0.5 to share one)"
         )
-    sweep = {
-        "config": config,
-        "grid": grid,
-        "seeds": seeds,
-        "base_config": flat_config(base),
-        **({"points": points} if points is not None else {}),
-    }
-    location = parse_storage(storage) if storage is not None else None
+    return trials, configs
+
+
+def resume_manifest(
+    sweep_dir: Path, out: str | Path, sweep: dict, trials: list[Trial], location: str | None
+) -> tuple[dict | None, list[Trial], str | None]:
+    """The sweep directory's manifest (None for a new sweep), the trials with the states it
+    recorded, and the storage to use; ConfigError for a directory that cannot hold this sweep."""
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise ConfigError(f"--out '{out}' is a file; choose a folder")
     old = read_manifest(sweep_dir)
@@ -500,26 +576,22 @@ def run_sweep(
         ]
     elif sweep_dir.is_dir() and any(sweep_dir.iterdir()):
         raise ConfigError(f"--out '{out}' already holds files but no {MANIFEST}; choose a new or empty folder")
-    sweep["storage"] = location
-    sweep["id"] = old["sweep"].get("id", uuid.uuid4().hex[:12]) if old is not None else uuid.uuid4().hex[:12]
-    store = Storage(location or str(sweep_dir), sweep["id"], default=location is None)
-    command = shlex.join(
-        [
-            *(command or ["mtrl", "sweep", config, "--seeds", str(seeds), *grid_args]),
-            "--out",
-            str(out),
-            *(["--storage", location] if location else []),
-        ]
-    )
-    ray = import_ray()
-    todo = [t for t in trials if t.state != "done"]
-    if not todo:
-        echo(f"all {plural(len(trials), 'trial')} of {sweep_dir} are done")
-        return SweepResult(sweep_dir, trials, *make_report(sweep_dir, trials))
+    return old, trials, location
 
-    # 2. Start Ray, check the trials fit, then write.
+
+def run_under_ray(
+    ray,
+    plan: SweepPlan,
+    todo: list[Trial],
+    address: str | None,
+    cpus_per_trial: int,
+    gpus_per_trial: float,
+    echo: Callable[[str], None],
+) -> None:
+    """Start (or join) Ray, check a trial fits, claim and lock the sweep directory, write the
+    manifest and run ``todo``; Ray (when started here) and its temporary folder go afterwards."""
     clean_leftovers(echo)  # of drivers killed by SIGKILL, which could not clean up
-    started, temp = start_ray(ray, address, sweep_dir)
+    started, temp = start_ray(ray, address, plan.sweep_dir)
     handle = None
     try:
         total = ray.cluster_resources()
@@ -529,26 +601,16 @@ def run_sweep(
                 f"has {total.get('CPU', 0):g} CPU(s) and {total.get('GPU', 0):g} GPU(s); "
                 "lower --cpus-per-trial / --gpus-per-trial"
             )
-        claim(store, sweep_dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        handle = lock(sweep_dir)
-        if old is not None:
-            counts = {s: sum(t.state == s for t in trials) for s in STATES}
-            echo(
-                f"resuming {sweep_dir}: {counts['done']} done; {len(todo)} to run "
-                f"({counts['running']} interrupted, {counts['failed']} failed before)"
-            )
-        else:
-            echo(
-                f"sweep of {plural(len(trials), 'trial')} in {sweep_dir} (rerun the same command with "
-                f"--out {out} to resume it)"
-            )
+        claim(plan.store, plan.sweep_dir)
+        plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+        handle = lock(plan.sweep_dir)
+        echo(start_message(plan, len(todo)))
 
         def save() -> None:
-            write_manifest(sweep_dir, command, sweep, trials)
+            write_manifest(plan.sweep_dir, plan.command, plan.sweep, plan.trials)
 
         save()
-        run_all(ray, todo, configs, sweep_dir, store, cpus_per_trial, gpus_per_trial, save, echo)
+        run_all(ray, todo, plan.configs, plan.sweep_dir, plan.store, cpus_per_trial, gpus_per_trial, save, echo)
     finally:
         if handle is not None:
             handle.close()
@@ -556,7 +618,20 @@ def run_sweep(
             ray.shutdown()
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
-    return SweepResult(sweep_dir, trials, *make_report(sweep_dir, trials))
+
+
+def start_message(plan: SweepPlan, todo: int) -> str:
+    """What the sweep says as it starts: how many trials, or what resuming it keeps and reruns."""
+    if plan.old is not None:
+        counts = {s: sum(t.state == s for t in plan.trials) for s in STATES}
+        return (
+            f"resuming {plan.sweep_dir}: {counts['done']} done; {todo} to run "
+            f"({counts['running']} interrupted, {counts['failed']} failed before)"
+        )
+    return (
+        f"sweep of {plural(len(plan.trials), 'trial')} in {plan.sweep_dir} (rerun the same command with "
+        f"--out {plan.out} to resume it)"
+    )
 
 
 def run_all(
@@ -576,34 +651,15 @@ def run_all(
     from mtrl.training.stop_signals import StopSignals
 
     task = ray.remote(run_trial)
-    env_vars = {"OMP_NUM_THREADS": str(cpus), "MKL_NUM_THREADS": str(cpus)}
-    if not gpus:  # Ray (>= 2.48) leaves CUDA_VISIBLE_DEVICES alone for a task without GPUs
-        env_vars["CUDA_VISIBLE_DEVICES"] = ""
-    options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 0, "runtime_env": {"env_vars": env_vars}}
+    options = task_options(cpus, gpus)
     queue, running, finished = list(todo), {}, 0
 
     def record(ref, trial: Trial) -> None:
         nonlocal finished
-        try:
-            result = ray.get(ref)
-        except ray.exceptions.TaskCancelledError:
-            result = {"state": "pending", "error": None}
-        except Exception as e:  # noqa: BLE001 (a crashed worker, a lost node)
-            result = {"state": "failed", "error": one_line(e)}
-            fetch_files(storage, sweep_dir, trial)
-        if "files" in result:
-            write_files(sweep_dir, trial.run_dir, result["files"])
-        for key in ("state", "error", "seconds", "env_steps", "final_success_mean", "checkpoints"):
-            if key in result:
-                setattr(trial, key, result[key])
+        result = collect_result(ray, ref, trial, storage, sweep_dir)
         save()
         finished += 1
-        if trial.state == "done":
-            success = f", final success {trial.final_success_mean:.0%}" if trial.final_success_mean is not None else ""
-            took = f" in {trial.seconds:.0f} s" if "seconds" in result else " (it had finished before)"
-            echo(f"[{finished}/{len(todo)}] {trial.label}: done{took}{success}")
-        elif trial.state == "failed":
-            echo(f"[{finished}/{len(todo)}] {trial.label}: FAILED: {trial.error}")
+        say_result(trial, result, f"[{finished}/{len(todo)}]", echo)
 
     with StopSignals() as stop:
         try:
@@ -620,20 +676,62 @@ def run_all(
                 for ref in ready:
                     record(ref, running.pop(ref))
                 if stop.received:
-                    for ref in running:
-                        ray.cancel(ref)  # a SIGINT in the worker: the trainer checkpoints and stops
-                    if running:
-                        for ref in ray.wait(list(running), num_returns=len(running), timeout=STOP_GRACE_S)[0]:
-                            record(ref, running.pop(ref))
-                    raise RunStopped(
-                        f"sweep stopped by {stop.received}; running trials saved a checkpoint; "
-                        f"rerun the same command to resume ({sweep_dir / MANIFEST})"
-                    )
+                    stop_running(ray, running, record, stop.received, sweep_dir)
         except KeyboardInterrupt:  # a second Ctrl-C: Ray's shutdown ends the trials at their last checkpoint
             raise RunStopped(
                 f"sweep interrupted; rerun the same command to resume the trials from their last "
                 f"checkpoints ({sweep_dir / MANIFEST})"
             ) from None
+
+
+def task_options(cpus: int, gpus: float) -> dict:
+    """The Ray task options of one trial: its CPUs and GPUs, no retries, its threads."""
+    env_vars = {"OMP_NUM_THREADS": str(cpus), "MKL_NUM_THREADS": str(cpus)}
+    if not gpus:  # Ray (>= 2.48) leaves CUDA_VISIBLE_DEVICES alone for a task without GPUs
+        env_vars["CUDA_VISIBLE_DEVICES"] = ""
+    return {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 0, "runtime_env": {"env_vars": env_vars}}
+
+
+def collect_result(ray, ref, trial: Trial, storage: Storage, sweep_dir: Path) -> dict:
+    """A finished Ray task's result, recorded on ``trial`` (its small files under ``sweep_dir``):
+    a cancelled task is pending again, a crashed one failed."""
+    try:
+        result = ray.get(ref)
+    except ray.exceptions.TaskCancelledError:
+        result = {"state": "pending", "error": None}
+    except Exception as e:  # noqa: BLE001 (a crashed worker, a lost node)
+        result = {"state": "failed", "error": one_line(e)}
+        fetch_files(storage, sweep_dir, trial)
+    if "files" in result:
+        write_files(sweep_dir, trial.run_dir, result["files"])
+    for key in ("state", "error", "seconds", "env_steps", "final_success_mean", "checkpoints"):
+        if key in result:
+            setattr(trial, key, result[key])
+    return result
+
+
+def say_result(trial: Trial, result: dict, count: str, echo: Callable[[str], None]) -> None:
+    """One line for a trial that finished or failed (``count``: ``[i/n]``); none for one stopped."""
+    if trial.state == "done":
+        success = f", final success {trial.final_success_mean:.0%}" if trial.final_success_mean is not None else ""
+        took = f" in {trial.seconds:.0f} s" if "seconds" in result else " (it had finished before)"
+        echo(f"{count} {trial.label}: done{took}{success}")
+    elif trial.state == "failed":
+        echo(f"{count} {trial.label}: FAILED: {trial.error}")
+
+
+def stop_running(ray, running: dict, record: Callable, signal: str, sweep_dir: Path) -> None:
+    """After SIGINT/SIGTERM: ask the running trials to checkpoint and stop, record those that do
+    within :data:`STOP_GRACE_S`, then raise RunStopped."""
+    for ref in running:
+        ray.cancel(ref)  # a SIGINT in the worker: the trainer checkpoints and stops
+    if running:
+        for ref in ray.wait(list(running), num_returns=len(running), timeout=STOP_GRACE_S)[0]:
+            record(ref, running.pop(ref))
+    raise RunStopped(
+        f"sweep stopped by {signal}; running trials saved a checkpoint; "
+        f"rerun the same command to resume ({sweep_dir / MANIFEST})"
+    )
 
 
 def fetch_files(storage: Storage, sweep_dir: Path, trial: Trial) -> None:
