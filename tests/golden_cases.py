@@ -15,8 +15,6 @@ from pathlib import Path
 import torch
 
 GOLDEN = Path(__file__).parent / "golden"
-# Wall-clock figures differ between runs; everything else must not.
-UNTIMED = ("train/steps_per_second",)
 
 BASE = {
     "seed": 3,
@@ -102,12 +100,12 @@ def case_config(name: str, run_dir: Path):
 
 def run_case(name: str, workdir: Path) -> list[dict]:
     """Train the case in ``workdir/<name>`` and return its metrics without wall-clock fields."""
-    from mtrl.training.logger import read_metrics
+    from mtrl.training.logger import read_metrics, without_timing
     from mtrl.training.trainer import train
 
     run_dir = workdir / name
     train(case_config(name, run_dir))
-    return [{k: v for k, v in record.items() if k not in UNTIMED} for record in read_metrics(run_dir)]
+    return without_timing(read_metrics(run_dir))
 
 
 def main() -> None:

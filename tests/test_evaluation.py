@@ -110,3 +110,23 @@ def _task_goals(env):
     import pickle
 
     return [np.asarray(pickle.loads(t.data)["rand_vec"])[-3:] for t in env.goals["reach-v3"]]
+
+
+def test_the_schedule_logs_what_each_evaluation_cost_in_seconds():
+    """``eval/seconds`` (docs/PERFORMANCE.md: the evaluations' share of a run) covers the whole
+    evaluation: here 2 episodes of 4 steps, each vector step's policy call sleeping 10 ms."""
+    import time
+    from types import SimpleNamespace
+
+    from mtrl.training.evaluation import EvaluationSchedule
+
+    def slow_policy(obs, task):
+        time.sleep(0.01)
+        return zero_policy(obs, task)
+
+    logged = []
+    cfg = SimpleNamespace(eval_every=10, total_steps=100, eval_episodes=2, final_eval_episodes=2, eval_stop_on_success=False)
+    schedule = EvaluationSchedule(ScriptedEnv(3), ["a", "b", "c"], cfg, lambda step, m: logged.append(m))
+    schedule.run(slow_policy, step=10)
+    assert logged[0]["eval/episodes_per_task"] == 2
+    assert 0.08 <= logged[0]["eval/seconds"] < 5.0  # 8 policy calls of 10 ms

@@ -178,7 +178,7 @@ def test_one_step_replay_has_no_discount_field():
 def test_a_resumed_n_step_run_logs_what_an_uninterrupted_one_does(tmp_path):
     """The waiting steps travel in the checkpoint (with the replay), so stopping and resuming
     changes nothing: the toy env restores its episodes, every random stream is restored."""
-    from mtrl.training.logger import read_metrics
+    from mtrl.training.logger import read_metrics, without_timing
     from mtrl.training.trainer import train
 
     from conftest import TOY_FAST, make_config
@@ -207,10 +207,6 @@ def test_a_resumed_n_step_run_logs_what_an_uninterrupted_one_does(tmp_path):
     run("stopped", 1200, resume=True)
 
     def training(name: str) -> list[dict]:  # the stopped run's extra final evaluation at step 600 left out
-        return [
-            {k: v for k, v in r.items() if k != "train/steps_per_second"}
-            for r in read_metrics(tmp_path / name)
-            if "eval/success_mean" not in r
-        ]
+        return [r for r in without_timing(read_metrics(tmp_path / name)) if "eval/success_mean" not in r]
 
     assert len(training("whole")) == 6 and training("stopped") == training("whole")

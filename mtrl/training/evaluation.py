@@ -8,6 +8,7 @@ fewer episodes rotate through the goals when the caller advances ``first_episode
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -144,7 +145,9 @@ class EvaluationSchedule:
             (tc.final_eval_episodes, 0) if final else (tc.eval_episodes, self.evaluations * tc.eval_episodes)
         )
         self.env.set_rng_state(self.rng_start)
+        started = time.perf_counter()
         result = evaluate(policy, self.env, self.task_names, episodes, tc.eval_stop_on_success, first)
         self.evaluations += 0 if final else 1
-        self.log(step, {**result.metrics(), "eval/episodes_per_task": episodes})
+        seconds = time.perf_counter() - started  # what evaluating costs a run (docs/PERFORMANCE.md)
+        self.log(step, {**result.metrics(), "eval/episodes_per_task": episodes, "eval/seconds": seconds})
         return result

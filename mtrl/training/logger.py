@@ -214,6 +214,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
+TIMING_KEYS = ("train/steps_per_second", "eval/seconds")
+"""Wall-clock figures: they differ between two runs of the same config, everything else must not."""
+
+
+def without_timing(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with :data:`TIMING_KEYS` left out: what two runs of one config must share."""
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
 def _number(value: Any) -> bool:
     """A finite int or float (not a bool, not NaN or infinity, not a string)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
