@@ -51,6 +51,9 @@ class CAREConfig:
     own: the actor has its own encoder, trained by the actor loss (Meta-World+'s reference
     design); critic_detached: it reads the critic's encoder without training it (the original
     CARE code); critic: it reads and trains the critic's encoder."""
+    critic_reads_obs: bool = False
+    """Also give the critics the raw observation beside the CARE representation (an ablation,
+    not CARE: is the encoder mixture the critics' bottleneck? docs/RESULTS.md, reach-v3)."""
 
     def validate(self) -> None:
         check_values(
@@ -83,7 +86,7 @@ def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
             )
         pretrained = torch.as_tensor(load_task_embeddings(path, list(spec.task_names), list(spec.descriptions)))
 
-    def care_encoder() -> CAREEncoder:
+    def care_encoder(append_obs: bool = False) -> CAREEncoder:
         embedding = TaskEmbedding(kind=cfg.task_embedding, num_tasks=spec.num_tasks, pretrained=pretrained)
         return CAREEncoder(
             obs_dim=spec.obs_dim,
@@ -94,10 +97,12 @@ def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
             context_hidden=cfg.context_hidden,
             attention=cfg.attention,
             temperature=cfg.attention_temperature,
+            append_obs=append_obs,
         )
 
-    encoder = care_encoder()
+    encoder = care_encoder(append_obs=cfg.critic_reads_obs)
     actor_encoder = care_encoder() if cfg.actor_encoder == "own" else None
-    actor = TanhGaussianActor.mlp(in_dim=encoder.out_dim, act_dim=spec.act_dim, hidden=cfg.hidden_sizes, init=cfg.init)
+    actor_in = (actor_encoder or encoder).out_dim  # the encoder the actor reads
+    actor = TanhGaussianActor.mlp(in_dim=actor_in, act_dim=spec.act_dim, hidden=cfg.hidden_sizes, init=cfg.init)
     critic = mlp_critic(cfg, encoder.out_dim, spec.act_dim)
     return Agent(encoder, actor, critic, actor_encoder=cfg.actor_encoder, actor_encoder_net=actor_encoder)

@@ -113,6 +113,21 @@ def test_actor_and_critic_losses_train_the_right_encoders(kind):
     assert not (ids(agent.shared_parameters("actor")) - ids(sac.actor_params))
 
 
+def test_critic_reads_obs_appends_the_raw_observation_for_the_critics_only():
+    """The ablation ``agent.critic_reads_obs``: the critics' features end with the raw
+    observation (and its Q changes with it), the actor's own encoder is plain CARE."""
+    agent, sac = _care_sac(critic_reads_obs=True)
+    plain, _ = _care_sac()
+    obs, task = torch.randn(8, 2), torch.arange(4).repeat(2)
+    features = agent.encoder(obs, task)
+    assert features.shape[-1] == plain.encoder.out_dim + 2 == agent.encoder.out_dim
+    assert torch.equal(features[:, -2:], obs)
+    assert torch.equal(features[:, :-2], agent.encoder.encode(obs, task)[0])  # encode keeps CARE's own parts
+    assert agent.actor_encoder.out_dim == plain.actor_encoder.out_dim
+    batch = Batch(obs, torch.rand(8, 2) * 2 - 1, torch.randn(8), torch.randn(8, 2), torch.zeros(8), task)
+    assert torch.isfinite(sac.critic_terms(batch, torch.ones(8))[0]).all()
+
+
 def test_the_critic_target_and_soft_update_cover_only_the_critic_encoder():
     agent, sac = _care_sac("own")
     assert set(sac.target.keys()) == {"encoder", "critic"}

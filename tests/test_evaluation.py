@@ -125,7 +125,9 @@ def test_the_schedule_logs_what_each_evaluation_cost_in_seconds():
         return zero_policy(obs, task)
 
     logged = []
-    cfg = SimpleNamespace(eval_every=10, total_steps=100, eval_episodes=2, final_eval_episodes=2, eval_stop_on_success=False)
+    cfg = SimpleNamespace(
+        eval_every=10, total_steps=100, eval_episodes=2, final_eval_episodes=2, eval_stop_on_success=False
+    )
     schedule = EvaluationSchedule(ScriptedEnv(3), ["a", "b", "c"], cfg, lambda step, m: logged.append(m))
     schedule.run(slow_policy, step=10)
     assert logged[0]["eval/episodes_per_task"] == 2

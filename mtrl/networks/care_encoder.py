@@ -51,7 +51,8 @@ class TaskEmbedding(nn.Module):
 
 
 class CAREEncoder(nn.Module):
-    """The CARE representation; ``out_dim = 2 * encoder_dim``."""
+    """The CARE representation (mixture || context); ``out_dim = 2 * encoder_dim``, plus
+    ``obs_dim`` with ``append_obs`` (the raw observation appended: an ablation, not CARE)."""
 
     def __init__(
         self,
@@ -64,6 +65,7 @@ class CAREEncoder(nn.Module):
         context_hidden: list[int],
         attention: str = "dot",
         temperature: float = 1.0,
+        append_obs: bool = False,
     ):
         super().__init__()
         if attention not in ATTENTION_KINDS:
@@ -86,7 +88,8 @@ class CAREEncoder(nn.Module):
             if attention == "mlp"
             else None
         )
-        self.num_encoders, self.out_dim = num_encoders, 2 * encoder_dim
+        self.num_encoders, self.encoder_dim, self.append_obs = num_encoders, encoder_dim, append_obs
+        self.out_dim = 2 * encoder_dim + (obs_dim if append_obs else 0)
 
     def context_vector(self, task: torch.Tensor) -> torch.Tensor:
         return self.context(self.task_embedding(task))[0]
@@ -104,7 +107,8 @@ class CAREEncoder(nn.Module):
         return torch.cat([mixed, z_ctx], -1), weights, z
 
     def forward(self, obs: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        return self.encode(obs, task)[0]
+        features = self.encode(obs, task)[0]
+        return torch.cat([features, obs], -1) if self.append_obs else features
 
     def attention_weights(self, obs: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """(B, k) mixture weights, for introspection."""
