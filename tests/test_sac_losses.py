@@ -197,11 +197,13 @@ def _per_sample(losses: torch.Tensor, n: int = 4) -> tuple[torch.Tensor, torch.T
     return losses[task] * (1 + 0.1 * torch.tensor([-1.0, 1.0]).repeat(len(task) // 2)), task
 
 
-def test_famo_weights_and_logits_follow_the_reference_code():
+def test_famo_next_batch_weights_and_logits_follow_the_reference_code():
+    """sac.famo_update=next_batch (mtrl before issue 22): the generic famo.py's update, fed the
+    next update's losses."""
     from mtrl.learner.task_weighting import TaskWeighting
 
     torch.manual_seed(0)
-    ours, ref = TaskWeighting("famo", 3), FAMOReference(3)
+    ours, ref = TaskWeighting("famo", 3, famo_decay=1e-3, famo_update="next_batch"), FAMOReference(3)
     for step in range(6):
         losses = torch.rand(3) * 5 + 0.1
         per_sample, task = _per_sample(losses)
