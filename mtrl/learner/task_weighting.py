@@ -11,8 +11,9 @@ critic and actor losses.
   exp(-s_t), which tends to 1 / L_t. As the FAMO repository's MT10 agent (Cranial-XIX/FAMO
   mtrl_files/uw.py) the critic and the actor each fit their own s on their own losses. The
   actor's loss is negative once Q outweighs alpha log pi, and then 1/2 (exp(-s) L + s) has no
-  minimum: s falls at Adam's pace for every such task, so those tasks keep about equal weights
-  among themselves and gain weight without bound against a task whose actor loss is positive.
+  minimum: s falls at Adam's pace until Adam's second moment overflows (near s = -43 for
+  L = -100) and stops it there, in the reference as here; such tasks end with weights of
+  the same order, and a task whose actor loss stays positive with almost none.
 - ``famo`` (Liu, Liu, Jin, Stone & Liu, "FAMO: Fast Adaptive Multitask Optimization",
   NeurIPS 2023): logits xi, z = softmax(xi); the loss sum_t z_t log L_t / c, c = sum_t z_t / L_t,
   i.e. weights z_t / (c L_t) on L_t; xi follows the change in log losses across the critic's
@@ -20,10 +21,10 @@ critic and actor losses.
   mtrl_files/famo.py ``update_critic``, or between one update's batch and the next), so tasks
   whose loss falls slowly gain weight.
 
-Weights are computed from the critic's per-task losses (never negative, unlike the actor's)
-and, as ``sac.task_weighting_actor`` says, also applied to the actor's terms, or replaced there
-by the actor's own (uncertainty), scaled so that the batch's samples weigh 1 on average (the
-loss keeps its scale). Weights are constants in the networks' gradients.
+Weights are computed from the critic's per-task losses and, as ``sac.task_weighting_actor``
+says, also applied to the actor's terms or replaced there by the actor's own (uncertainty: a
+second ``TaskWeighting`` fed the actor's per-task losses), scaled so that the batch's samples
+weigh 1 on average (the loss keeps its scale). Weights are constants in the networks' gradients.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class TaskWeighting:
         elif self.kind == "inverse_size":
             w = torch.where(present, len(task) / (present.sum() * counts.clamp(min=1)), 0.0)
         elif self.kind == "uncertainty":
-            w = self._uncertainty_weights(present)
+            w = torch.exp(-self.logits.detach())
             self._learn_uncertainty(losses, present)
         else:
             if self.famo_update == "next_batch" and self.previous is not None:
@@ -117,21 +118,12 @@ class TaskWeighting:
         present = (counts > 0) & torch.isfinite(losses)
         return torch.where(present, losses, 0.0), torch.where(present, counts, 0), present
 
-    def _uncertainty_weights(self, present: torch.Tensor) -> torch.Tensor:
-        """exp(-s), shifted where it would overflow (the actor's s can fall without bound): the
-        shift cancels in the normalisation and is 0 (bit for bit the plain exp) while -s <= 80."""
-        s = self.logits.detach()
-        shift = torch.where(present, -s, -torch.inf).max().clamp(min=80.0) - 80.0
-        return torch.exp(-s - shift)
-
     def _learn_uncertainty(self, losses: torch.Tensor, present: torch.Tensor) -> None:
-        """One Adam step on 1/2 (exp(-s) L + s) for the tasks in the batch; a gradient that
-        overflowed (exp(-s) L of a falling s) counts as 0."""
+        """One Adam step on 1/2 (exp(-s) L + s) for the tasks in the batch."""
         s = self.logits
         objective = torch.where(present, 0.5 * (torch.exp(-s) * losses + s), 0.0).sum()  # absent tasks: no gradient
         self.opt.zero_grad(set_to_none=True)
         objective.backward()
-        s.grad = torch.where(torch.isfinite(s.grad), s.grad, 0.0)
         self.opt.step()
 
     def _famo_step(self, losses: torch.Tensor, present: torch.Tensor) -> None:
