@@ -117,8 +117,11 @@ class SACConfig:
 
     uncertainty: Kendall et al. 2018; famo: Liu et al. 2023 (mtrl/learner/task_weighting.py). Multiplies
     sac.task_weights' when both are on."""
-    task_weighting_lr: float = 0.025
-    """Adam's rate for uncertainty's log-variances / FAMO's logits (FAMO's default)."""
+    task_weighting_lr: float | None = None
+    """Adam's rate for uncertainty's log-variances / FAMO's logits; null: the reference's, 0.01 / 0.025.
+
+    Cranial-XIX/FAMO: mtrl_files/uw_state_sac.yaml's w_lr, run.sh's MT10 wlr for FAMO. Before
+    issue 22 mtrl used 0.025 for both."""
     task_weighting_actor: bool | None = None
     """How sac.task_weighting weighs the actor's terms; null: as each method's reference code.
 
@@ -458,7 +461,7 @@ def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str
         ("sac.n_step", s.n_step, at_least(1), "at least 1 (1: one-step targets)"),
         ("distill.weight", cfg.distill.weight, at_least(0), "at least 0"),
         ("sac.task_weighting", s.task_weighting, *one_of(TASK_WEIGHTINGS)),
-        ("sac.task_weighting_lr", s.task_weighting_lr, positive, "positive"),
+        ("sac.task_weighting_lr", s.task_weighting_lr, or_null(positive), "positive (or null: the reference's)"),
         ("sac.famo_update", s.famo_update, *one_of(FAMO_UPDATES)),
         ("sac.famo_weight_decay", s.famo_weight_decay, at_least(0), "at least 0"),
         ("sac.task_loss_mask", s.task_loss_mask, *one_of(TASK_LOSS_MASKS)),

@@ -1,8 +1,9 @@
 """The golden runs: every agent, and MT-SAC with each multi-task lever, on the toy suite at a
 fixed seed in float32, short enough for CI. ``tests/golden/<case>.jsonl`` holds the metrics
-they logged at the commit before the architecture redesign (issue 24; ``paco`` and
-``task-weights-famo`` since issue 22 gave PaCo's masking and FAMO their reference code's
-behaviour); tests/test_golden.py reruns them and compares value for value. Regenerate only for a deliberate change of
+they logged at the commit before the architecture redesign (issue 24; ``paco``,
+``task-weights-famo`` and ``uncertainty-critic-only`` since issue 22 gave PaCo's masking, FAMO
+and uncertainty weighting their reference code's behaviour); tests/test_golden.py reruns them
+and compares value for value. Regenerate only for a deliberate change of
 behaviour: ``python tests/golden_cases.py`` (and say why in the commit)."""
 
 from __future__ import annotations

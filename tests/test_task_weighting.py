@@ -211,10 +211,10 @@ def test_famo_learns_from_its_update_batch_across_the_critic_step_as_the_referen
 class UWMT10Reference:
     """One log-sigma vector of the FAMO repository's uncertainty-weighting MT10 agent
     (mtrl_files/uw.py: ``critic_logsigma`` with the critic's per-task losses, ``actor_logsigma``
-    with the actor's), transcribed: Adam(lr=w_lr) on s; the network's loss
-    sum_t 1/2 (exp(-s_t) L_t + s_t), backpropagated into the network and s together."""
+    with the actor's), transcribed: Adam(lr=w_lr) on s (uw_state_sac.yaml: w_lr 0.01); the
+    network's loss sum_t 1/2 (exp(-s_t) L_t + s_t), backpropagated into the network and s together."""
 
-    def __init__(self, n_tasks, w_lr=0.025):
+    def __init__(self, n_tasks, w_lr=0.01):
         self.logsigma = torch.tensor([0.0] * n_tasks, requires_grad=True)
         self.optimizer = torch.optim.Adam([self.logsigma], lr=w_lr)
 
@@ -232,7 +232,7 @@ def test_uncertainty_log_variances_follow_the_reference_also_for_negative_losses
     """The actor's per-task losses are mostly negative: the reference's s then falls until Adam's
     second moment overflows, and stays there (finite); ours follows it step for step."""
     torch.manual_seed(0)
-    ours, reference = TaskWeighting("uncertainty", 3), UWMT10Reference(3)
+    ours, reference = TaskWeighting("uncertainty", 3, lr=0.025), UWMT10Reference(3, w_lr=0.025)
     steps = [torch.rand(3) * 60 - 50 for _ in range(50)] + [torch.tensor([-100.0, -50.0, 2.0])] * 1500
     for losses in steps:
         w = ours.weights(*_per_sample(losses))

@@ -37,6 +37,9 @@ from torch.nn import functional as F
 from mtrl.config import TASK_WEIGHTINGS
 
 FAMO_EPS = 1e-8
+# The logits' Adam rate in the reference code's MT10 agents (Cranial-XIX/FAMO): mtrl_files/uw_state_sac.yaml
+# (w_lr: 0.01) and run.sh's FAMO line (wlr=0.025, over famo_state_sac.yaml's 0.01).
+REFERENCE_LR = {"uncertainty": 0.01, "famo": 0.025}
 
 
 def task_means(per_sample: torch.Tensor, task: torch.Tensor, num_tasks: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,14 +56,15 @@ def task_means(per_sample: torch.Tensor, task: torch.Tensor, num_tasks: int) -> 
 
 class TaskWeighting:
     """``weights(per_sample, task)`` -> (T,) weights; with FAMO's ``same_batch`` update,
-    ``after_step(per_sample, task)`` once the critic has stepped."""
+    ``after_step(per_sample, task)`` once the critic has stepped. ``lr``: the logits' Adam
+    rate (None: the reference's for ``kind``)."""
 
     def __init__(
         self,
         kind: str,
         num_tasks: int,
         device: torch.device | str = "cpu",
-        lr: float = 0.025,
+        lr: float | None = None,
         famo_decay: float = 0.01,
         famo_update: str = "same_batch",
     ):
@@ -68,11 +72,10 @@ class TaskWeighting:
             raise ValueError(f"unknown task weighting '{kind}', expected one of {TASK_WEIGHTINGS}")
         self.kind, self.num_tasks, self.famo_update = kind, num_tasks, famo_update
         self.logits = torch.zeros(num_tasks, device=device, requires_grad=True)  # s (uncertainty) or xi (famo)
-        self.opt = (
-            torch.optim.Adam([self.logits], lr=lr, weight_decay=famo_decay if kind == "famo" else 0.0)
-            if kind in ("uncertainty", "famo")
-            else None
-        )
+        self.opt = None
+        if kind in REFERENCE_LR:
+            decay = famo_decay if kind == "famo" else 0.0
+            self.opt = torch.optim.Adam([self.logits], lr=REFERENCE_LR[kind] if lr is None else lr, weight_decay=decay)
         self.previous: torch.Tensor | None = None  # FAMO: the per-task losses its next logit step starts from
         self.last = torch.ones(num_tasks, device=device)  # the last weights returned, for the logs
 
