@@ -106,6 +106,18 @@ def test_task_weighting_weights_the_critic_loss_and_survives_a_checkpoint(kind):
         assert restored.opt.state_dict()["state"][0]["step"] == own.opt.state_dict()["state"][0]["step"]
 
 
+def update_seen_terms(sac: SAC, batch) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(the critic's and the actor's per-sample terms of ``sac.update(batch)``, its metrics): the
+    terms recomputed beforehand from the same random draws, which needs ``sac.critic_lr=0`` (the
+    critic then stays as it was through the update)."""
+    alpha = sac.alphas()[batch.task]
+    torch.manual_seed(5)
+    critic_terms = sac.critic_terms(batch, alpha)[0].detach()
+    actor_terms = sac.actor_terms(batch.obs, batch.task, alpha)[0].detach()
+    torch.manual_seed(5)
+    return critic_terms, actor_terms, sac.update(batch)
+
+
 @pytest.mark.parametrize(
     "kind, on_actor, weighted",
     [
@@ -117,17 +129,10 @@ def test_task_weighting_weights_the_critic_loss_and_survives_a_checkpoint(kind):
     ],
 )
 def test_task_weighting_actor_decides_whether_the_critics_weights_scale_the_actor_terms(kind, on_actor, weighted):
-    # critic_lr=0 keeps the critic fixed through the update, so the actor terms the update
-    # computes can be recomputed here from the same random draws.
     batch = tiny_batch([0] * 6 + [1] * 2)  # unbalanced: inverse_size weights 8/12 and 8/4
     cfg = SACConfig(task_weighting=kind, task_weighting_actor=on_actor, critic_lr=0.0, max_grad_norm=None)
     sac = SAC(tiny_agent(), 2, 1, cfg)
-    alpha = sac.alphas()[batch.task]
-    torch.manual_seed(5)
-    critic_terms = sac.critic_terms(batch, alpha)[0].detach()
-    actor_terms = sac.actor_terms(batch.obs, batch.task, alpha)[0].detach()
-    torch.manual_seed(5)
-    metrics = sac.update(batch)
+    critic_terms, actor_terms, metrics = update_seen_terms(sac, batch)
     w = sac.weighting.last[batch.task]
     if kind == "inverse_size":
         assert torch.allclose(w, torch.tensor([8 / 12, 8 / 4])[batch.task])
@@ -244,8 +249,7 @@ def test_uncertainty_log_variances_follow_the_reference_also_for_negative_losses
 
 def test_uncertainty_fits_the_actor_its_own_log_variances_as_the_reference_mt10_agent():
     """sac.task_weighting_actor=null: the critic's log-sigma weighs the critic's terms, a second one,
-    fitted on the actor's per-task losses, the actor's (mtrl_files/uw.py update_actor_and_alpha);
-    critic_lr=0 lets the actor's terms be recomputed from the same random draws."""
+    fitted on the actor's per-task losses, the actor's (mtrl_files/uw.py update_actor_and_alpha)."""
     batch = balanced_batch(0, num_tasks=2)
     sac = SAC(tiny_agent(), 2, 1, SACConfig(task_weighting="uncertainty", critic_lr=0.0, max_grad_norm=None))
     critic_ref, actor_ref = UWMT10Reference(2), UWMT10Reference(2)
@@ -256,12 +260,7 @@ def test_uncertainty_fits_the_actor_its_own_log_variances_as_the_reference_mt10_
         ):
             weighting.logits.copy_(torch.tensor(s))
             ref.logsigma.copy_(torch.tensor(s))
-    alpha = sac.alphas()[batch.task]
-    torch.manual_seed(5)
-    critic_terms = sac.critic_terms(batch, alpha)[0].detach()
-    actor_terms = sac.actor_terms(batch.obs, batch.task, alpha)[0].detach()
-    torch.manual_seed(5)
-    metrics = sac.update(batch)
+    critic_terms, actor_terms, metrics = update_seen_terms(sac, batch)
     for terms, ref, weighting, key in (
         (critic_terms, critic_ref, sac.weighting, "loss/critic"),
         (actor_terms, actor_ref, sac.terms.actor_weighting, "loss/actor"),
