@@ -2,6 +2,8 @@
 method against a transcription of its reference code (Cranial-XIX/FAMO: famo.py, and its MT10
 agents mtrl_files/famo.py and mtrl_files/uw.py), their state across checkpoints and resumes."""
 
+import copy
+
 import pytest
 import torch
 from test_sac_losses import tiny_agent, tiny_batch
@@ -244,7 +246,13 @@ def test_uncertainty_log_variances_follow_the_reference_also_for_negative_losses
         expected = reference.step(losses)
         assert torch.allclose(w, expected / expected.mean(), rtol=1e-5)
         assert torch.allclose(ours.logits, reference.logsigma, rtol=1e-6, atol=1e-6)
-    assert torch.isfinite(ours.logits).all() and ours.logits[0] < -40 and w[2] < 1e-15  # frozen, finite
+    assert ours.logits[0] < -40 and w[2] < 1e-15  # frozen where the reference's Adam overflowed
+    assert all(torch.isfinite(v).all() for v in ours.state_dict()["opt"]["state"][0].values())  # checkpointable
+    restored = TaskWeighting("uncertainty", 3, lr=0.025)
+    restored.load_state_dict(copy.deepcopy(ours.state_dict()))  # as a checkpoint file would: no shared tensors
+    losses = torch.tensor([-100.0, -50.0, 2.0])
+    assert torch.equal(restored.weights(*_per_sample(losses)), ours.weights(*_per_sample(losses)))
+    assert torch.equal(restored.logits, ours.logits) and restored.frozen.tolist() == [True, True, False]
 
 
 def test_uncertainty_fits_the_actor_its_own_log_variances_as_the_reference_mt10_agent():

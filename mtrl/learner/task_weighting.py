@@ -12,8 +12,9 @@ critic and actor losses.
   mtrl_files/uw.py) the critic and the actor each fit their own s on their own losses. The
   actor's loss is negative once Q outweighs alpha log pi, and then 1/2 (exp(-s) L + s) has no
   minimum: s falls at Adam's pace until Adam's second moment overflows (near s = -43 for
-  L = -100) and stops it there, in the reference as here; such tasks end with weights of
-  the same order, and a task whose actor loss stays positive with almost none.
+  L = -100) and stops it there for good, in the reference as here (``_freeze_overflowed``);
+  such tasks end with weights of the same order, and a task whose actor loss stays positive
+  with almost none.
 - ``famo`` (Liu, Liu, Jin, Stone & Liu, "FAMO: Fast Adaptive Multitask Optimization",
   NeurIPS 2023): logits xi, z = softmax(xi); the loss sum_t z_t log L_t / c, c = sum_t z_t / L_t,
   i.e. weights z_t / (c L_t) on L_t; xi follows the change in log losses across the critic's
@@ -78,6 +79,7 @@ class TaskWeighting:
             self.opt = torch.optim.Adam([self.logits], lr=REFERENCE_LR[kind] if lr is None else lr, weight_decay=decay)
         self.previous: torch.Tensor | None = None  # FAMO: the per-task losses its next logit step starts from
         self.last = torch.ones(num_tasks, device=device)  # the last weights returned, for the logs
+        self.frozen = torch.zeros(num_tasks, dtype=torch.bool, device=device)  # uncertainty: s that moves no more
 
     @property
     def learns_after_step(self) -> bool:
@@ -127,7 +129,21 @@ class TaskWeighting:
         objective = torch.where(present, 0.5 * (torch.exp(-s) * losses + s), 0.0).sum()  # absent tasks: no gradient
         self.opt.zero_grad(set_to_none=True)
         objective.backward()
+        before = s.detach().clone()
         self.opt.step()
+        self._freeze_overflowed(before)
+
+    @torch.no_grad()
+    def _freeze_overflowed(self, before: torch.Tensor) -> None:
+        """Where Adam's second moment has overflowed (a falling s of a negative L), the
+        reference's Adam never moves s again (its steps are m / inf = 0): s stays at
+        ``before`` for good, and the moments are zeroed instead of left infinite (a checkpoint
+        refuses an inf)."""
+        state = self.opt.state[self.logits]
+        self.frozen |= ~torch.isfinite(state["exp_avg_sq"])
+        self.logits.copy_(torch.where(self.frozen, before, self.logits))
+        for key in ("exp_avg", "exp_avg_sq"):
+            state[key].masked_fill_(self.frozen, 0.0)
 
     def _famo_step(self, losses: torch.Tensor, present: torch.Tensor) -> None:
         """Moves xi by the log-loss change from ``self.previous`` to ``losses`` (0 for a task
@@ -146,6 +162,7 @@ class TaskWeighting:
             "opt": self.opt.state_dict() if self.opt else None,
             "previous": self.previous,
             "last": self.last,
+            "frozen": self.frozen.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -154,3 +171,4 @@ class TaskWeighting:
         if self.opt is not None and state["opt"] is not None:
             self.opt.load_state_dict(state["opt"])
         self.previous, self.last = state["previous"], state["last"]
+        self.frozen = state.get("frozen", torch.zeros_like(self.frozen)).to(self.frozen.device)  # older: none
