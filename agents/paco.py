@@ -1,6 +1,7 @@
 """PaCo (Sun et al., NeurIPS 2022): actor and critics whose parameters are K shared sets
 composed by each task's vector w_task; tasks whose loss explodes are masked and their w
-reset (``sac.task_loss_threshold``, on by default, acts on w: ``Agent.task_specific_blocks``)."""
+reset (``sac.task_loss_threshold`` and the fields after it, set as PaCo's reference code in
+configs/*-paco.yaml, act on w: ``Agent.task_specific_blocks``)."""
 
 from __future__ import annotations
 

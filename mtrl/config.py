@@ -42,6 +42,9 @@ from mtrl.errors import (  # noqa: F401  (ConfigError: re-exported)
 # algorithm code; the suite/agent/scheduler sections are typed through the registry.
 CONFLICT_METHODS = ("none", "pcgrad", "cagrad", "upgrad", "nash_mtl", "imtl_g", "aligned_mtl")
 TASK_WEIGHTINGS = ("none", "inverse_size", "uncertainty", "famo")
+FAMO_UPDATES = ("same_batch", "next_batch")
+TASK_LOSS_MASKS = ("critic", "total")
+TASK_RESETS = ("mean", "convex")
 # Conflict methods delegated to torchjd: the modules each one imports, and the torchjd extra
 # providing them. mtrl's `conflict` extra installs all of them.
 TORCHJD_METHODS = {
@@ -114,12 +117,26 @@ class SACConfig:
 
     uncertainty: Kendall et al. 2018; famo: Liu et al. 2023 (mtrl/learner/task_weighting.py). Multiplies
     sac.task_weights' when both are on."""
-    task_weighting_lr: float = 0.025
-    """Adam's rate for uncertainty's log-variances / FAMO's logits (FAMO's default)."""
-    task_weighting_actor: bool = True
-    """Whether sac.task_weighting's weights also scale the actor's terms; false: critic only.
+    task_weighting_lr: float | None = None
+    """Adam's rate for uncertainty's log-variances / FAMO's logits; null: the reference's, 0.01 / 0.025.
 
-    An ablation: weights from TD losses need not say how much a task's policy should train."""
+    Cranial-XIX/FAMO: mtrl_files/uw_state_sac.yaml's w_lr, run.sh's MT10 wlr for FAMO. Before
+    issue 22 mtrl used 0.025 for both."""
+    task_weighting_actor: bool | None = None
+    """How sac.task_weighting weighs the actor's terms; null: as each method's reference code.
+
+    null: uncertainty fits the actor its own log-variances on the actor's per-task losses, FAMO
+    leaves the actor alone, inverse_size weighs it as the critic (Cranial-XIX/FAMO mtrl_files/uw.py,
+    famo.py). true: the critic's weights scale the actor's terms too (mtrl before issue 22);
+    false: the critic only."""
+    famo_update: str = "same_batch"
+    """When FAMO's logits learn: same_batch | next_batch.
+
+    same_batch (the reference's MT10 agent): from the change of each task's critic loss on the
+    update's own batch across the critic step, one more critic forward pass; next_batch (mtrl before
+    issue 22): from the change between one update's batch and the next's, no extra pass."""
+    famo_weight_decay: float = 0.01
+    """Weight decay (FAMO's gamma) of the Adam that moves FAMO's logits; its MT10 script's 0.01."""
     precision: str = "auto"
     """The update's matmul precision: auto | float32 | bfloat16.
 
@@ -131,11 +148,28 @@ class SACConfig:
     """torch.compile the networks' forward passes (and so their backward).
 
     Measured slower on the 2-core CPU (0.92x) and not yet on a GPU; off by default."""
-    task_loss_threshold: float | None = 3e3
-    """PaCo's mask_extreme_task: a task whose mean critic loss exceeds this is masked and reset.
+    task_loss_threshold: float | None = None
+    """PaCo's mask_extreme_task: a task whose mean loss (sac.task_loss_mask) exceeds this is masked and reset.
 
-    Also a non-finite loss masks; that task's task-specific parameters are reset.
-    null: only non-finite losses mask."""
+    Also a non-finite critic loss masks (and resets); null: only that. PaCo's configs set 3e3."""
+    task_loss_mask: str = "critic"
+    """Which per-task loss sac.task_loss_threshold bounds: critic | total.
+
+    critic: each task's mean critic loss (mtrl's). total: PaCo's reference, the sum of the actor,
+    critic and temperature losses as its ALF code values them, 0.5 critic + 0.5 |dQ/da|^2
+    + alpha log pi + log alpha (-log pi - target entropy) per sample, at the update's start
+    (one more actor and critic pass per update: PaCo's updates took 1.2-1.6x as long)."""
+    task_reset: str = "mean"
+    """How a masked task is reset: mean | convex.
+
+    mean (mtrl's): its task-specific parameters become the unmasked tasks' mean, its temperature
+    their mean log alpha, their Adam moments zero. convex (PaCo's reset_task_method=interpolate):
+    its task-specific parameters become a random convex combination of the unmasked tasks', the
+    same weights for all of a task's parameters; temperature and Adam state left as they are."""
+    log_alpha_min: float | None = None
+    """A floor on log alpha as the losses read it (PaCo: -10; no gradient below it); null: none."""
+    log_alpha_max: float | None = None
+    """A ceiling log alpha is clipped to after each temperature step (PaCo: 0); null: none."""
     weight_decay: float = 0.0
     """> 0: AdamW with this decoupled decay for actor and critics (BRC: 1e-4); 0: Adam."""
     reward_scaling: str = "none"
@@ -367,13 +401,17 @@ def check_value_support(cfg: Config) -> None:
     needs a ``sac.task_weighting`` to keep off the actor. A categorical critic
     (``agent.v_max``, BRC) must hold the scaled returns: with
     ``sac.reward_scaling=returns`` they reach +-``sac.reward_scale_bound``, and the target
-    projection would clip everything beyond the support."""
-    if not cfg.sac.task_weighting_actor and cfg.sac.task_weighting == "none":
+    projection would clip everything beyond the support. ``sac.log_alpha_min`` must lie below
+    ``sac.log_alpha_max``."""
+    if cfg.sac.task_weighting_actor is False and cfg.sac.task_weighting == "none":
         raise ConfigError(
             "sac.task_weighting_actor=false keeps sac.task_weighting's weights off the actor, but "
             "sac.task_weighting=none has none: set sac.task_weighting (one of "
             f"{', '.join(w for w in TASK_WEIGHTINGS if w != 'none')}) or drop sac.task_weighting_actor=false"
         )
+    low, high = cfg.sac.log_alpha_min, cfg.sac.log_alpha_max
+    if low is not None and high is not None and low >= high:
+        raise ConfigError(f"sac.log_alpha_min={low:g} must be below sac.log_alpha_max={high:g} (PaCo's: -10 and 0)")
     v_max = getattr(cfg.agent, "v_max", None)
     bound = cfg.sac.reward_scale_bound
     if v_max is not None and cfg.sac.reward_scaling == "returns" and v_max < bound:
@@ -424,7 +462,11 @@ def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str
         ("sac.n_step", s.n_step, at_least(1), "at least 1 (1: one-step targets)"),
         ("distill.weight", cfg.distill.weight, at_least(0), "at least 0"),
         ("sac.task_weighting", s.task_weighting, *one_of(TASK_WEIGHTINGS)),
-        ("sac.task_weighting_lr", s.task_weighting_lr, positive, "positive"),
+        ("sac.task_weighting_lr", s.task_weighting_lr, or_null(positive), "positive (or null: the reference's)"),
+        ("sac.famo_update", s.famo_update, *one_of(FAMO_UPDATES)),
+        ("sac.famo_weight_decay", s.famo_weight_decay, at_least(0), "at least 0"),
+        ("sac.task_loss_mask", s.task_loss_mask, *one_of(TASK_LOSS_MASKS)),
+        ("sac.task_reset", s.task_reset, *one_of(TASK_RESETS)),
         ("sac.weight_decay", s.weight_decay, at_least(0), "at least 0 (0: Adam without decay)"),
         ("sac.reward_scaling", s.reward_scaling, *one_of(REWARD_SCALINGS)),
         ("sac.reward_scale_bound", s.reward_scale_bound, positive, "positive"),

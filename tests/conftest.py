@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,6 +40,39 @@ TOY_FAST = {
 def make_config(base: dict, **sections):
     """``make_config(TOY_FAST, train={"total_steps": 100}, seed=1)``"""
     return from_dict(merge(base, sections))
+
+
+# A short run that checkpoints half-way, for the resume tests.
+RESUMABLE = {
+    "total_steps": 1200,
+    "warmup_steps": 400,
+    "checkpoint_every": 600,
+    "eval_every": 0,
+    "log_every": 200,
+    "final_eval_episodes": 2,
+    "save_replay": True,
+}
+
+
+def assert_resumes_exactly(tmp_path: Path, base: dict, **sections) -> list[dict]:
+    """Trains ``base`` + ``sections`` (``RESUMABLE``'s schedule) whole, and again stopped at its
+    step-600 checkpoint and resumed; asserts that both log the same training records (the
+    stopped run's extra final evaluation left out) and returns them."""
+    from mtrl.training.logger import read_metrics, without_timing
+    from mtrl.training.trainer import train
+
+    def run(name: str, total: int, resume: bool = False) -> None:
+        schedule = {**RESUMABLE, **sections.get("train", {}), "total_steps": total}
+        train(make_config(base, **{**sections, "train": schedule}, run={"dir": str(tmp_path / name)}, resume=resume))
+
+    def training(name: str) -> list[dict]:
+        return [r for r in without_timing(read_metrics(tmp_path / name)) if "eval/success_mean" not in r]
+
+    run("whole", RESUMABLE["total_steps"])
+    run("stopped", 600)
+    run("stopped", RESUMABLE["total_steps"], resume=True)
+    assert training("stopped") == training("whole")
+    return training("whole")
 
 
 @dataclass

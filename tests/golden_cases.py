@@ -1,7 +1,9 @@
 """The golden runs: every agent, and MT-SAC with each multi-task lever, on the toy suite at a
 fixed seed in float32, short enough for CI. ``tests/golden/<case>.jsonl`` holds the metrics
-they logged at the commit before the architecture redesign (issue 24); tests/test_golden.py
-reruns them and compares value for value. Regenerate only for a deliberate change of
+they logged at the commit before the architecture redesign (issue 24; ``paco``,
+``task-weights-famo`` and ``uncertainty-critic-only`` since issue 22 gave PaCo's masking, FAMO
+and uncertainty weighting their reference code's behaviour); tests/test_golden.py reruns them
+and compares value for value. Regenerate only for a deliberate change of
 behaviour: ``python tests/golden_cases.py`` (and say why in the commit)."""
 
 from __future__ import annotations
@@ -65,9 +67,15 @@ CASES: dict[str, dict] = {
     },
     "softmod": {"agent": {"name": "softmod", "base_hidden": [32, 32], "module_hidden": 16, "routing_hidden": 16}},
     "moore": {"agent": {"name": "moore", "num_experts": 2, "expert_hidden": [32], "expert_dim": 32}},
-    "paco": {
+    "paco": {  # PaCo's masking as its reference (configs/*-paco.yaml), at a threshold the toy suite reaches
         "agent": {"name": "paco", "hidden_sizes": [32, 32], "num_sets": 2},
-        "sac": {"task_loss_threshold": 5.0},
+        "sac": {
+            "task_loss_threshold": 3.0,
+            "task_loss_mask": "total",
+            "task_reset": "convex",
+            "log_alpha_min": -10.0,
+            "log_alpha_max": 0.0,
+        },
         "train": {"divergence_patience": 100_000},
     },
     "brc": {

@@ -178,35 +178,6 @@ def test_one_step_replay_has_no_discount_field():
 def test_a_resumed_n_step_run_logs_what_an_uninterrupted_one_does(tmp_path):
     """The waiting steps travel in the checkpoint (with the replay), so stopping and resuming
     changes nothing: the toy env restores its episodes, every random stream is restored."""
-    from mtrl.training.logger import read_metrics, without_timing
-    from mtrl.training.trainer import train
+    from conftest import TOY_FAST, assert_resumes_exactly
 
-    from conftest import TOY_FAST, make_config
-
-    def run(name: str, total: int, resume: bool = False):
-        train(
-            make_config(
-                TOY_FAST,
-                run={"dir": str(tmp_path / name)},
-                resume=resume,
-                sac={"n_step": 3},
-                train={
-                    "total_steps": total,
-                    "warmup_steps": 400,
-                    "checkpoint_every": 600,
-                    "eval_every": 0,
-                    "log_every": 200,
-                    "final_eval_episodes": 2,
-                    "save_replay": True,
-                },
-            )
-        )
-
-    run("whole", 1200)
-    run("stopped", 600)
-    run("stopped", 1200, resume=True)
-
-    def training(name: str) -> list[dict]:  # the stopped run's extra final evaluation at step 600 left out
-        return [r for r in without_timing(read_metrics(tmp_path / name)) if "eval/success_mean" not in r]
-
-    assert len(training("whole")) == 6 and training("stopped") == training("whole")
+    assert len(assert_resumes_exactly(tmp_path, TOY_FAST, sac={"n_step": 3})) == 6

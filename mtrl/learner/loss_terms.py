@@ -7,14 +7,16 @@ SAC's critic and actor steps hand their per-sample losses l_i (sample i of task 
 
 - w_i: ``sac.task_weights`` (Meta-World+'s softmax(-log alpha) * T, :func:`task_loss_weights`)
   times ``sac.task_weighting``'s weight of task t_i (mtrl/learner/task_weighting.py, from the critic's
-  per-task losses; on the actor's terms only with ``sac.task_weighting_actor``);
-- kept: samples of tasks that PaCo's guard did not mask (:func:`exploded_tasks`);
+  per-task losses; on the actor's terms as ``sac.task_weighting_actor`` says: the critic's weights,
+  the actor's own (uncertainty, from the actor's per-task losses) or none, :func:`actor_weighting`);
+- kept: samples of tasks that PaCo's guard did not mask (:func:`exploded_tasks`, on the critic's
+  or PaCo's total per-sample loss, ``sac.task_loss_mask``);
 - KL_i: distillation from a teacher of task t_i (actor only, mtrl/learner/distillation.py);
 - penalties: soft parameter sharing's pull toward the tasks' mean (mtrl/learner/hooks.py's ``Penalized``).
 
 They also return the weighted per-sample terms, which conflict aggregation splits by task.
-The weights and the mask are decided once per update, from the critic's first forward pass
-(:meth:`LossTerms.prepare`).
+The critic's weights and the mask are decided once per update, from the first forward pass
+(:meth:`LossTerms.prepare`); the actor's own weights in :meth:`LossTerms.actor`.
 """
 
 from __future__ import annotations
@@ -40,13 +42,28 @@ def task_loss_weights(log_alpha: torch.Tensor) -> torch.Tensor:
     return torch.softmax(-log_alpha.detach(), 0) * log_alpha.shape[0]
 
 
+# How each task weighting weighs the actor's terms when sac.task_weighting_actor is null: as
+# its reference code (Cranial-XIX/FAMO mtrl_files/uw.py fits the actor its own log-sigma on the
+# actor's losses; mtrl_files/famo.py weighs the critic alone). inverse_size has no reference; its
+# weights depend only on the batch's counts, the same for both losses.
+REFERENCE_ACTOR_WEIGHTING = {"none": "none", "inverse_size": "critic", "uncertainty": "own", "famo": "none"}
+
+
+def actor_weighting(cfg: SACConfig) -> str:
+    """How ``sac.task_weighting`` weighs the actor's terms: critic (the critic's weights), own
+    (weights of the same kind learned from the actor's per-task losses) or none."""
+    if cfg.task_weighting == "none" or cfg.task_weighting_actor is False:
+        return "none"
+    return "critic" if cfg.task_weighting_actor else REFERENCE_ACTOR_WEIGHTING[cfg.task_weighting]
+
+
 def exploded_tasks(
-    critic_per_sample: torch.Tensor, task: torch.Tensor, num_tasks: int, threshold: float | None
+    per_sample: torch.Tensor, task: torch.Tensor, num_tasks: int, threshold: float | None
 ) -> torch.Tensor:
-    """(num_tasks,) bool: tasks whose mean critic loss over their samples in the batch is not
-    finite or above ``threshold`` (PaCo's mask_extreme_task; None: only non-finite ones).
-    Tasks absent from the batch are never masked."""
-    mean, counts = task_means(critic_per_sample, task, num_tasks)
+    """(num_tasks,) bool: tasks whose mean loss (``per_sample``: the critic's, or PaCo's total)
+    over their samples in the batch is not finite or above ``threshold`` (PaCo's
+    mask_extreme_task; None: only non-finite ones). Tasks absent from the batch are never masked."""
+    mean, counts = task_means(per_sample, task, num_tasks)
     bad = ~torch.isfinite(mean)
     if threshold is not None:
         bad |= mean > threshold
@@ -96,21 +113,37 @@ class LossTerms:
         distill_weight: float = 1.0,
     ):
         self.cfg, self.num_tasks = cfg, num_tasks
-        self.weighting = TaskWeighting(cfg.task_weighting, num_tasks, device, lr=cfg.task_weighting_lr)
+        self.actor_mode = actor_weighting(cfg)
+
+        def weighting() -> TaskWeighting:
+            return TaskWeighting(
+                cfg.task_weighting, num_tasks, device, cfg.task_weighting_lr, cfg.famo_weight_decay, cfg.famo_update
+            )
+
+        self.weighting = weighting()
+        self.actor_weighting = weighting() if self.actor_mode == "own" else None  # the actor's own log-sigma
         self.penalized = {"critic": penalized(agent.critic), "actor": penalized(agent.actor)}
         self.teachers, self.distill_weight = teachers, distill_weight
 
-    def prepare(self, log_alpha: torch.Tensor, critic_per_sample: torch.Tensor, task: torch.Tensor) -> UpdateTerms:
-        """This update's weights and mask, from the critic's per-sample losses. Task weighting
-        learns here (its own optimiser step, before the networks')."""
+    def prepare(
+        self,
+        log_alpha: torch.Tensor,
+        critic_per_sample: torch.Tensor,
+        task: torch.Tensor,
+        mask_per_sample: torch.Tensor | None = None,
+    ) -> UpdateTerms:
+        """This update's weights and mask, from the critic's per-sample losses (the mask from
+        ``mask_per_sample`` where given: PaCo's total loss). Task weighting learns here (its
+        own optimiser step, before the networks')."""
         weight = actor_weight = None
         if self.cfg.task_weights:
             weight = actor_weight = task_loss_weights(log_alpha)[task]
         if self.weighting.kind != "none":
             weight = self.weighting.weights(critic_per_sample, task)[task] * (1.0 if weight is None else weight)
-            if self.cfg.task_weighting_actor:
+            if self.actor_mode == "critic":
                 actor_weight = weight
-        masked = exploded_tasks(critic_per_sample, task, self.num_tasks, self.cfg.task_loss_threshold)
+        loss = critic_per_sample if mask_per_sample is None else mask_per_sample
+        masked = exploded_tasks(loss, task, self.num_tasks, self.cfg.task_loss_threshold)
         keep = ~masked[task] if bool(masked.any()) else None  # one host sync per update
         return UpdateTerms(masked, keep, weight, actor_weight)
 
@@ -122,14 +155,20 @@ class LossTerms:
         self, per_sample: torch.Tensor, terms: UpdateTerms, agent: Agent, obs: torch.Tensor, task: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """(the weighted per-sample terms, the actor's scalar loss, logs: ``distill/kl``, the
-        mean KL over the taught tasks' samples, with teachers)."""
+        mean KL over the taught tasks' samples, with teachers). The actor's own task weighting
+        learns here, from these terms (its optimiser step, before the actor's)."""
         logs = {}
         if self.teachers is not None:
             kl = self.teachers.kl(agent, obs, task)
             per_sample = per_sample + self.distill_weight * kl
             taught = self.teachers.taught(task)
             logs["distill/kl"] = (kl.detach() * taught).sum() / taught.sum().clamp(min=1)
-        return *self._compose(per_sample, terms.keep, terms.actor_weight, "actor"), logs
+        weight = terms.actor_weight
+        if self.actor_weighting is not None:  # masked tasks count as absent (a NaN mean)
+            seen = per_sample if terms.keep is None else torch.where(terms.keep, per_sample, torch.nan)
+            own = self.actor_weighting.weights(seen, task)[task]
+            weight = own if weight is None else own * weight
+        return *self._compose(per_sample, terms.keep, weight, "actor"), logs
 
     def _compose(
         self, per_sample: torch.Tensor, keep: torch.Tensor | None, weight: torch.Tensor | None, part: str

@@ -4,7 +4,8 @@
 
 1. reward scaling (``sac.reward_scaling=returns``): r / d_task (mtrl/learner/reward_scale.py);
 2. the critic's per-sample losses, from which ``LossTerms.prepare`` (mtrl/learner/loss_terms.py)
-   decides this update's per-sample weights and PaCo's task mask;
+   decides this update's per-sample weights and PaCo's task mask (``sac.task_loss_mask=total``:
+   from PaCo's total loss, ``total_terms``);
 3. ``update_critic``, ``update_actor``, ``update_alpha``: each turns its per-sample terms
    into one loss through ``LossTerms`` (the multi-task levers, composed there) and takes
    one gradient step (``_step``: backward, with ``conflict.method``'s aggregation of the
@@ -14,7 +15,9 @@
 
 Temperatures are one tensor ``log_alpha`` of shape (num_tasks,); every sample uses its
 own task's alpha, and since a batch holds the same number of samples per task, the
-temperature loss of task t only moves alpha_t.
+temperature loss of task t only moves alpha_t. ``sac.log_alpha_min`` / ``sac.log_alpha_max``
+bound it as PaCo's reference does: the losses read it clamped below (``effective_log_alpha``),
+and it is clipped above after each temperature step.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from mtrl.config import ConflictConfig, SACConfig
 from mtrl.hardware import resolve_precision
@@ -101,10 +105,11 @@ class SAC:
     - an optimiser step whose loss or gradient norm is not finite is skipped (gradients
       zeroed, ``opt.step()`` not called, so parameters and Adam's state stay as they were)
       and counted in ``divergence/skipped_steps``;
-    - a task whose mean critic loss in the batch is not finite or above
-      ``sac.task_loss_threshold`` (PaCo's mask_extreme_task, Sun et al. 2022) is left out of
-      this update's critic, actor and temperature losses, then its task-specific parameters
-      and temperature are reset (``reset_tasks``). ``divergence/masked_tasks`` counts them;
+    - a task whose mean critic loss in the batch is not finite, or whose mean loss
+      (``sac.task_loss_mask``: the critic's or PaCo's total) is above
+      ``sac.task_loss_threshold`` (PaCo's mask_extreme_task, Sun et al. 2022; off by default),
+      is left out of this update's critic, actor and temperature losses, then reset
+      (``reset_tasks``, as ``sac.task_reset`` says). ``divergence/masked_tasks`` counts them;
       ``last_masked`` holds the (num_tasks,) bool mask of the last update. If every task in
       the batch is masked the update is skipped entirely (nothing reset).
 
@@ -168,12 +173,23 @@ class SAC:
         )
         self._divisors: torch.Tensor | None = None  # the last update's reward divisors
         self.last_masked = torch.zeros(num_tasks, dtype=torch.bool, device=device)
+        self._masks_total_loss = cfg.task_loss_threshold is not None and cfg.task_loss_mask == "total"
         self.device_type = device.type
         self.precision, _ = resolve_precision(cfg.precision, device)  # auto: what the hardware runs fast
         if cfg.compile:  # in place, so state_dict keys (checkpoints) do not change
             for module in (agent.encoder, agent.actor, agent.critic, agent.actor_encoder, *self.target.values()):
                 if module is not None:
                     module.compile()
+
+    def effective_log_alpha(self) -> torch.Tensor:
+        """log alpha as the losses read it: clamped below at ``sac.log_alpha_min`` (PaCo's
+        ``_get_log_alpha``: clamp_min, so no gradient below it), else ``log_alpha`` itself."""
+        low = self.cfg.log_alpha_min
+        return self.log_alpha if low is None else self.log_alpha.clamp(min=low)
+
+    def alphas(self) -> torch.Tensor:
+        """(num_tasks,) each task's temperature as the losses use it (detached)."""
+        return self.effective_log_alpha().detach().exp()
 
     def autocast(self) -> torch.autocast:
         """Forward passes of the update: hidden layers in bfloat16 with ``sac.precision=bfloat16``
@@ -200,7 +216,7 @@ class SAC:
         return None if self.reward_scale is None else self._current_divisors().cpu().numpy()
 
     def _current_divisors(self) -> torch.Tensor:
-        return self.reward_scale.divisors(self.log_alpha.detach().exp(), self.target_entropy)
+        return self.reward_scale.divisors(self.alphas(), self.target_entropy)
 
     @staticmethod
     def _scaled(batch: Batch, divisors: torch.Tensor) -> Batch:
@@ -230,16 +246,40 @@ class SAC:
         next_q = critic(target_features, next_action, task)
         return critic_target(batch.reward, batch.terminated, next_q, next_log_prob, alpha, gamma)
 
-    def critic_terms(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def critic_terms(
+        self, batch: Batch, alpha: torch.Tensor, target: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample critic loss (its mean is the loss) and the online Q values: the twin
-        MSE, or for a categorical critic the members' cross-entropies to the target."""
+        MSE, or for a categorical critic the members' cross-entropies to the target
+        (``target``: the batch's ``_critic_target``, computed here if not given)."""
         critic, features = self.agent.critic, self.agent.encoder(batch.obs, batch.task)
         if self.categorical:
             logits = critic.logits(features, batch.action, batch.task)
             q = (critic.probs(logits.detach()) @ critic.support).unsqueeze(0)
-            return cross_entropy(logits.float(), self._critic_target(batch, alpha)), q
+            return cross_entropy(logits.float(), self._critic_target(batch, alpha) if target is None else target), q
         q = critic(features, batch.action, batch.task)
-        return critic_loss(q, self._critic_target(batch, alpha), reduction="none"), q
+        return critic_loss(q, self._critic_target(batch, alpha) if target is None else target, reduction="none"), q
+
+    def total_terms(self, batch: Batch, alpha: torch.Tensor, critic_per_sample: torch.Tensor) -> torch.Tensor:
+        """PaCo's per-sample total loss, which its mask thresholds (TToTMooN/paco-mtrl
+        paco_mtsac.py, ``calc_loss`` and ``_convert_loss_into_task_loss``): the actor, critic and
+        temperature losses as its ALF code values them, averaged over its 2-step minibatches in
+        which the TD loss fills the first step only, i.e. 0.5 critic + 0.5 |dQ/da|^2 + alpha
+        log pi + log alpha (-log pi - target entropy), the actor's terms at the update's start
+        (an actor and a critic forward pass, and the critic's backward to the action)."""
+        agent, task = self.agent, batch.task
+        with torch.no_grad():
+            action, log_prob = agent.actor.sample(agent.actor_features(batch.obs, task), task)
+            features = agent.encoder(batch.obs, task)
+        action = action.detach().requires_grad_(True)
+        agent.critic.requires_grad_(False)  # only dQ/da: no weight gradients recorded
+        with torch.enable_grad():
+            (dqda,) = torch.autograd.grad(agent.critic(features, action, task).min(0).values.sum(), action)
+        agent.critic.requires_grad_(True)
+        log_alpha = self.effective_log_alpha().detach()[task]
+        actor = 0.5 * dqda.float().pow(2).sum(-1) + alpha * log_prob.float()
+        temperature = log_alpha * (-log_prob.float() - self.target_entropy)
+        return 0.5 * critic_per_sample.detach().float() + actor + temperature
 
     def actor_terms(
         self, obs: torch.Tensor, task: torch.Tensor, alpha: torch.Tensor
@@ -273,18 +313,20 @@ class SAC:
         if self.reward_scale is not None:  # r / d_task, with the temperatures before this update
             self._divisors = self._current_divisors()
             batch = self._scaled(batch, self._divisors)
-        alpha = self.log_alpha.detach().exp()[batch.task]
+        alpha = self.alphas()[batch.task]
         with self.autocast():
-            first_pass = self.critic_terms(batch, alpha)
-        terms = self.terms.prepare(self.log_alpha, first_pass[0], batch.task)  # weights, PaCo's mask
+            target = self._critic_target(batch, alpha)
+            first_pass = self.critic_terms(batch, alpha, target)
+            total = self.total_terms(batch, alpha, first_pass[0]) if self._masks_total_loss else None
+        terms = self.terms.prepare(self.log_alpha, first_pass[0], batch.task, total)  # weights, PaCo's mask
         self.last_masked = terms.masked
         if terms.keep is not None:
             if not bool(terms.keep.any()):
                 return self._skipped_update(terms.masked)
             # The critic's terms are recomputed on the batch with the masked samples zeroed
             # (see sanitised): a second forward pass, only in the (rare) updates that mask a task.
-            batch, first_pass = sanitised(batch, terms.keep), None
-        critic = self.update_critic(batch, alpha, terms, first_pass)
+            batch, first_pass, target = sanitised(batch, terms.keep), None, None
+        critic = self.update_critic(batch, alpha, terms, first_pass, target)
         actor, log_prob = self.update_actor(batch, alpha, terms)
         temperature = self.update_alpha(batch.task, log_prob, terms.keep)
         self.soft_update()
@@ -300,15 +342,24 @@ class SAC:
         alpha: torch.Tensor,
         terms: UpdateTerms,
         first_pass: tuple[torch.Tensor, torch.Tensor] | None = None,
+        target: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The critics (and their encoder) regress on the soft Bellman target; ``first_pass``:
-        this batch's ``critic_terms`` if already computed."""
+        this batch's ``critic_terms`` if already computed, ``target``: its target if already
+        computed. FAMO (``sac.famo_update=same_batch``) then learns from the same batch's
+        critic terms after the step (the reference's ``update_critic``)."""
+        weighting = self.terms.weighting
         with self.autocast():
-            per_sample, q = first_pass if first_pass is not None else self.critic_terms(batch, alpha)
+            if target is None and (first_pass is None or weighting.learns_after_step):
+                target = self._critic_target(batch, alpha)
+            per_sample, q = first_pass if first_pass is not None else self.critic_terms(batch, alpha, target)
         per_sample, loss = self.terms.critic(per_sample, terms)
         skipped = self._step(
             self.critic_opt, self.critic_params, loss, per_sample, batch.task, self.shared["critic"], keep=terms.keep
         )
+        if weighting.learns_after_step:
+            with torch.no_grad(), self.autocast():
+                weighting.after_step(self.critic_terms(batch, alpha, target)[0], batch.task)
         q = q.detach()
         return {
             "loss/critic": loss.detach(),
@@ -340,13 +391,17 @@ class SAC:
     def update_alpha(
         self, task: torch.Tensor, log_prob: torch.Tensor, keep: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:
-        """The temperatures: one per task, each driven only by its task's (kept) samples."""
+        """The temperatures: one per task, each driven only by its task's (kept) samples; then
+        clipped to ``sac.log_alpha_max`` (PaCo's ``after_update``)."""
+        log_alpha = self.effective_log_alpha()[task]
         if keep is None:
-            loss = temperature_loss(self.log_alpha[task], log_prob, self.target_entropy)
+            loss = temperature_loss(log_alpha, log_prob, self.target_entropy)
         else:
-            per_sample = temperature_loss(self.log_alpha[task], log_prob, self.target_entropy, reduction="none")
-            loss = kept_mean(per_sample, keep)
+            loss = kept_mean(temperature_loss(log_alpha, log_prob, self.target_entropy, reduction="none"), keep)
         skipped = self._step(self.alpha_opt, [self.log_alpha], loss, clip=False)
+        if self.cfg.log_alpha_max is not None:
+            with torch.no_grad():
+                self.log_alpha.clamp_(max=self.cfg.log_alpha_max)
         return {"loss/alpha": loss.detach(), SKIPPED: torch.tensor(float(skipped))}
 
     def _step(
@@ -403,20 +458,53 @@ class SAC:
 
     @torch.no_grad()
     def reset_tasks(self, masked: torch.Tensor) -> None:
-        """PaCo's reset (its ``reset_task_method="interpolate"``) of the tasks in ``masked``
-        ((num_tasks,) bool): each task-specific slice (``Agent.task_specific_blocks``) of a
-        masked task is set to the mean of the unmasked tasks' slices, in the online networks
-        and, with the same values, in the target networks; the Adam moments of those slices
-        are zeroed; log_alpha of a masked task becomes the unmasked tasks' mean log_alpha,
-        its moments zeroed too. Adam's step count is per tensor, so each reset slice's bias
-        correction is restarted by hand after every step (``_bias_correct_reset_slices``):
-        it then moves as a fresh Adam would (without that, up to ~3x the usual step).
+        """Resets the tasks in ``masked`` ((num_tasks,) bool) as ``sac.task_reset`` says:
+        ``convex`` (PaCo's, ``_reset_convex``) or ``mean`` (``_reset_to_mean``)."""
+        masked = masked.to(self.log_alpha.device)
+        if self.cfg.task_reset == "convex":
+            self._reset_convex(masked)
+        else:
+            self._reset_to_mean(masked)
+
+    def _reset_convex(self, masked: torch.Tensor) -> None:
+        """PaCo's reset (TToTMooN/paco-mtrl paco_mtsac.py ``after_update``,
+        ``reset_task_method="interpolate"``): each masked task's task-specific slices
+        (``Agent.task_specific_blocks``) become sum_j lambda_j (unmasked task j's), lambda =
+        rand / its sum (one draw of torch's CPU generator per masked task, shared by all of that
+        task's slices as the reference's one task encoder shares it), in the online networks
+        and, with the same values, in the target networks. Temperatures and Adam's state are
+        left as they are, as there. With no unmasked task nothing changes."""
+        healthy, bad = (~masked).nonzero().squeeze(1), masked.nonzero().squeeze(1)
+        if not len(healthy):
+            return
+        lam = F.normalize(torch.rand(len(bad), len(healthy)), p=1, dim=-1).to(masked.device)
+        mix = torch.eye(self.num_tasks, device=masked.device)  # new slices = mix @ old along the task axis
+        mix[bad] = 0.0
+        mix[bad.unsqueeze(1), healthy] = lam
+        online, target = dict(self.agent.named_parameters()), dict(self.target.named_parameters())
+        for block in self.task_blocks:
+            source = block.view(online[block.name], self.num_tasks)
+            mixed = torch.tensordot(mix, source.movedim(block.dim, 0), dims=1).movedim(0, block.dim)
+            on_axis = masked.view([-1 if d == block.dim else 1 for d in range(source.dim())])
+            source.copy_(torch.where(on_axis, mixed, source))
+            if block.name in target:  # the target's slices take the online values
+                slices = block.view(target[block.name], self.num_tasks)
+                slices.copy_(torch.where(on_axis, source, slices))
+
+    def _reset_to_mean(self, masked: torch.Tensor) -> None:
+        """mtrl's reset of the tasks in ``masked``: each task-specific slice
+        (``Agent.task_specific_blocks``) of a masked task is set to the mean of the unmasked
+        tasks' slices, in the online networks and, with the same values, in the target
+        networks; the Adam moments of those slices are zeroed; log_alpha of a masked task
+        becomes the unmasked tasks' mean log_alpha, its moments zeroed too. Adam's step count
+        is per tensor, so each reset slice's bias correction is restarted by hand after every
+        step (``_bias_correct_reset_slices``): it then moves as a fresh Adam would (without
+        that, up to ~3x the usual step).
 
         With no unmasked task (a single task, or all masked) there is nothing to interpolate
         from: the network parameters are left alone and log_alpha of the masked tasks goes
         back to log(initial_alpha) (its moments zeroed). Vectorised over tasks: one sync here,
         and this runs only in updates that mask a task."""
-        masked = masked.to(self.log_alpha.device)
         keep = ~masked
         n_keep = int(keep.sum())
         online, target = dict(self.agent.named_parameters()), dict(self.target.named_parameters())
@@ -498,7 +586,7 @@ class SAC:
         ``batch`` holds raw rewards, scaled as the last update scaled its batch."""
         if self.reward_scale is not None:
             batch = self._scaled(batch, self._divisors if self._divisors is not None else self._current_divisors())
-        alpha = self.log_alpha.detach().exp()[batch.task]
+        alpha = self.alphas()[batch.task]
         with self.autocast():
             terms = {
                 "critic": self.critic_terms(batch, alpha)[0],
@@ -528,6 +616,7 @@ class SAC:
             "actor_opt": self.actor_opt.state_dict(),
             "alpha_opt": self.alpha_opt.state_dict(),
             "weighting": self.weighting.state_dict(),
+            **({"actor_weighting": self.terms.actor_weighting.state_dict()} if self.terms.actor_weighting else {}),
             "reset_at": {name: since.clone() for name, since in self.reset_at.items()},
             **({"reward_scale": self.reward_scale.state_dict()} if self.reward_scale is not None else {}),
         }
@@ -542,6 +631,8 @@ class SAC:
         self.alpha_opt.load_state_dict(state["alpha_opt"])
         if "weighting" in state:  # absent from checkpoints written before sac.task_weighting
             self.weighting.load_state_dict(state["weighting"])
+        if self.terms.actor_weighting is not None and "actor_weighting" in state:
+            self.terms.actor_weighting.load_state_dict(state["actor_weighting"])
         self.reset_at = {name: since.to(self.log_alpha.device) for name, since in state.get("reset_at", {}).items()}
         if self.reward_scale is not None and "reward_scale" in state:  # older checkpoints: TrainingState's
             self.reward_scale.load_state_dict(state["reward_scale"])

@@ -97,7 +97,7 @@ class Temperatures:
         self.sac, self.task_names = sac, list(task_names)
 
     def metrics(self) -> dict[str, float]:
-        return by_task("alpha", self.sac.log_alpha.detach().exp().cpu().numpy(), self.task_names)
+        return by_task("alpha", self.sac.alphas().cpu().numpy(), self.task_names)
 
 
 class SchedulerStats:
@@ -115,14 +115,19 @@ class SchedulerStats:
 
 class TaskWeights:
     """``task_weight/<task>``: the weight of each task's losses in the last update
-    (``sac.task_weights``' temperature weights times ``sac.task_weighting``'s)."""
+    (``sac.task_weights``' temperature weights times ``sac.task_weighting``'s), and
+    ``task_weight_actor/<task>`` where the actor's terms have weights of their own."""
 
     def __init__(self, sac: SAC, task_names: Sequence[str], temperature_weights: bool):
         self.sac, self.task_names, self.temperature_weights = sac, list(task_names), temperature_weights
 
     def metrics(self) -> dict[str, float]:
-        weights = (task_loss_weights(self.sac.log_alpha) if self.temperature_weights else 1.0) * self.sac.weighting.last
-        return by_task("task_weight", weights.cpu().numpy(), self.task_names)
+        scale = task_loss_weights(self.sac.log_alpha) if self.temperature_weights else 1.0
+        record = by_task("task_weight", (scale * self.sac.weighting.last).cpu().numpy(), self.task_names)
+        own = self.sac.terms.actor_weighting
+        if own is not None:
+            record.update(by_task("task_weight_actor", (scale * own.last).cpu().numpy(), self.task_names))
+        return record
 
 
 class RewardScales:
