@@ -50,6 +50,7 @@ CASES: dict[str, dict] = {
             "encoder_dim": 8,
             "context_hidden": [16],
             "task_embedding": "one_hot",
+            "attention": "dot",  # the state-dependent attention (the default, mlp, is the next case's)
         }
     },
     "care-mlp-detached": {
