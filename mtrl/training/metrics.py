@@ -97,7 +97,7 @@ class Temperatures:
         self.sac, self.task_names = sac, list(task_names)
 
     def metrics(self) -> dict[str, float]:
-        return by_task("alpha", self.sac.log_alpha.detach().exp().cpu().numpy(), self.task_names)
+        return by_task("alpha", self.sac.task_log_alpha().detach().exp().cpu().numpy(), self.task_names)
 
 
 class SchedulerStats:
@@ -121,7 +121,8 @@ class TaskWeights:
         self.sac, self.task_names, self.temperature_weights = sac, list(task_names), temperature_weights
 
     def metrics(self) -> dict[str, float]:
-        weights = (task_loss_weights(self.sac.log_alpha) if self.temperature_weights else 1.0) * self.sac.weighting.last
+        alpha_weights = task_loss_weights(self.sac.task_log_alpha()) if self.temperature_weights else 1.0
+        weights = alpha_weights * self.sac.weighting.last
         return by_task("task_weight", weights.cpu().numpy(), self.task_names)
 
 
