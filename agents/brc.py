@@ -1,7 +1,7 @@
 """BRC, "Bigger, Regularized, Categorical" (Nauman et al., 2025): BroNet actor and critics
 (wide residual MLPs with layer norm) reading a learned, normalised task embedding; critics
 with a categorical value distribution trained by cross-entropy. Its reward normalisation,
-AdamW, single temperature and unclipped gradients are SAC options that BRC's configs turn on
+AdamW, single temperature and unclipped gradients are SAC options that BRC's paper configs turn on
 (``sac.reward_scaling=returns``, ``sac.weight_decay``, ``sac.temperature=shared``,
 ``sac.alpha_beta1=0.5``, ``sac.max_grad_norm=null``); ``agent.v_max`` should equal
 ``sac.reward_scale_bound`` (loading a config refuses a support narrower than the bound)."""

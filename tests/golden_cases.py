@@ -75,7 +75,7 @@ CASES: dict[str, dict] = {
     },
     "brc": {
         "agent": {"name": "brc", "critic_width": 64, "actor_width": 32, "embedding_dim": 8, "bins": 21},
-        # BRC's recipe (configs/toy-brc.yaml): one temperature, Adam beta1 0.5 for it, no clipping
+        # BRC's recipe (configs/mt10-brc.yaml): one temperature, Adam beta1 0.5 for it, no clipping
         "sac": {
             "reward_scaling": "returns",
             "weight_decay": 1e-4,
