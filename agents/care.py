@@ -30,15 +30,17 @@ class CAREConfig:
     critic_layer_norm: bool = False
     """LayerNorm after each of the critics' hidden layers."""
     num_encoders: int = 6
-    """k: the number of state encoders in the mixture."""
+    """k: the number of state encoders in the mixture (Meta-World+: 6 on MT10, 10 on MT50; fb/mtrl's MT10 run: 4)."""
     encoder_hidden: list[int] = field(default_factory=lambda: [50])
-    """Hidden-layer widths of each state encoder."""
+    """Hidden-layer widths of each state encoder (fb/mtrl: one of 50; Meta-World+: two)."""
     encoder_dim: int = 50
     """Each encoder's output size, and the context vector's."""
-    context_hidden: list[int] = field(default_factory=lambda: [50])
-    """Hidden-layer widths of the MLP from the task embedding to the context vector."""
-    attention: str = "dot"
-    """How the context weighs the encoders: dot (the paper's) | mlp (an MLP of the context)."""
+    context_hidden: list[int] = field(default_factory=lambda: [50, 50])
+    """Hidden-layer widths of the MLP from the task embedding to the context vector (and of the mlp attention's)."""
+    attention: str = "mlp"
+    """How the context weighs the encoders: mlp (an MLP of the context alone: the reference codes') | dot (the paper's).
+
+    dot's weights depend on the state too; mlp was no worse in the MT10 CARE probes (docs/RESULTS.md)."""
     attention_temperature: float = 1.0
     """The attention softmax's temperature."""
     task_embedding: str = "pretrained"

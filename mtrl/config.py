@@ -101,7 +101,14 @@ class SACConfig:
     critic_lr: float = 3e-4
     """Critics' (and encoder's) Adam learning rate."""
     alpha_lr: float = 3e-4
-    """Learning rate of the per-task entropy temperatures' log alpha."""
+    """Learning rate of the entropy temperatures' log alpha."""
+    alpha_beta1: float = 0.9
+    """Adam's beta1 for the temperatures (PyTorch's default; BRC's code: 0.5)."""
+    temperature: str = "per_task"
+    """per_task (one alpha per task, loss -log alpha_t (log pi + H*)) | shared (one alpha, loss alpha (H - H*): BRC's).
+
+    shared is BRC's code (jaxrl/agent/update.py update_temperature): one scalar for every task,
+    driven by the batch's mean entropy H against the target H*."""
     initial_alpha: float = 1.0
     """Every task's entropy temperature at the start."""
     target_entropy: float | None = None
@@ -281,6 +288,7 @@ DEVICES = ("auto", "cpu", "cuda")
 REWARD_SCALINGS = ("none", "returns")
 
 PRECISIONS = ("auto", "float32", "bfloat16")
+TEMPERATURES = ("per_task", "shared")
 ALLOCATIONS = ("equal", "scheduler")
 
 
@@ -450,6 +458,8 @@ def value_checks(cfg: Config) -> list[tuple[str, Any, Callable[[Any], bool], str
         ("sac.actor_lr", s.actor_lr, positive, "positive"),
         ("sac.critic_lr", s.critic_lr, positive, "positive"),
         ("sac.alpha_lr", s.alpha_lr, positive, "positive"),
+        ("sac.alpha_beta1", s.alpha_beta1, lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("sac.temperature", s.temperature, *one_of(TEMPERATURES)),
         ("sac.initial_alpha", s.initial_alpha, positive, "positive"),
         ("sac.max_grad_norm", s.max_grad_norm, or_null(positive), "positive (or null: no clipping)"),
         (

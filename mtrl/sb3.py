@@ -53,8 +53,8 @@ class CAREExtractor(BaseFeaturesExtractor):
         num_encoders: int = 6,
         encoder_hidden: tuple[int, ...] = (50,),
         encoder_dim: int = 50,
-        context_hidden: tuple[int, ...] = (50,),
-        attention: str = "dot",
+        context_hidden: tuple[int, ...] = (50, 50),
+        attention: str = "mlp",
         temperature: float = 1.0,
     ):
         super().__init__(observation_space, features_dim=2 * encoder_dim)

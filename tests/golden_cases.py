@@ -50,6 +50,7 @@ CASES: dict[str, dict] = {
             "encoder_dim": 8,
             "context_hidden": [16],
             "task_embedding": "one_hot",
+            "attention": "dot",  # the state-dependent attention (the default, mlp, is the next case's)
         }
     },
     "care-mlp-detached": {
@@ -80,7 +81,14 @@ CASES: dict[str, dict] = {
     },
     "brc": {
         "agent": {"name": "brc", "critic_width": 64, "actor_width": 32, "embedding_dim": 8, "bins": 21},
-        "sac": {"reward_scaling": "returns", "weight_decay": 1e-4},
+        # BRC's recipe (configs/mt10-brc.yaml): one temperature, Adam beta1 0.5 for it, no clipping
+        "sac": {
+            "reward_scaling": "returns",
+            "weight_decay": 1e-4,
+            "temperature": "shared",
+            "alpha_beta1": 0.5,
+            "max_grad_norm": None,
+        },
     },
     "softshare": {"agent": {"name": "softshare", "hidden_sizes": [32, 32]}},
     "reward-scaling": {"sac": {"reward_scaling": "returns", "initial_alpha": 0.1}},

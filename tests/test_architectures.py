@@ -284,6 +284,60 @@ def test_brc_critic_loss_is_cross_entropy_to_the_projected_soft_bellman_target()
     assert torch.allclose(agent.critic(feats, b.action, b.task), q, atol=1e-5)
 
 
+def brc_temperature_loss_reference(log_temp: torch.Tensor, log_probs: torch.Tensor, target_entropy: float):
+    """naumix/BiggerRegularizedCategorical, jaxrl/agent/update.py: ``update_temperature``'s
+    ``temperature * (entropy - target_entropy).mean()``, with ``update_actor``'s
+    ``entropy = -log_probs.mean()`` and ``temperature = exp(log_temp)`` (networks.py Temperature)."""
+    entropy = -log_probs.mean()
+    return torch.exp(log_temp) * (entropy - target_entropy)
+
+
+def test_brc_shared_temperature_is_one_alpha_trained_by_the_reference_loss():
+    sac = SAC(make_agent("brc"), T, ACT, SACConfig(temperature="shared", alpha_beta1=0.5, initial_alpha=0.1))
+    assert sac.log_alpha.shape == (1,) and torch.equal(sac.task_log_alpha(), sac.log_alpha.expand(T))
+    assert sac.alpha_opt.param_groups[0]["betas"] == (0.5, 0.999)  # brc_learner.py: optax.adam(b1=0.5)
+    torch.manual_seed(11)
+    task, log_prob = torch.arange(T).repeat(4), torch.randn(4 * T) - 1.0
+    for keep in (None, task != 1):  # PaCo's mask: the kept samples' entropy
+        log_temp = sac.log_alpha.detach()[0].double().requires_grad_()
+        kept = log_prob if keep is None else log_prob[keep]
+        reference = brc_temperature_loss_reference(log_temp, kept.double(), sac.target_entropy)
+        reference.backward()
+        loss = sac.update_alpha(task, log_prob, keep)["loss/alpha"]
+        assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+        assert sac.log_alpha.grad.item() == pytest.approx(log_temp.grad.item(), rel=1e-5)  # alpha (H - H*)
+    before = sac.log_alpha.detach().clone()
+    sac.reset_tasks(torch.tensor([False, True, False]))  # a masked task does not reset the shared alpha
+    assert torch.equal(sac.log_alpha.detach(), before)
+
+
+@pytest.mark.parametrize("config", ["mt10-brc", "mt50-brc"])  # toy-brc keeps mtrl's (its comment says why)
+def test_brc_configs_have_the_reference_temperature_and_no_clipping(config):
+    from mtrl.config import load_config
+
+    sac = load_config(config).sac
+    assert (sac.temperature, sac.alpha_beta1, sac.max_grad_norm) == ("shared", 0.5, None)
+
+
+def test_brc_actor_heads_and_log_std_floor_are_the_reference_codes():
+    """jaxrl/networks.py NormalTanhPolicy: means from a Dense of orthogonal init with gain sqrt 2
+    (default_init()), log-stds from one of gain 1 (log_std_scale), squashed into [-10, 2] as
+    log_std_min + (log_std_max - log_std_min) * 0.5 * (1 + tanh)."""
+    torch.manual_seed(10)
+    agent = make_agent("brc")
+    head = agent.actor.net.head.weight[0]  # (width, 2|A|): the means' columns, then the log-stds'
+    means, log_stds = head[:, :ACT], head[:, ACT:]
+    assert torch.allclose(means.T @ means, 2 * torch.eye(ACT), atol=1e-5)
+    assert torch.allclose(log_stds.T @ log_stds, torch.eye(ACT), atol=1e-5)
+    joint = make_agent("brc", actor_head_init="joint").actor.net.head.weight[0]  # mtrl's first: one, gain 1
+    assert torch.allclose(joint.T @ joint, torch.eye(2 * ACT), atol=1e-5)
+    x, task = torch.randn(6, agent.encoder.out_dim), torch.zeros(6, dtype=torch.long)
+    out = agent.actor.net(x)[0]
+    mean, log_std = agent.actor(x, task)
+    assert torch.equal(mean, out[:, :ACT])
+    assert torch.allclose(log_std, -10.0 + (2.0 - -10.0) * 0.5 * (1 + torch.tanh(out[:, ACT:])))
+
+
 def test_bronet_blocks_are_residual_with_layer_norm():
     torch.manual_seed(8)
     net = BroNet(members=2, in_dim=5, width=16, depth=1, out_dim=3)

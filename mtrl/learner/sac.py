@@ -15,9 +15,10 @@
 
 Temperatures are one tensor ``log_alpha`` of shape (num_tasks,); every sample uses its
 own task's alpha, and since a batch holds the same number of samples per task, the
-temperature loss of task t only moves alpha_t. ``sac.log_alpha_min`` / ``sac.log_alpha_max``
-bound it as PaCo's reference does: the losses read it clamped below (``effective_log_alpha``),
-and it is clipped above after each temperature step.
+temperature loss of task t only moves alpha_t. With ``sac.temperature=shared`` (BRC's code)
+``log_alpha`` has shape (1,), one alpha for every task, trained by alpha (H - H*).
+``sac.log_alpha_min`` / ``sac.log_alpha_max`` bound it as PaCo's reference does: the losses read
+it clamped below (``effective_log_alpha``), and it is clipped above after each temperature step.
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ def temperature_loss(
     return per_sample.mean() if reduction == "mean" else per_sample
 
 
+def shared_temperature_loss(log_alpha: torch.Tensor, entropy: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """alpha (H - H*): BRC's temperature loss (jaxrl/agent/update.py ``update_temperature``),
+    one alpha = exp(log_alpha) for every task, H the batch's mean entropy (a constant here).
+    Its gradient in log alpha is alpha (H - H*), where the per-task loss's is (H_t - H*)."""
+    return log_alpha.exp() * (entropy.detach() - target_entropy)
+
+
 class SAC:
     """Owns the agent's target networks, the per-task temperatures, the optimisers, the
     multi-task levers' state (mtrl/learner/loss_terms.py) and the reward scale. With
@@ -137,12 +145,16 @@ class SAC:
         self.target = nn.ModuleDict({"encoder": copy.deepcopy(agent.encoder), "critic": copy.deepcopy(agent.critic)})
         self.target.requires_grad_(False)
         self.categorical = is_categorical(agent.critic)  # trained by cross-entropy (mtrl/learner/categorical.py)
-        self.log_alpha = torch.full((num_tasks,), math.log(cfg.initial_alpha), device=device, requires_grad=True)
+        self.shared_alpha = cfg.temperature == "shared"
+        self.log_alpha = torch.full(
+            (1 if self.shared_alpha else num_tasks,), math.log(cfg.initial_alpha), device=device, requires_grad=True
+        )
         self.target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
         self.critic_params = list(agent.critic.parameters()) + list(agent.encoder.parameters())
         self.actor_params = agent.actor_parameters()
-        # Adam with PyTorch's eps (1e-8), as SB3, pytorch_sac and fb/mtrl use it; Meta-World+
-        # sets 1e-5 (after SBX): a difference listed in docs/AGENTS.md, not yet measured.
+        # Adam with PyTorch's eps (1e-8), as SB3, pytorch_sac, fb/mtrl and BRC's code (optax's
+        # default) use it; Meta-World+ alone sets 1e-5 (metaworld_algorithms/config/optim.py,
+        # after SBX): kept, not measured (docs/AGENTS.md).
         # sac.weight_decay > 0: AdamW's decoupled decay on actor and critics (BRC's optimiser).
         # foreach: one batched kernel per step instead of torch's per-parameter loop on the CPU,
         # bit-identical results, 6-8 % faster updates (benchmarks/learner.py --adam).
@@ -153,7 +165,7 @@ class SAC:
         )
         self.critic_opt = adam(self.critic_params, cfg.critic_lr)
         self.actor_opt = adam(self.actor_params, cfg.actor_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, betas=(cfg.alpha_beta1, 0.999))
         self.task_blocks = agent.task_specific_blocks()
         # Adam's step count at each task slice's last reset (reset_tasks), -1 where not (or no
         # longer) tracked: their bias correction counts from there (_bias_correct_reset_slices).
@@ -161,7 +173,8 @@ class SAC:
         # each reset-able parameter by name: (parameter, its per-task view, the task axis)
         named = dict(agent.named_parameters())
         self._task_slices = {b.name: (named[b.name], b.view, b.dim) for b in self.task_blocks}
-        self._task_slices["log_alpha"] = (self.log_alpha, lambda x, n: x, 0)
+        if not self.shared_alpha:  # a shared temperature is nobody's to reset
+            self._task_slices["log_alpha"] = (self.log_alpha, lambda x, n: x, 0)
         # The levers: task weights, task weighting, soft sharing's penalties, distillation
         # (distill_weight * KL(teacher || student) on the teachers' tasks' samples).
         self.terms = LossTerms(agent, cfg, num_tasks, device, teachers, distill_weight)
@@ -181,11 +194,16 @@ class SAC:
                 if module is not None:
                     module.compile()
 
+    def task_log_alpha(self) -> torch.Tensor:
+        """(num_tasks,) each task's log temperature: ``log_alpha`` itself, or its one shared value
+        repeated (``sac.temperature=shared``)."""
+        return self.log_alpha.expand(self.num_tasks)
+
     def effective_log_alpha(self) -> torch.Tensor:
-        """log alpha as the losses read it: clamped below at ``sac.log_alpha_min`` (PaCo's
-        ``_get_log_alpha``: clamp_min, so no gradient below it), else ``log_alpha`` itself."""
+        """(num_tasks,) log alpha as the losses read it: clamped below at ``sac.log_alpha_min``
+        (PaCo's ``_get_log_alpha``: clamp_min, so no gradient below it), else ``task_log_alpha``."""
         low = self.cfg.log_alpha_min
-        return self.log_alpha if low is None else self.log_alpha.clamp(min=low)
+        return self.task_log_alpha() if low is None else self.task_log_alpha().clamp(min=low)
 
     def alphas(self) -> torch.Tensor:
         """(num_tasks,) each task's temperature as the losses use it (detached)."""
@@ -318,7 +336,7 @@ class SAC:
             target = self._critic_target(batch, alpha)
             first_pass = self.critic_terms(batch, alpha, target)
             total = self.total_terms(batch, alpha, first_pass[0]) if self._masks_total_loss else None
-        terms = self.terms.prepare(self.log_alpha, first_pass[0], batch.task, total)  # weights, PaCo's mask
+        terms = self.terms.prepare(self.task_log_alpha(), first_pass[0], batch.task, total)  # weights, PaCo's mask
         self.last_masked = terms.masked
         if terms.keep is not None:
             if not bool(terms.keep.any()):
@@ -391,10 +409,13 @@ class SAC:
     def update_alpha(
         self, task: torch.Tensor, log_prob: torch.Tensor, keep: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:
-        """The temperatures: one per task, each driven only by its task's (kept) samples; then
+        """The temperatures: one per task, each driven only by its task's (kept) samples, or the
+        shared one (``sac.temperature=shared``) by the mean entropy of the kept samples; then
         clipped to ``sac.log_alpha_max`` (PaCo's ``after_update``)."""
         log_alpha = self.effective_log_alpha()[task]
-        if keep is None:
+        if self.shared_alpha:
+            loss = shared_temperature_loss(self.log_alpha[0], -kept_mean(log_prob, keep), self.target_entropy)
+        elif keep is None:
             loss = temperature_loss(log_alpha, log_prob, self.target_entropy)
         else:
             loss = kept_mean(temperature_loss(log_alpha, log_prob, self.target_entropy, reduction="none"), keep)
@@ -496,7 +517,8 @@ class SAC:
         (``Agent.task_specific_blocks``) of a masked task is set to the mean of the unmasked
         tasks' slices, in the online networks and, with the same values, in the target
         networks; the Adam moments of those slices are zeroed; log_alpha of a masked task
-        becomes the unmasked tasks' mean log_alpha, its moments zeroed too. Adam's step count
+        becomes the unmasked tasks' mean log_alpha, its moments zeroed too (per-task temperatures
+        only: a shared one is left alone). Adam's step count
         is per tensor, so each reset slice's bias correction is restarted by hand after every
         step (``_bias_correct_reset_slices``): it then moves as a fresh Adam would (without
         that, up to ~3x the usual step).
@@ -551,7 +573,8 @@ class SAC:
                 target_slices.copy_(
                     torch.where(on_task_axis(masked, target_slices, block.dim), online_slices, target_slices)
                 )
-        reset("log_alpha", self.log_alpha, lambda x: x, 0, fallback=math.log(self.cfg.initial_alpha))
+        if not self.shared_alpha:
+            reset("log_alpha", self.log_alpha, lambda x: x, 0, fallback=math.log(self.cfg.initial_alpha))
 
     @torch.no_grad()
     def _bias_correct_reset_slices(self, opt: torch.optim.Optimizer) -> None:

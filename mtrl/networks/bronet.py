@@ -13,6 +13,7 @@ run as one batched matmul per layer.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -33,9 +34,14 @@ class EnsembleLayerNorm(nn.Module):
         return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
 
 
-def _orthogonal(layer: EnsembleLinear, gain: float) -> EnsembleLinear:
+def _orthogonal(layer: EnsembleLinear, gain: float | Sequence[float]) -> EnsembleLinear:
+    """Each member's (in, out) weight orthogonal with ``gain``. A sequence of gains splits the
+    output columns into as many equal blocks, each orthogonal with its own gain: separate
+    Dense heads, as BRC's actor has for its means (gain sqrt 2) and log-stds (1)."""
+    gains = [gain] if isinstance(gain, (int, float)) else list(gain)
     for w in layer.weight.data:
-        nn.init.orthogonal_(w, gain=gain)
+        for block, g in zip(w.chunk(len(gains), dim=-1), gains):
+            block.copy_(nn.init.orthogonal_(torch.empty_like(block), gain=g))
     return layer
 
 
@@ -45,7 +51,14 @@ class BroNet(nn.Module):
     so the network itself has no task-specific parameters."""
 
     def __init__(
-        self, *, members: int, in_dim: int, width: int, depth: int, out_dim: int, out_gain: float = math.sqrt(2)
+        self,
+        *,
+        members: int,
+        in_dim: int,
+        width: int,
+        depth: int,
+        out_dim: int,
+        out_gain: float | Sequence[float] = math.sqrt(2),
     ):
         super().__init__()
         self.members, self.out_dim, g = members, out_dim, math.sqrt(2)

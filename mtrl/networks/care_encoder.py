@@ -7,7 +7,10 @@ Representations", ICML 2021).
     weights    = softmax(score(z_ctx, z_i) / temperature over i)   (B, k)
     features   = [sum_i weights_i z_i || z_ctx]                    (B, 2d)
 
-``score`` is the dot product <z_ctx, z_i> (the paper's form) or an MLP of z_ctx alone.
+``score`` is an MLP of z_ctx alone, with the context MLP's hidden layers (``attention="mlp"``,
+the default: both reference codes' form, fb/mtrl's ``AttentionBasedExperts`` and Meta-World+'s
+``CARENetwork``), or the dot product <z_ctx, z_i> (``attention="dot"``: the paper's figure,
+where the weights depend on the state too).
 
 In an agent the actor and the critics each own one such encoder (Meta-World+'s reference
 design; the critic's also has a target copy), so the actor's representation is trained by
@@ -63,7 +66,7 @@ class CAREEncoder(nn.Module):
         encoder_hidden: list[int],
         encoder_dim: int,
         context_hidden: list[int],
-        attention: str = "dot",
+        attention: str = "mlp",
         temperature: float = 1.0,
         append_obs: bool = False,
     ):
@@ -71,7 +74,10 @@ class CAREEncoder(nn.Module):
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"unknown attention '{attention}', expected one of {ATTENTION_KINDS}")
         self.task_embedding = task_embedding
-        # Representations: orthogonal output layers too, so tasks and encoders differ from the start.
+        # Representations: orthogonal (gain 1, zero bias) output layers too, so tasks and encoders
+        # differ from the start. The references differ here and from each other: fb/mtrl inits
+        # every layer xavier-uniform (mtrl/agent/utils.py weight_init), Meta-World+ he-uniform
+        # (config/nn.py); a gain-1 orthogonal square layer has xavier's weight variance, 1/fan.
         self.context = EnsembleMLP(
             members=1, in_dim=task_embedding.out_dim, hidden=context_hidden, out_dim=encoder_dim, head_init="orthogonal"
         )
@@ -79,11 +85,12 @@ class CAREEncoder(nn.Module):
             members=num_encoders, in_dim=obs_dim, hidden=encoder_hidden, out_dim=encoder_dim, head_init="orthogonal"
         )
         self.attention, self.temperature = attention, temperature
-        # "mlp": the reference code's form (fb/mtrl's AttentionBasedExperts): an MLP of the
-        # task's context alone to k logits, so the weights do not depend on the state.
+        # "mlp": the reference codes' form: an MLP of the task's context alone to k logits, so the
+        # weights do not depend on the state. Its hidden layers are the context MLP's, as in both
+        # (fb/mtrl: 2 x 50 for each; Meta-World+: encoder_width x encoder_depth for each).
         self.score = (
             EnsembleMLP(
-                members=1, in_dim=encoder_dim, hidden=[encoder_dim], out_dim=num_encoders, head_init="orthogonal"
+                members=1, in_dim=encoder_dim, hidden=context_hidden, out_dim=num_encoders, head_init="orthogonal"
             )
             if attention == "mlp"
             else None

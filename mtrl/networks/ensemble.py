@@ -24,9 +24,11 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
 # Two initialisations (``init`` below, the agents' ``agent.init``):
-# - "reference", as the reference SAC/CARE code (pytorch_sac, facebookresearch/mtrl):
-#   orthogonal weights and zero biases for hidden layers; output layers start small so that
-#   Q values start near 0 and the policy near the middle of its mean/log-std range.
+# - "reference": orthogonal weights and zero biases for hidden layers, as pytorch_sac (the SAC
+#   code fb/mtrl's CARE builds on); output layers start small (mtrl's choice; pytorch_sac's are
+#   orthogonal too) so that Q values start near 0 and the policy near the middle of its
+#   mean/log-std range. fb/mtrl itself inits every linear layer xavier-uniform with zero bias
+#   (its mtrl/agent/utils.py weight_init), Meta-World+ he-uniform.
 # - "pytorch", PyTorch's nn.Linear default (weights and biases uniform in +-1/sqrt(in)), as
 #   SB3 has. The default for actor and critic networks: it learned faster in mtrl's ablation
 #   (toy suite, 5 seeds: 0.86 vs 0.54 mean success at 5k steps; MT10, 3 seeds: 0.113 vs
@@ -191,14 +193,15 @@ class TaskBlock:
 
 
 class TanhGaussianActor(nn.Module):
-    """pi(a|s) = tanh(N(mu(s), sigma(s))); log-std squashed into [LOG_STD_MIN, LOG_STD_MAX].
+    """pi(a|s) = tanh(N(mu(s), sigma(s))); log-std squashed into [log_std_min, LOG_STD_MAX].
 
     ``net`` is any task-conditioned network (see ``EnsembleMLP``'s interface) with one
-    member and 2 * act_dim outputs; :meth:`mlp` builds the plain MLP one."""
+    member and 2 * act_dim outputs (the means, then the log-stds); :meth:`mlp` builds the
+    plain MLP one. ``log_std_min``: the floor (LOG_STD_MIN; BRC's code has -10)."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, *, log_std_min: float = LOG_STD_MIN):
         super().__init__()
-        self.net = net
+        self.net, self.log_std_min = net, log_std_min
 
     @classmethod
     def mlp(
@@ -210,7 +213,7 @@ class TanhGaussianActor(nn.Module):
 
     def forward(self, features: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.net(features, task)[0].chunk(2, dim=-1)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+        log_std = self.log_std_min + 0.5 * (LOG_STD_MAX - self.log_std_min) * (torch.tanh(log_std) + 1)
         return mean, log_std
 
     def sample(self, features: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -122,7 +122,7 @@ class TaskWeights:
         self.sac, self.task_names, self.temperature_weights = sac, list(task_names), temperature_weights
 
     def metrics(self) -> dict[str, float]:
-        scale = task_loss_weights(self.sac.log_alpha) if self.temperature_weights else 1.0
+        scale = task_loss_weights(self.sac.task_log_alpha()) if self.temperature_weights else 1.0
         record = by_task("task_weight", (scale * self.sac.weighting.last).cpu().numpy(), self.task_names)
         own = self.sac.terms.actor_weighting
         if own is not None:
