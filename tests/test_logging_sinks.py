@@ -86,7 +86,7 @@ def test_a_wandb_run_in_offline_mode_holds_the_logged_metrics(tmp_path, monkeypa
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     run_dir = tmp_path / "run"
-    args = [*TINY_TOY, f"run.dir={run_dir}", "run.wandb=true", "run.wandb_project=mtrl-test"]
+    args = [*TINY_TOY, f"run.dir={run_dir}", "run.wandb=true", "run.wandb_project=mtrl-test", "run.wandb_mode=offline"]
     assert main(["train", "toy-care", *args]) == 0
     history = wandb_history(run_dir)
     logged = 0
