@@ -270,13 +270,14 @@ class SAC:
         """Per-sample critic loss (its mean is the loss) and the online Q values: the twin
         MSE, or for a categorical critic the members' cross-entropies to the target
         (``target``: the batch's ``_critic_target``, computed here if not given)."""
+        target = self._critic_target(batch, alpha) if target is None else target
         critic, features = self.agent.critic, self.agent.encoder(batch.obs, batch.task)
         if self.categorical:
             logits = critic.logits(features, batch.action, batch.task)
             q = (critic.probs(logits.detach()) @ critic.support).unsqueeze(0)
-            return cross_entropy(logits.float(), self._critic_target(batch, alpha) if target is None else target), q
+            return cross_entropy(logits.float(), target), q
         q = critic(features, batch.action, batch.task)
-        return critic_loss(q, self._critic_target(batch, alpha) if target is None else target, reduction="none"), q
+        return critic_loss(q, target, reduction="none"), q
 
     def total_terms(self, batch: Batch, alpha: torch.Tensor, critic_per_sample: torch.Tensor) -> torch.Tensor:
         """PaCo's per-sample total loss, which its mask thresholds (TToTMooN/paco-mtrl
@@ -517,11 +518,11 @@ class SAC:
         (``Agent.task_specific_blocks``) of a masked task is set to the mean of the unmasked
         tasks' slices, in the online networks and, with the same values, in the target
         networks; the Adam moments of those slices are zeroed; log_alpha of a masked task
-        becomes the unmasked tasks' mean log_alpha, its moments zeroed too (per-task temperatures
-        only: a shared one is left alone). Adam's step count
-        is per tensor, so each reset slice's bias correction is restarted by hand after every
-        step (``_bias_correct_reset_slices``): it then moves as a fresh Adam would (without
-        that, up to ~3x the usual step).
+        becomes the unmasked tasks' mean log_alpha, its moments zeroed too (per-task
+        temperatures only: a shared one is left alone). Adam's step count is per tensor, so
+        each reset slice's bias correction is restarted by hand after every step
+        (``_bias_correct_reset_slices``): it then moves as a fresh Adam would (without that,
+        up to ~3x the usual step).
 
         With no unmasked task (a single task, or all masked) there is nothing to interpolate
         from: the network parameters are left alone and log_alpha of the masked tasks goes

@@ -59,16 +59,6 @@ def rollouts(policy, env, task: int, goals: int) -> dict[str, np.ndarray]:
     }
 
 
-def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
-    """(episodes, T) rewards -> the discounted return from each step to the episode's end."""
-    out = np.zeros_like(rewards)
-    running = np.zeros(len(rewards))
-    for t in range(rewards.shape[1] - 1, -1, -1):
-        running = rewards[:, t] + gamma * running
-        out[:, t] = running
-    return out
-
-
 def held_out_r2(features: np.ndarray, target: np.ndarray, episodes: int, alpha: float = 1e-2) -> float:
     """Mean R² over 5 folds that hold out whole episodes; features (E, T, F), target (E, T, D)."""
     folds = np.array_split(np.arange(episodes), min(5, episodes))
@@ -114,6 +104,7 @@ def critic_views(agent, obs: np.ndarray, action: np.ndarray, task: int) -> dict[
 def probe(run: str, task_name: str, goals: int) -> dict[str, object]:
     import mtrl
     from mtrl.builders import make_suite
+    from mtrl.learner.reward_scale import returns_to_go
     from mtrl.run_files import read_run
 
     run_dir, _, step = run.partition(":")
@@ -130,7 +121,8 @@ def probe(run: str, task_name: str, goals: int) -> dict[str, object]:
         np.savez(cache, **data)
     views = critic_views(policy.agent, data["obs"], data["action"], task)
     target = data["obs"][:, :, 0:3] - data["obs"][:, :, 36:39]
-    mc = discounted_returns(data["reward"], cfg.sac.gamma)[:, :HORIZON].ravel()
+    returns = np.stack([returns_to_go(r, cfg.sac.gamma, bootstrap=False) for r in data["reward"]])
+    mc = returns[:, :HORIZON].ravel()
     q = views["q"][:, :HORIZON].ravel()
     row = {
         "run": run,
