@@ -56,6 +56,9 @@ class CAREConfig:
     critic_reads_obs: bool = False
     """Also give the critics the raw observation beside the CARE representation (an ablation,
     not CARE: is the encoder mixture the critics' bottleneck? docs/RESULTS.md, reach-v3)."""
+    critic_reads_task_id: bool = False
+    """Also give the critics the task's one-hot row, as MT-SAC's critics read it (an ablation, not
+    CARE: is the learned context too weak a task signal for the critics? docs/RESULTS.md, reach-v3)."""
 
     def validate(self) -> None:
         check_values(
@@ -88,7 +91,7 @@ def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
             )
         pretrained = torch.as_tensor(load_task_embeddings(path, list(spec.task_names), list(spec.descriptions)))
 
-    def care_encoder(append_obs: bool = False) -> CAREEncoder:
+    def care_encoder(append_obs: bool = False, append_task_id: bool = False) -> CAREEncoder:
         embedding = TaskEmbedding(kind=cfg.task_embedding, num_tasks=spec.num_tasks, pretrained=pretrained)
         return CAREEncoder(
             obs_dim=spec.obs_dim,
@@ -100,9 +103,10 @@ def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
             attention=cfg.attention,
             temperature=cfg.attention_temperature,
             append_obs=append_obs,
+            append_task_id=append_task_id,
         )
 
-    encoder = care_encoder(append_obs=cfg.critic_reads_obs)
+    encoder = care_encoder(append_obs=cfg.critic_reads_obs, append_task_id=cfg.critic_reads_task_id)
     actor_encoder = care_encoder() if cfg.actor_encoder == "own" else None
     actor_in = (actor_encoder or encoder).out_dim  # the encoder the actor reads
     actor = TanhGaussianActor.mlp(in_dim=actor_in, act_dim=spec.act_dim, hidden=cfg.hidden_sizes, init=cfg.init)

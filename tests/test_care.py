@@ -148,6 +148,24 @@ def test_critic_reads_obs_appends_the_raw_observation_for_the_critics_only():
     assert torch.isfinite(sac.critic_terms(batch, torch.ones(8))[0]).all()
 
 
+def test_critic_reads_task_id_appends_the_one_hot_row_for_the_critics_only():
+    """The ablation ``agent.critic_reads_task_id``: the critics' features end with the task's
+    one-hot row, as MT-SAC's critics read it; the actor's own encoder is plain CARE."""
+    agent, sac = _care_sac(critic_reads_task_id=True)
+    plain, _ = _care_sac()
+    obs, task = torch.randn(8, 2), torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+    features = agent.encoder(obs, task)
+    n = agent.encoder.num_tasks
+    assert features.shape[-1] == plain.encoder.out_dim + n == agent.encoder.out_dim
+    assert torch.equal(features[:, -n:].argmax(-1), task) and torch.equal(features[:, -n:].sum(-1), torch.ones(8))
+    assert torch.equal(features[:, :-n], agent.encoder.encode(obs, task)[0])
+    assert agent.actor_encoder.out_dim == plain.actor_encoder.out_dim
+    both, _ = _care_sac(critic_reads_obs=True, critic_reads_task_id=True)  # obs first, then the row
+    assert torch.equal(both.encoder(obs, task)[:, -n - 2 : -n], obs)
+    batch = Batch(obs, torch.rand(8, 2) * 2 - 1, torch.randn(8), torch.randn(8, 2), torch.zeros(8), task)
+    assert torch.isfinite(sac.critic_terms(batch, torch.ones(8))[0]).all()
+
+
 def test_the_critic_target_and_soft_update_cover_only_the_critic_encoder():
     agent, sac = _care_sac("own")
     assert set(sac.target.keys()) == {"encoder", "critic"}

@@ -36,7 +36,7 @@ class TaskEmbedding(nn.Module):
 
     def __init__(self, *, kind: str, num_tasks: int, pretrained: torch.Tensor | None = None, dim: int = 64):
         super().__init__()
-        self.kind = kind
+        self.kind, self.num_tasks = kind, num_tasks
         if kind == "pretrained":
             self.register_buffer("table", pretrained.float().clone())
         elif kind == "learned":
@@ -55,7 +55,8 @@ class TaskEmbedding(nn.Module):
 
 class CAREEncoder(nn.Module):
     """The CARE representation (mixture || context); ``out_dim = 2 * encoder_dim``, plus
-    ``obs_dim`` with ``append_obs`` (the raw observation appended: an ablation, not CARE)."""
+    ``obs_dim`` with ``append_obs`` (the raw observation appended) and ``num_tasks`` with
+    ``append_task_id`` (the task's one-hot row appended): ablations, not CARE."""
 
     def __init__(
         self,
@@ -69,6 +70,7 @@ class CAREEncoder(nn.Module):
         attention: str = "mlp",
         temperature: float = 1.0,
         append_obs: bool = False,
+        append_task_id: bool = False,
     ):
         super().__init__()
         if attention not in ATTENTION_KINDS:
@@ -95,8 +97,10 @@ class CAREEncoder(nn.Module):
             if attention == "mlp"
             else None
         )
-        self.num_encoders, self.encoder_dim, self.append_obs = num_encoders, encoder_dim, append_obs
-        self.out_dim = 2 * encoder_dim + (obs_dim if append_obs else 0)
+        self.num_encoders, self.encoder_dim = num_encoders, encoder_dim
+        self.append_obs, self.append_task_id = append_obs, append_task_id
+        self.num_tasks = task_embedding.num_tasks
+        self.out_dim = 2 * encoder_dim + (obs_dim if append_obs else 0) + (self.num_tasks if append_task_id else 0)
 
     def context_vector(self, task: torch.Tensor) -> torch.Tensor:
         return self.context(self.task_embedding(task))[0]
@@ -114,8 +118,12 @@ class CAREEncoder(nn.Module):
         return torch.cat([mixed, z_ctx], -1), weights, z
 
     def forward(self, obs: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        features = self.encode(obs, task)[0]
-        return torch.cat([features, obs], -1) if self.append_obs else features
+        parts = [self.encode(obs, task)[0]]
+        if self.append_obs:
+            parts.append(obs)
+        if self.append_task_id:
+            parts.append(F.one_hot(task, self.num_tasks).to(obs.dtype))
+        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
 
     def attention_weights(self, obs: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """(B, k) mixture weights, for introspection."""
