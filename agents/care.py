@@ -59,6 +59,10 @@ class CAREConfig:
     critic_reads_task_id: bool = False
     """Also give the critics the task's one-hot row, as MT-SAC's critics read it (an ablation, not
     CARE: is the learned context too weak a task signal for the critics? docs/RESULTS.md, reach-v3)."""
+    critic_encoder_trains: bool = True
+    """false: the critics' CARE encoder keeps its initial weights and takes no gradient (an
+    ablation, not CARE: does training it through the critic loss cost the critics reach-v3's
+    geometry? docs/RESULTS.md)."""
 
     def validate(self) -> None:
         check_values(
@@ -76,6 +80,10 @@ class CAREConfig:
                 ("agent.actor_encoder", self.actor_encoder, *one_of(ACTOR_ENCODERS)),
             ]
         )
+        if not self.critic_encoder_trains and self.actor_encoder == "critic":
+            raise ConfigError(
+                "agent.critic_encoder_trains=false freezes the encoder that agent.actor_encoder=critic trains"
+            )
 
 
 @register("agent", "care", CAREConfig)
@@ -107,6 +115,7 @@ def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
         )
 
     encoder = care_encoder(append_obs=cfg.critic_reads_obs, append_task_id=cfg.critic_reads_task_id)
+    encoder.requires_grad_(cfg.critic_encoder_trains)  # the learner trains what requires grad
     actor_encoder = care_encoder() if cfg.actor_encoder == "own" else None
     actor_in = (actor_encoder or encoder).out_dim  # the encoder the actor reads
     actor = TanhGaussianActor.mlp(in_dim=actor_in, act_dim=spec.act_dim, hidden=cfg.hidden_sizes, init=cfg.init)

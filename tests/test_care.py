@@ -166,6 +166,28 @@ def test_critic_reads_task_id_appends_the_one_hot_row_for_the_critics_only():
     assert torch.isfinite(sac.critic_terms(batch, torch.ones(8))[0]).all()
 
 
+def test_a_frozen_critic_encoder_keeps_its_weights_while_the_rest_trains():
+    """The ablation ``agent.critic_encoder_trains=false``: updates leave the critics' CARE
+    encoder (and its target) as initialised, and it takes no gradient, so neither the critic's
+    clipping nor the conflict monitor sees it; the critics and the actor's own encoder train."""
+    agent, sac = _care_sac(critic_encoder_trains=False)
+    frozen = {id(p) for p in agent.encoder.parameters()}
+    assert not frozen & {id(p) for p in sac.critic_params + agent.shared_parameters("critic")}
+    before = {name: t.clone() for name, t in agent.state_dict().items()}
+    obs, task = torch.randn(8, 2), torch.arange(4).repeat(2)
+    for _ in range(3):
+        sac.update(Batch(obs, torch.rand(8, 2) * 2 - 1, torch.randn(8), torch.randn(8, 2), torch.zeros(8), task))
+    changed = {name for name, t in agent.state_dict().items() if not torch.equal(t, before[name])}
+    assert not {name for name in changed if name.startswith("encoder.")}
+    assert {name.split(".")[0] for name in changed} >= {"critic", "actor", "actor_encoder"}
+    target = sac.target["encoder"].state_dict()
+    assert all(torch.equal(target[name], t) for name, t in agent.encoder.state_dict().items())
+    from mtrl.agents.care import CAREConfig
+
+    with pytest.raises(ConfigError, match="critic_encoder_trains"):  # the actor cannot train it either
+        CAREConfig(actor_encoder="critic", critic_encoder_trains=False).validate()
+
+
 def test_the_critic_target_and_soft_update_cover_only_the_critic_encoder():
     agent, sac = _care_sac("own")
     assert set(sac.target.keys()) == {"encoder", "critic"}

@@ -157,7 +157,7 @@ class Agent(nn.Module):
         encoder that loss trains. Conflict monitoring and PCGrad/CAGrad act here."""
         params = (self.critic if part == "critic" else self.actor).net.shared_parameters()
         encoder_params = list(self.encoder.parameters()) if part == "critic" else self.actor_encoder_parameters()
-        return encoder_params + params
+        return [p for p in encoder_params + params if p.requires_grad]  # a frozen encoder takes no gradient
 
     def task_specific_blocks(self) -> list[TaskBlock]:
         """The parameters, or parts of them, that belong to one task (PaCo's per-task reset

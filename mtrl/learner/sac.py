@@ -150,7 +150,7 @@ class SAC:
             (1 if self.shared_alpha else num_tasks,), math.log(cfg.initial_alpha), device=device, requires_grad=True
         )
         self.target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
-        self.critic_params = list(agent.critic.parameters()) + list(agent.encoder.parameters())
+        self.critic_params = [p for p in [*agent.critic.parameters(), *agent.encoder.parameters()] if p.requires_grad]
         self.actor_params = agent.actor_parameters()
         # Adam with PyTorch's eps (1e-8), as SB3, pytorch_sac, fb/mtrl and BRC's code (optax's
         # default) use it; Meta-World+ alone sets 1e-5 (metaworld_algorithms/config/optim.py,
