@@ -1,5 +1,6 @@
-"""Behaviour kept through refactors: every agent, and MT-SAC with each lever, logs exactly the
-metrics it logged at the commit before the architecture redesign (tests/golden_cases.py)."""
+"""Behaviour kept through refactors: every agent, and MT-SAC with each lever, logs the metrics it
+logged at the commit before the architecture redesign (tests/golden_cases.py), to the CPU's
+rounding (below)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,16 @@ import json
 import math
 
 import pytest
-from golden_cases import CASES, GOLDEN, run_case
+from golden_cases import BASE, CASES, GOLDEN, run_case
 
 # The golden files were written on one CPU; another CPU's kernels (AVX2 or AVX-512 paths of the
 # same matrix products) sum in another order. The first logs differ by about 1e-7, and training
 # amplifies that: measured against these files on an AVX2 EPYC, up to 7e-4 (relative, on a
-# gradient cosine) by the step-600 checkpoint and 1e-2 on losses, 0.9 on cosines near 0 by
+# gradient cosine) by the step-600 checkpoint and 4e-2 on losses, 0.9 on cosines near 0 by
 # step 1200. So values are compared to 1e-3 up to the first checkpoint, where any change of
 # behaviour shows (the first updates, evaluation and checkpoint); later records must still hold
 # the same keys, the same counts and NaN where the golden run had NaN.
-CLOSE_UNTIL = 600
+CLOSE_UNTIL = BASE["train"]["checkpoint_every"]  # 600
 
 
 def _same(a, b, compare_values: bool) -> bool:
