@@ -63,6 +63,10 @@ class CAREConfig:
     """false: the critics' CARE encoder keeps its initial weights and takes no gradient (an
     ablation, not CARE: does training it through the critic loss cost the critics reach-v3's
     geometry? docs/RESULTS.md)."""
+    actor_reads_obs_and_task_id: bool = False
+    """Also give the actor the raw observation and the task's one-hot row beside its own CARE
+    encoder, all that MT-SAC's actor reads (an ablation, not CARE: is CARE's actor what loses
+    reach-v3? docs/RESULTS.md). Needs agent.actor_encoder=own."""
 
     def validate(self) -> None:
         check_values(
@@ -84,6 +88,8 @@ class CAREConfig:
             raise ConfigError(
                 "agent.critic_encoder_trains=false freezes the encoder that agent.actor_encoder=critic trains"
             )
+        if self.actor_reads_obs_and_task_id and self.actor_encoder != "own":
+            raise ConfigError("agent.actor_reads_obs_and_task_id=true needs agent.actor_encoder=own (its own encoder)")
 
 
 @register("agent", "care", CAREConfig)
@@ -116,7 +122,8 @@ def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
 
     encoder = care_encoder(append_obs=cfg.critic_reads_obs, append_task_id=cfg.critic_reads_task_id)
     encoder.requires_grad_(cfg.critic_encoder_trains)  # the learner trains what requires grad
-    actor_encoder = care_encoder() if cfg.actor_encoder == "own" else None
+    both = cfg.actor_reads_obs_and_task_id
+    actor_encoder = care_encoder(append_obs=both, append_task_id=both) if cfg.actor_encoder == "own" else None
     actor_in = (actor_encoder or encoder).out_dim  # the encoder the actor reads
     actor = TanhGaussianActor.mlp(in_dim=actor_in, act_dim=spec.act_dim, hidden=cfg.hidden_sizes, init=cfg.init)
     critic = mlp_critic(cfg, encoder.out_dim, spec.act_dim)

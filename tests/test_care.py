@@ -166,6 +166,25 @@ def test_critic_reads_task_id_appends_the_one_hot_row_for_the_critics_only():
     assert torch.isfinite(sac.critic_terms(batch, torch.ones(8))[0]).all()
 
 
+def test_actor_reads_obs_and_task_id_gives_the_actor_what_mtsacs_actor_reads_too():
+    """The ablation ``agent.actor_reads_obs_and_task_id``: the actor's own encoder's features end
+    with the raw observation and the task's one-hot row; the critics' encoder is plain CARE."""
+    agent, sac = _care_sac(actor_reads_obs_and_task_id=True)
+    plain, _ = _care_sac()
+    obs, task = torch.randn(8, 2), torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+    n = agent.actor_encoder.num_tasks
+    features = agent.actor_features(obs, task)
+    assert features.shape[-1] == plain.actor_encoder.out_dim + 2 + n == agent.actor_encoder.out_dim
+    assert torch.equal(features[:, -n - 2 : -n], obs) and torch.equal(features[:, -n:].argmax(-1), task)
+    assert agent.encoder.out_dim == plain.encoder.out_dim
+    actor_per_sample, _ = sac.actor_terms(obs, task, torch.ones(8))
+    assert torch.isfinite(actor_per_sample).all()
+    from mtrl.agents.care import CAREConfig
+
+    with pytest.raises(ConfigError, match="actor_encoder=own"):  # only the actor's own encoder can carry them
+        CAREConfig(actor_encoder="critic_detached", actor_reads_obs_and_task_id=True).validate()
+
+
 def test_a_frozen_critic_encoder_keeps_its_weights_while_the_rest_trains():
     """The ablation ``agent.critic_encoder_trains=false``: updates leave the critics' CARE
     encoder (and its target) as initialised, and it takes no gradient, so neither the critic's
