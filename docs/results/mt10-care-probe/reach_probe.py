@@ -14,6 +14,13 @@ of ``--task`` (goals 0, 1, ...; 500 steps each, sampled actions) and then:
   is linear in them), so a low value is information the critic's representation lost.
 - ``r2_care_mixture``: the same from CARE's 50-d encoder mixture (the part of the critic's
   input that carries the state); absent for agents without a CARE encoder.
+- ``actor_r2_penultimate``: the same read-out from the actor's last hidden layer;
+  ``actor_toward_goal``: the mean cosine between the actor's deterministic action's xyz part
+  (Meta-World's hand displacement) and the hand-to-goal direction, over the approach (the
+  first 50 steps, while the hand is more than 5 cm from the goal) (1: it heads straight for the goal, 0: no better than
+  chance); ``actor_std``: the mean standard deviation of the actor's Gaussian there;
+  ``critic_toward_goal``: the same cosine for the critics' min-Q gradient in the action at the
+  actor's mean action, the direction the actor loss pushes the actor.
 - ``q_mc_pearson`` / ``q_mc_spearman``: correlation between the critics' min Q(s, a) and the
   discounted return that followed in the rollout (steps < 250, where the 500-step cut-off
   changes the return by at most gamma^250 of the tail), and both means.
@@ -78,27 +85,47 @@ def held_out_r2(features: np.ndarray, target: np.ndarray, episodes: int, alpha: 
     return float(np.mean(scores))
 
 
+def last_hidden(net, x: torch.Tensor) -> torch.Tensor:
+    """The first member's last hidden layer of an EnsembleMLP fed ``x`` (B, F)."""
+    x = x.unsqueeze(0).expand(net.members, -1, -1)
+    for i, layer in enumerate(net.hidden):
+        x = layer(x)
+        x = torch.relu(net.norms[i](x) if net.norms is not None else x)
+    return x[0]
+
+
 @torch.no_grad()
 def critic_views(agent, obs: np.ndarray, action: np.ndarray, task: int) -> dict[str, np.ndarray]:
-    """min Q, the first critic's last hidden layer and (CARE) the encoder mixture, per step."""
+    """min Q, the first critic's and the actor's last hidden layers, the actor's mean action
+    and std and (CARE) the encoder mixture, per step."""
     o = torch.as_tensor(obs.reshape(-1, obs.shape[-1]))
     a = torch.as_tensor(action.reshape(-1, action.shape[-1]))
     t = torch.full((len(o),), task, dtype=torch.int64)
     features = agent.encoder(o, t)
-    net = agent.critic.net
-    x = torch.cat([features, a], -1).unsqueeze(0).expand(net.members, -1, -1)
-    for i, layer in enumerate(net.hidden):
-        x = layer(x)
-        x = torch.relu(net.norms[i](x) if net.norms is not None else x)
+    actor_features = agent.actor_features(o, t)
+    mean, log_std = agent.actor(actor_features, t)
     shape = obs.shape[:2]
     views = {
         "q": agent.critic(features, a, t).min(0).values.reshape(shape).numpy(),
-        "penultimate": x[0].reshape(*shape, -1).numpy(),
+        "penultimate": last_hidden(agent.critic.net, torch.cat([features, a], -1)).reshape(*shape, -1).numpy(),
+        "actor_penultimate": last_hidden(agent.actor.net, actor_features).reshape(*shape, -1).numpy(),
+        "actor_action": torch.tanh(mean).reshape(*shape, -1).numpy(),
+        "actor_std": log_std.exp().reshape(*shape, -1).numpy(),
     }
+    with torch.enable_grad():  # what the critic teaches the actor: dQ/da at the actor's mean action
+        mean_action = torch.tanh(mean).requires_grad_(True)
+        (grad,) = torch.autograd.grad(agent.critic(features, mean_action, t).min(0).values.sum(), mean_action)
+    views["critic_action_grad"] = grad.reshape(*shape, -1).numpy()
     if hasattr(agent.encoder, "encode"):  # CARE: (mixture || context); the mixture carries the state
         mixture = agent.encoder.encode(o, t)[0][:, : agent.encoder.encoder_dim]
         views["care_mixture"] = mixture.reshape(*shape, -1).numpy()
     return views
+
+
+def toward(direction: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """Cosine between two (..., 3) arrays, per step."""
+    norms = np.linalg.norm(direction, axis=-1) * np.linalg.norm(vector, axis=-1)
+    return (direction * vector).sum(-1) / (norms + 1e-8)
 
 
 def probe(run: str, task_name: str, goals: int) -> dict[str, object]:
@@ -121,6 +148,11 @@ def probe(run: str, task_name: str, goals: int) -> dict[str, object]:
         np.savez(cache, **data)
     views = critic_views(policy.agent, data["obs"], data["action"], task)
     target = data["obs"][:, :, 0:3] - data["obs"][:, :, 36:39]
+    to_goal, move = -target, views["actor_action"][:, :, 0:3]  # target is hand - goal
+    far = np.linalg.norm(to_goal, axis=-1) > 0.05
+    far[:, 50:] = False  # the approach: later a policy that stalls short of the goal wanders
+    cosine = toward(to_goal, move)
+    critic_cosine = toward(to_goal, views["critic_action_grad"][:, :, 0:3])
     returns = np.stack([returns_to_go(r, cfg.sac.gamma, bootstrap=False) for r in data["reward"]])
     mc = returns[:, :HORIZON].ravel()
     q = views["q"][:, :HORIZON].ravel()
@@ -131,6 +163,10 @@ def probe(run: str, task_name: str, goals: int) -> dict[str, object]:
         "r2_raw_obs": held_out_r2(data["obs"], target, goals),  # the check: 1 up to the ridge
         "r2_penultimate": held_out_r2(views["penultimate"], target, goals),
         "r2_care_mixture": held_out_r2(views["care_mixture"], target, goals) if "care_mixture" in views else "",
+        "actor_r2_penultimate": held_out_r2(views["actor_penultimate"], target, goals),
+        "actor_toward_goal": float(cosine[far].mean()),
+        "actor_std": float(views["actor_std"][far].mean()),
+        "critic_toward_goal": float(critic_cosine[far].mean()),
         "q_mc_pearson": float(np.corrcoef(q, mc)[0, 1]),
         "q_mc_spearman": float(spearmanr(q, mc).statistic),
         "q_mean": float(q.mean()),
