@@ -45,6 +45,10 @@ class CAREConfig:
     """The attention softmax's temperature."""
     task_embedding: str = "pretrained"
     """pretrained (fixed description embeddings) | learned (initialised from them) | one_hot."""
+    embedding_relu: bool = True
+    """A ReLU on the task embedding before the context MLP, as both reference codes (fb/mtrl
+    TaskEncoder, Meta-World+ CARENetwork); false: mtrl's earlier CARE, which a run's config.yaml
+    without this key means (docs/AGENTS.md). A no-op on one_hot embeddings."""
     embedding_file: str | None = None
     """The task-description embeddings' file; null: the suite's shipped file."""
     actor_encoder: str = "own"
@@ -118,6 +122,7 @@ def make_care(cfg: CAREConfig, spec: EnvSpec) -> Agent:
             temperature=cfg.attention_temperature,
             append_obs=append_obs,
             append_task_id=append_task_id,
+            embedding_relu=cfg.embedding_relu,
         )
 
     encoder = care_encoder(append_obs=cfg.critic_reads_obs, append_task_id=cfg.critic_reads_task_id)

@@ -359,10 +359,26 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Keys added after runs were recorded, whose default changes what such a run computes: a run's
+# own config.yaml without the key ran with this value (agent name -> {key: value}).
+RUN_CONFIG_LEGACY: dict[str, dict[str, Any]] = {"care": {"embedding_relu": False}}
+
+
+def fill_legacy_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded config (plain data), with each key it predates set to what it ran with."""
+    agent = data.get("agent")
+    if isinstance(agent, dict):
+        for key, value in RUN_CONFIG_LEGACY.get(agent.get("name"), {}).items():
+            agent.setdefault(key, value)
+    return data
+
+
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config:
     """Read a config file, apply dotted overrides and validate everything."""
     path = find_config(name_or_path)
     data = read_yaml(path)
+    if is_run_config(path):
+        data = fill_legacy_keys(data)
     data = merge(data, parse_overrides(overrides or []))
     data.setdefault("run", {}).setdefault("name", path.stem)
     if data.get("resume") is True and not data["run"].get("dir") and is_run_config(path):

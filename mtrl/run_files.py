@@ -19,7 +19,7 @@ from mtrl.checkpoint import (
     load_checkpoint,
     load_latest_good,
 )
-from mtrl.config import Config, build_dataclass, check_values, read_yaml, value_checks
+from mtrl.config import Config, build_dataclass, check_values, fill_legacy_keys, read_yaml, value_checks
 from mtrl.errors import ConfigError
 
 
@@ -29,7 +29,7 @@ def read_run(run_dir: Path) -> Config:
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"'{run_dir}' is not a run directory (no config.yaml); pass the folder `mtrl train` printed")
-    cfg = build_dataclass(Config, read_yaml(config_path), "")
+    cfg = build_dataclass(Config, fill_legacy_keys(read_yaml(config_path)), "")
     check_values(value_checks(cfg))
     return cfg
 

@@ -67,17 +67,19 @@ def test_batched_encoders_equal_a_loop_over_encoders():
     assert torch.allclose(features, torch.cat([mixed, ctx], 1), atol=1e-6)
 
 
-def care_reference_forward(enc: CAREEncoder, obs: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+def care_reference_forward(enc: CAREEncoder, obs: torch.Tensor, task: torch.Tensor, relu: bool = True) -> torch.Tensor:
     """The reference codes' CARE representation, one sample and one expert at a time, from
     Meta-World+'s ``CARENetwork.__call__`` (metaworld_algorithms/nn/care.py) and fb/mtrl's
     ``TaskEncoder.forward``, ``AttentionBasedExperts.forward`` and
     ``MixtureofExpertsEncoder.forward`` (mtrl/agent/components/): the context is an MLP of the
     task's embedding, the attention weights softmax(MLP(context) / T), of the context alone,
     and the output [sum_i w_i expert_i(state) || context]. Both references put a ReLU on the
-    embedding before the context MLP; mtrl does not (docs/AGENTS.md), so neither does this."""
+    embedding before the context MLP (fb/mtrl ``TaskEncoder``: ``nn.Sequential(embedding,
+    nn.ReLU(), ...)``); ``relu=False`` leaves it out, as mtrl's earlier CARE."""
     rows = []
     for state, t in zip(obs, task.tolist()):
-        context = reference_mlp(enc.task_embedding.table[t], enc.context)
+        embedding = enc.task_embedding.table[t]
+        context = reference_mlp(torch.relu(embedding) if relu else embedding, enc.context)
         weights = torch.softmax(reference_mlp(context, enc.score) / enc.temperature, -1)
         experts = [reference_mlp(state, enc.encoders, i) for i in range(enc.num_encoders)]
         rows.append(torch.cat([sum(w * e for w, e in zip(weights, experts)), context]))
@@ -291,6 +293,28 @@ def test_default_care_is_the_reference_codes_form():
         assert [layer.weight.shape[-1] for layer in enc.score.hidden] == [50, 50]
         obs, task = torch.randn(9, 2), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 3])
         assert torch.allclose(enc(obs, task), care_reference_forward(enc, obs, task), atol=1e-5)
+
+
+def test_the_study_config_keeps_the_care_its_committed_rows_and_probes_ran():
+    """configs/study-mt10-care.yaml reproduces the committed CARE rows and is what the queued
+    probes resume with: mtrl's earlier CARE, not today's default."""
+    from mtrl.config import load_config
+
+    agent = load_config("study-mt10-care").agent
+    assert (agent.attention, agent.context_hidden, agent.embedding_relu) == ("dot", [50], False)
+    assert load_config("mt10-1m-care").agent.embedding_relu is True  # the study's CARE: the reference form
+
+
+def test_embedding_relu_false_is_mtrls_earlier_care_and_differs_on_sentence_embeddings():
+    """``agent.embedding_relu=false`` feeds the sentence embedding (about half of its entries
+    negative) to the context MLP as it is; that changes the context, so the two forms differ."""
+    plain, _ = _care_sac(embedding_relu=False)
+    obs, task = torch.randn(8, 2), torch.arange(4).repeat(2)
+    assert (plain.encoder.task_embedding.table < 0).float().mean() > 0.3
+    assert torch.allclose(
+        plain.encoder(obs, task), care_reference_forward(plain.encoder, obs, task, relu=False), atol=1e-5
+    )
+    assert not torch.allclose(plain.encoder(obs, task), care_reference_forward(plain.encoder, obs, task), atol=1e-3)
 
 
 def test_mlp_attention_depends_on_the_task_only():

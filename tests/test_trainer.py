@@ -2,9 +2,12 @@
 
 import pytest
 import torch
+import yaml
 
 from mtrl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from mtrl.config import load_config
 from mtrl.errors import ConfigError
+from mtrl.run_files import read_run
 from mtrl.training.logger import read_metrics
 from mtrl.training.trainer import train
 
@@ -77,6 +80,26 @@ def test_resume_continues_from_the_latest_checkpoint(run_dir):
     assert second["loop"]["updates"] > first["loop"]["updates"]
     steps = [r["step"] for r in read_metrics(run_dir)]
     assert steps == sorted(steps) and steps[0] <= 2400 < steps[-1] == 4000  # appended, not restarted
+
+
+def test_a_run_resumes_only_with_the_agent_settings_it_was_trained_with(run_dir):
+    """A setting without weights of its own (here CARE's embedding ReLU) would load a
+    checkpoint silently into another network, so resuming with another value is refused in
+    one line. A run recorded before the key existed ran without the ReLU, and reads so."""
+    care = {"name": "care", "hidden_sizes": [8], "num_encoders": 2, "encoder_hidden": [4], "encoder_dim": 4}
+    care |= {"context_hidden": [4], "task_embedding": "one_hot"}  # the countdown suite ships no sentence embeddings
+    train(make_config(COUNTDOWN, run={"dir": str(run_dir)}, agent=care))
+    saved = run_dir / "config.yaml"
+    recorded = yaml.safe_load(saved.read_text())
+    assert recorded["agent"].pop("embedding_relu") is True  # as a run before the key existed
+    saved.write_text(yaml.safe_dump(recorded, sort_keys=False))
+    assert read_run(run_dir).agent.embedding_relu is False
+    longer = {"total_steps": 60}
+    with pytest.raises(ConfigError, match=r"agent.embedding_relu=True, but the run .* was trained with False"):
+        train(make_config(COUNTDOWN, run={"dir": str(run_dir)}, agent=care, resume=True, train=longer))
+    resumed = load_config(str(saved), ["resume=true", "train.total_steps=60"])  # what a stopped run prints
+    assert resumed.agent.embedding_relu is False
+    assert train(resumed).env_steps == 60
 
 
 def test_a_run_directory_is_never_overwritten(run_dir):

@@ -2,7 +2,7 @@
 (Sodhani, Zhang & Pineau, "Multi-Task Reinforcement Learning with Context-based
 Representations", ICML 2021).
 
-    z_ctx      = context_mlp(embedding[task])                      (B, d)
+    z_ctx      = context_mlp(relu(embedding[task]))                (B, d)
     z_1..z_k   = encoders(obs)          one batched call           (k, B, d)
     weights    = softmax(score(z_ctx, z_i) / temperature over i)   (B, k)
     features   = [sum_i weights_i z_i || z_ctx]                    (B, 2d)
@@ -10,7 +10,9 @@ Representations", ICML 2021).
 ``score`` is an MLP of z_ctx alone, with the context MLP's hidden layers (``attention="mlp"``,
 the default: both reference codes' form, fb/mtrl's ``AttentionBasedExperts`` and Meta-World+'s
 ``CARENetwork``), or the dot product <z_ctx, z_i> (``attention="dot"``: the paper's figure,
-where the weights depend on the state too).
+where the weights depend on the state too). The ReLU on the embedding is both references'
+(fb/mtrl ``TaskEncoder``, Meta-World+ ``CARENetwork``); ``embedding_relu=False`` feeds the
+embedding as it is (mtrl's CARE before issue 22).
 
 In an agent the actor and the critics each own one such encoder (Meta-World+'s reference
 design; the critic's also has a target copy), so the actor's representation is trained by
@@ -71,11 +73,12 @@ class CAREEncoder(nn.Module):
         temperature: float = 1.0,
         append_obs: bool = False,
         append_task_id: bool = False,
+        embedding_relu: bool = True,
     ):
         super().__init__()
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"unknown attention '{attention}', expected one of {ATTENTION_KINDS}")
-        self.task_embedding = task_embedding
+        self.task_embedding, self.embedding_relu = task_embedding, embedding_relu
         # Representations: orthogonal (gain 1, zero bias) output layers too, so tasks and encoders
         # differ from the start. The references differ here and from each other: fb/mtrl inits
         # every layer xavier-uniform (mtrl/agent/utils.py weight_init), Meta-World+ he-uniform
@@ -103,7 +106,8 @@ class CAREEncoder(nn.Module):
         self.out_dim = 2 * encoder_dim + (obs_dim if append_obs else 0) + (self.num_tasks if append_task_id else 0)
 
     def context_vector(self, task: torch.Tensor) -> torch.Tensor:
-        return self.context(self.task_embedding(task))[0]
+        embedding = self.task_embedding(task)
+        return self.context(F.relu(embedding) if self.embedding_relu else embedding)[0]
 
     def encode(self, obs: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(features, attention weights (B, k), encoder outputs (k, B, d))."""

@@ -28,7 +28,7 @@ from mtrl.checkpoint import (
     load_latest_good,
     save_checkpoint,
 )
-from mtrl.config import Config, ConfigError, config_yaml
+from mtrl.config import Config, ConfigError, config_yaml, fill_legacy_keys, read_yaml, to_dict
 from mtrl.errors import RunError, RunStopped
 from mtrl.hardware import resolve_precision
 from mtrl.learner.agent import Agent, EnvSpec
@@ -385,6 +385,7 @@ def resume_point(cfg: Config, run_dir: Path, device: torch.device) -> tuple[Path
             raise ConfigError(f"run.dir '{run_dir}' holds no run to resume; drop resume=true to start one there")
         say(f"'{run_dir}' has no checkpoint yet; starting it from step 0")
         return None
+    check_resumed_agent(cfg, run_dir)
     try:
         path, state, skipped = load_latest_good(run_dir, device)
     except UnsafeCheckpointError as e:
@@ -394,6 +395,29 @@ def resume_point(cfg: Config, run_dir: Path, device: torch.device) -> tuple[Path
     for why in skipped:
         say(f"skipped {why}")
     return path, state
+
+
+def check_resumed_agent(cfg: Config, run_dir: Path) -> None:
+    """Refuse to resume with agent settings other than those the run recorded: a setting
+    without weights of its own (a ReLU, an attention form) would load the checkpoint silently
+    into another network. Keys the run's config.yaml predates are compared at the value they
+    ran with (``RUN_CONFIG_LEGACY``) or, when no such value is known, not at all."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = fill_legacy_keys(read_yaml(saved_path)).get("agent") or {}
+    now = to_dict(cfg)["agent"]
+    if saved.get("name", now["name"]) != now["name"]:
+        differs = ["name"]
+    else:
+        differs = [k for k in now if k in saved and saved[k] != now[k]]
+    if differs:
+        k = differs[0]
+        raise ConfigError(
+            f"resume=true with agent.{k}={now[k]!r}, but the run in '{run_dir}' was trained with {saved.get(k)!r}"
+            f"{f' (and {len(differs) - 1} more agent keys)' if len(differs) > 1 else ''}; resume it with "
+            f"`mtrl train {saved_path} resume=true`"
+        )
 
 
 def writable(run_dir: Path) -> Path:
