@@ -399,7 +399,7 @@ def resume_point(cfg: Config, run_dir: Path, device: torch.device) -> tuple[Path
 
 def check_resumed_agent(cfg: Config, run_dir: Path) -> None:
     """Refuse to resume with agent settings other than those the run recorded: a setting
-    without weights of its own (a ReLU, an attention form) would load the checkpoint silently
+    without weights of its own (a ReLU, an attention temperature) would load the checkpoint silently
     into another network. Keys the run's config.yaml predates are compared at the value they
     ran with (``RUN_CONFIG_LEGACY``) or, when no such value is known, not at all."""
     saved_path = run_dir / "config.yaml"

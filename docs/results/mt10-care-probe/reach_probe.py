@@ -17,8 +17,8 @@ of ``--task`` (goals 0, 1, ...; 500 steps each, sampled actions) and then:
 - ``actor_r2_penultimate``: the same read-out from the actor's last hidden layer;
   ``actor_toward_goal``: the mean cosine between the actor's deterministic action's xyz part
   (Meta-World's hand displacement) and the hand-to-goal direction, over the approach (the
-  first 50 steps, while the hand is more than 5 cm from the goal) (1: it heads straight for the goal, 0: no better than
-  chance); ``actor_std``: the mean standard deviation of the actor's Gaussian there;
+  first 50 steps, while the hand is more than 5 cm from the goal; 1: straight for the goal,
+  0: no better than chance); ``actor_std``: the mean standard deviation of the actor's Gaussian there;
   ``critic_toward_goal``: the same cosine for the critics' min-Q gradient in the action at the
   actor's mean action, the direction the actor loss pushes the actor.
 - ``q_mc_pearson`` / ``q_mc_spearman``: correlation between the critics' min Q(s, a) and the
@@ -95,7 +95,7 @@ def last_hidden(net, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def critic_views(agent, obs: np.ndarray, action: np.ndarray, task: int) -> dict[str, np.ndarray]:
+def network_views(agent, obs: np.ndarray, action: np.ndarray, task: int) -> dict[str, np.ndarray]:
     """min Q, the first critic's and the actor's last hidden layers, the actor's mean action
     and std and (CARE) the encoder mixture, per step."""
     o = torch.as_tensor(obs.reshape(-1, obs.shape[-1]))
@@ -146,7 +146,7 @@ def probe(run: str, task_name: str, goals: int) -> dict[str, object]:
     else:
         data = rollouts(policy, env, task, goals)
         np.savez(cache, **data)
-    views = critic_views(policy.agent, data["obs"], data["action"], task)
+    views = network_views(policy.agent, data["obs"], data["action"], task)
     target = data["obs"][:, :, 0:3] - data["obs"][:, :, 36:39]
     to_goal, move = -target, views["actor_action"][:, :, 0:3]  # target is hand - goal
     far = np.linalg.norm(to_goal, axis=-1) > 0.05
