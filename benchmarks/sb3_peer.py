@@ -21,11 +21,17 @@ mtrl's runs use. What is matched:
 
 Everything else is SB3's default and part of the comparison: one temperature shared by
 all tasks, uniform (not task-balanced) replay sampling, no gradient clipping, PyTorch's
-default initialisation, log-std clamped to [-20, 2], critic loss halved. Checkpoints are
-not written and ``resume`` is not supported. Logged: ``eval/*`` exactly as mtrl logs them,
+default initialisation, log-std clamped to [-20, 2], critic loss halved. Logged: ``eval/*`` exactly as mtrl logs them,
 ``train/episode_success/<task>``, ``train/episode_return/<task>``,
 ``train/steps_per_second``, ``train/updates``, ``loss/critic`` (on mtrl's scale: SB3's
 value x 2), ``loss/actor``, ``loss/alpha`` and ``alpha`` (SB3's single temperature).
+
+Checkpoints and resume work as mtrl's (``train.checkpoint_every``, ``train.keep_checkpoints``,
+``train.save_replay``; SIGTERM or Ctrl-C saves one and exits 143 or 130; the same command
+with ``resume=true`` continues from the newest good one, read without running code by
+:mod:`mtrl.checkpoint`), except that no final checkpoint is written after the final evaluation.
+Metaworld's episodes start afresh on a resume, as in mtrl; without the saved replay, updates
+wait until one batch is collected again, acting with the policy.
 """
 
 from __future__ import annotations
@@ -37,19 +43,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 from gymnasium import spaces
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.save_util import recursive_getattr
 from stable_baselines3.common.vec_env import VecEnv
 
 from mtrl.builders import make_suite, resolve_device
+from mtrl.checkpoint import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    global_rng_state,
+    list_checkpoints,
+    load_latest_good,
+    nonfinite_entries,
+    save_checkpoint,
+    set_global_rng_state,
+)
 from mtrl.config import Config, ConfigError, load_config, parse_overrides, to_dict
+from mtrl.errors import RunError, RunStopped
 from mtrl.run_files import refuse_used_run_dir
 from mtrl.seeding import run_seeds
 from mtrl.suite import MultiTaskVecEnv, Suite
 from mtrl.training.evaluation import EvalResult, EvaluationSchedule, crossed
 from mtrl.training.logger import Logger
+from mtrl.training.stop_signals import StopSignals
 
 METHOD_NAME = "sb3-sac"
 
@@ -166,8 +186,6 @@ class OneHotTaskVecEnv(VecEnv):
 def check_supported(cfg: Config, num_tasks: int) -> None:
     """Settings that SB3's SAC cannot mirror: refused with a one-line ConfigError."""
     tc, sc = cfg.train, cfg.sac
-    if cfg.resume:
-        raise ConfigError("resume=true is not supported by the SB3 peer (it writes no checkpoints)")
     if not hasattr(cfg.agent, "hidden_sizes"):
         raise ConfigError(f"agent '{cfg.agent.name}' has no agent.hidden_sizes to give SB3's net_arch")
     if len({sc.actor_lr, sc.critic_lr, sc.alpha_lr}) != 1:
@@ -221,9 +239,24 @@ def sb3_settings(cfg: Config, num_tasks: int) -> dict[str, Any]:
     }
 
 
-def build_model(cfg: Config, env: VecEnv) -> SAC:
+class PeerSAC(SAC):
+    """SB3's SAC, acting uniformly at random only during the warm-up (``random_until`` env
+    steps). SB3 ties that to ``learning_starts``; a resume without the saved replay raises
+    ``learning_starts`` to refill one batch, which must not make the agent act randomly again.
+    A fresh run behaves exactly as SB3's SAC."""
+
+    random_until = 0
+
+    def _sample_action(self, learning_starts: int, action_noise=None, n_envs: int = 1):
+        return super()._sample_action(self.random_until, action_noise, n_envs)
+
+
+def build_model(cfg: Config, env: VecEnv) -> PeerSAC:
     """SB3's SAC ("MlpPolicy") configured as MT-SAC for ``env`` (one env per task)."""
-    return SAC("MlpPolicy", env, **sb3_settings(cfg, env.num_envs), seed=cfg.seed, device=sb3_device(cfg), verbose=0)
+    settings = sb3_settings(cfg, env.num_envs)
+    model = PeerSAC("MlpPolicy", env, **settings, seed=cfg.seed, device=sb3_device(cfg), verbose=0)
+    model.random_until = settings["learning_starts"]
+    return model
 
 
 def make_policy(model: SAC, num_tasks: int):
@@ -256,8 +289,9 @@ LOSS_KEYS = (
 
 class PeerRun(BaseCallback):
     """Called by SB3 at the start of every rollout, i.e. after the updates of the previous
-    vector step: accumulates SB3's losses, logs every ``train.log_every`` steps and asks
-    the shared evaluation schedule whether to evaluate."""
+    vector step: accumulates SB3's losses, logs every ``train.log_every`` steps, asks the
+    shared evaluation schedule whether to evaluate and checkpoints when due. After a stop
+    signal it checkpoints there, and the next env step ends SB3's ``learn``."""
 
     def __init__(self, cfg: Config, venv: OneHotTaskVecEnv, schedule: EvaluationSchedule, policy: Any, logger: Logger):
         super().__init__()
@@ -267,9 +301,11 @@ class PeerRun(BaseCallback):
         self.loss_count = 0
         self.t_start = self.t_log = time.perf_counter()
         self.steps_at_log = 0
+        self.stop: StopSignals | None = None
+        self.stopped_at: int | None = None  # the step of the checkpoint a stop signal saved
 
     def _on_step(self) -> bool:
-        return True
+        return self.stopped_at is None  # False discards this step (after the checkpoint) and ends learn
 
     def _on_rollout_start(self) -> None:
         self.after_updates()
@@ -288,10 +324,15 @@ class PeerRun(BaseCallback):
                     self.loss_sums[dst] = self.loss_sums.get(dst, 0.0) + scale * float(values[src]) * new_updates
             self.loss_count += new_updates
             self.updates_seen = model._n_updates
-        if crossed(step, self.venv.num_envs, self.cfg.train.log_every):
+        width = self.venv.num_envs
+        if crossed(step, width, self.cfg.train.log_every):
             self.log_training(step)
-        if self.schedule.due(step, self.venv.num_envs):
+        if self.schedule.due(step, width):
             self.report(step, self.schedule.run(self.policy, step))
+        stopping = self.stop is not None and self.stop.received is not None
+        if crossed(step, width, self.cfg.train.checkpoint_every) or stopping:
+            save_peer_checkpoint(self, step)
+            self.stopped_at = step if stopping else None
 
     def log_training(self, step: int) -> None:
         now = time.perf_counter()
@@ -314,6 +355,113 @@ class PeerRun(BaseCallback):
         )
 
 
+# --- checkpoints: what a save holds, and restoring it -------------------------------------
+
+REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+
+def peer_state(hooks: PeerRun, step: int) -> dict[str, Any]:
+    """Everything a resume needs: SB3's networks, optimisers and temperature, its counters
+    and last observations, the env, the episode and loss sums between two logs, the RNGs,
+    the evaluation count, the position in ``metrics.jsonl`` and (``train.save_replay``) the
+    replay buffer."""
+    model, venv = hooks.model, hooks.venv
+    modules, variables = model._get_torch_save_params()
+    state: dict[str, Any] = {
+        "sb3": {name: recursive_getattr(model, name).state_dict() for name in modules},
+        "sb3_variables": {name: recursive_getattr(model, name).detach().clone() for name in variables},
+        "counters": {"num_timesteps": step, "n_updates": model._n_updates, "episode_num": model._episode_num},
+        "last_obs": model._last_obs,
+        "env": venv.env.get_state(),
+        "episodes": {
+            "return": venv.ep_return,
+            "length": venv.ep_length,
+            "success": venv.ep_success,
+            "sums": venv._sums,
+        },
+        "losses": {"sums": hooks.loss_sums, "count": hooks.loss_count},
+        "global_rng": global_rng_state(),
+        "action_space_rng": model.action_space.np_random.bit_generator.state,
+        "evaluations": hooks.schedule.evaluations,
+        "log_offset": hooks.mtrl_logger.offset(),
+        "env_steps": step,
+    }
+    if hooks.cfg.train.save_replay:
+        buffer = model.replay_buffer
+        state["replay"] = {
+            **{name: getattr(buffer, name) for name in REPLAY_ARRAYS},
+            "pos": buffer.pos,
+            "full": buffer.full,
+        }
+    return state
+
+
+def save_peer_checkpoint(hooks: PeerRun, step: int) -> None:
+    state = peer_state(hooks, step)
+    bad = nonfinite_entries(state["sb3"])
+    if bad:
+        raise RunError(f"refusing to save a checkpoint at step {step}: non-finite values in {', '.join(bad[:3])}")
+    save_checkpoint(Path(hooks.cfg.run.dir), step, state, hooks.cfg.train.keep_checkpoints)
+
+
+def resume_point(cfg: Config, run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest good checkpoint when ``resume=true`` (None: start from step 0)."""
+    if not cfg.resume:
+        return None
+    if not list_checkpoints(run_dir):
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"run.dir '{run_dir}' holds no run to resume; drop resume=true to start one there")
+        print(f"sb3_peer: '{run_dir}' has no checkpoint yet; starting it from step 0", file=sys.stderr)
+        return None
+    try:
+        path, state, skipped = load_latest_good(run_dir)
+    except UnsafeCheckpointError as e:
+        raise ConfigError(str(e)) from None
+    except CheckpointError as e:
+        raise ConfigError(f"{e}; start a new run with another run.dir") from None
+    for why in skipped:
+        print(f"sb3_peer: skipped {why}", file=sys.stderr)
+    return path, state
+
+
+def restore(hooks: PeerRun, path: Path, saved: dict[str, Any]) -> None:
+    """Load a checkpoint into a freshly built peer (model, env, callback, schedule)."""
+    model, venv, tc = hooks.model, hooks.venv, hooks.cfg.train
+    try:
+        model.set_parameters(saved["sb3"], exact_match=True, device=model.device)
+        with torch.no_grad():
+            for name, value in saved["sb3_variables"].items():
+                recursive_getattr(model, name).copy_(value)
+    except Exception as e:  # whatever torch raises on a state of another shape or kind
+        why = (str(e).splitlines() or [""])[0]
+        raise ConfigError(f"the checkpoint {path} does not fit this config's networks ({why})") from None
+    counters = saved["counters"]
+    model.num_timesteps, model._n_updates = counters["num_timesteps"], counters["n_updates"]
+    model._episode_num = counters["episode_num"]
+    venv.env.set_state(saved["env"])
+    episodes = saved["episodes"]
+    if venv.env.restores_episodes:  # the env continues its episodes: so does SB3
+        venv.ep_return, venv.ep_length, venv.ep_success = episodes["return"], episodes["length"], episodes["success"]
+        model._last_obs = saved["last_obs"]
+    else:
+        model._last_obs = venv.reset()
+    venv._sums = episodes["sums"]  # episodes finished before the checkpoint, not yet logged
+    if "replay" in saved:
+        buffer = model.replay_buffer
+        for name in REPLAY_ARRAYS:
+            getattr(buffer, name)[...] = saved["replay"][name]
+        buffer.pos, buffer.full = saved["replay"]["pos"], saved["replay"]["full"]
+    else:  # an empty replay: updates wait for one batch (as mtrl's), acting with the policy
+        model.learning_starts = max(model.learning_starts, model.num_timesteps + tc.batch_per_task * venv.num_envs - 1)
+    hooks.loss_sums, hooks.loss_count = dict(saved["losses"]["sums"]), saved["losses"]["count"]
+    hooks.step_seen = hooks.steps_at_log = model.num_timesteps
+    hooks.updates_seen = model._n_updates
+    hooks.schedule.evaluations = saved["evaluations"]
+    set_global_rng_state(saved["global_rng"])
+    model.action_space.np_random.bit_generator.state = saved["action_space_rng"]
+    print(f"sb3_peer: resumed from step {model.num_timesteps:,} ({path.name})", file=sys.stderr, flush=True)
+
+
 # --- the run -------------------------------------------------------------------------------
 
 
@@ -325,11 +473,11 @@ class PeerResult:
 
 
 def run_directory(cfg: Config) -> Path:
-    """``cfg.run.dir``, required, and not a folder that already holds a run."""
+    """``cfg.run.dir``, required, and not a folder that already holds a run unless resuming."""
     if not cfg.run.dir:
         raise ConfigError("run.dir=<a new folder> is required")
     run_dir = Path(cfg.run.dir)
-    refuse_used_run_dir(run_dir)
+    refuse_used_run_dir(run_dir, "pass resume=true to continue it or ", resuming=cfg.resume)
     return run_dir
 
 
@@ -351,11 +499,13 @@ def run_config(cfg: Config, num_tasks: int, run_name: str | None) -> dict[str, A
 
 
 def train_peer(cfg: Config, run_name: str | None = None) -> PeerResult:
-    """Train SB3's SAC as MT-SAC on ``cfg.env`` for ``cfg.train.total_steps``; write the run."""
+    """Train SB3's SAC as MT-SAC on ``cfg.env`` for ``cfg.train.total_steps``; write the run.
+    :class:`RunStopped` after a stop signal, with the checkpoint saved."""
     suite = make_suite(cfg)
     num_tasks = suite.num_tasks
     check_supported(cfg, num_tasks)
     run_dir = run_directory(cfg)
+    resume = resume_point(cfg, run_dir)
     venv = OneHotTaskVecEnv(suite.make_env(num_tasks, seed=run_seeds(cfg.seed).env), suite.task_names)
     model = build_model(cfg, venv)
     data = run_config(cfg, num_tasks, run_name)
@@ -363,13 +513,25 @@ def train_peer(cfg: Config, run_name: str | None = None) -> PeerResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "config.yaml", "w") as f:
         yaml.safe_dump(data, f, sort_keys=False)
-    logger = Logger(run_dir)
+    saved = resume[1] if resume else {"log_offset": 0, "env_steps": 0}  # resume=true: the log restarts there
+    logger = Logger(run_dir, resume_from=(saved["log_offset"], saved["env_steps"]) if cfg.resume else None)
     schedule = peer_evaluator(cfg, suite, list(suite.task_names), logger)
     policy = make_policy(model, num_tasks)
     hooks = PeerRun(cfg, venv, schedule, policy, logger)
+    hooks.init_callback(model)
     try:
-        model.learn(total_timesteps=cfg.train.total_steps, callback=hooks, log_interval=None)
-        hooks.after_updates()  # the last vector step's log
+        if resume:
+            restore(hooks, *resume)
+        with StopSignals() as hooks.stop:
+            # reset_num_timesteps=False: SB3 counts on from a resumed step (0 in a fresh run)
+            steps_left = cfg.train.total_steps - model.num_timesteps
+            model.learn(steps_left, callback=hooks, log_interval=None, reset_num_timesteps=False)
+            if hooks.stopped_at is not None:
+                raise RunStopped(
+                    f"stopped by {hooks.stop.received} at step {hooks.stopped_at:,}; checkpoint saved; "
+                    "resume with the same command and resume=true"
+                )
+            hooks.after_updates()  # the last vector step's log (and checkpoint)
         final_step = int(model.num_timesteps)
         final_eval = schedule.run(policy, final_step, final=True)
         hooks.report(final_step, final_eval)
@@ -392,6 +554,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"sb3_peer: error: {e}", file=sys.stderr)
         return 2
+    except RunStopped as e:
+        print(f"sb3_peer: {e}", file=sys.stderr)
+        return 143 if "SIGTERM" in str(e) else 130
+    except RunError as e:
+        print(f"sb3_peer: error: {e}", file=sys.stderr)
+        return 1
     width = max(len(n) for n in result.final_eval.task_names)
     print(f"final success (mean {result.final_eval.success_mean:.3f}):")
     for name, s in zip(result.final_eval.task_names, result.final_eval.success):

@@ -11,8 +11,9 @@ import yaml
 pytest.importorskip("stable_baselines3")
 
 from mtrl.builders import make_suite  # noqa: E402
+from mtrl.checkpoint import list_checkpoints  # noqa: E402
 from mtrl.config import ConfigError, load_config  # noqa: E402
-from mtrl.training.logger import read_metrics  # noqa: E402
+from mtrl.training.logger import read_metrics, without_timing  # noqa: E402
 
 from conftest import CountdownConfig, CountdownEnv  # noqa: E402
 
@@ -182,9 +183,70 @@ def test_existing_run_directory_exits_2_and_overwrites_nothing(tmp_path, capsys)
     (run_dir / "config.yaml").write_text("precious: true\n")
     assert peer.main(["toy-mtsac", f"run.dir={run_dir}", *TINY]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"sb3_peer: error: run.dir '{run_dir}' already holds a run; choose another run.dir"]
+    assert err == [
+        f"sb3_peer: error: run.dir '{run_dir}' already holds a run; pass resume=true to continue it or "
+        "choose another run.dir"
+    ]
     assert (run_dir / "config.yaml").read_text() == "precious: true\n"
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
+
+
+def stop_at(monkeypatch, step: int) -> None:
+    """A SIGTERM as if it arrived at env step ``step`` (the peer checkpoints there and exits)."""
+    after_updates = peer.PeerRun.after_updates
+
+    def signalled(self):
+        if self.model.num_timesteps >= step and self.stop is not None and self.stop.received is None:
+            self.stop.received = "SIGTERM"
+        after_updates(self)
+
+    monkeypatch.setattr(peer.PeerRun, "after_updates", signalled)
+
+
+def test_a_stopped_run_resumes_to_the_same_metrics_as_one_never_stopped(tmp_path, capsys, monkeypatch):
+    args = ["toy-mtsac", *TINY, "train.checkpoint_every=1000", "train.save_replay=true"]
+    assert peer.main([*args, f"run.dir={tmp_path / 'reference'}"]) == 0
+    run_dir = tmp_path / "run"
+    stop_at(monkeypatch, 2000)
+    capsys.readouterr()
+    assert peer.main([*args, f"run.dir={run_dir}"]) == 143
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said.startswith("sb3_peer: stopped by SIGTERM at step 2,000; checkpoint saved") and "resume=true" in said
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step_1000.pt", "step_2000.pt"]
+    monkeypatch.undo()
+    assert peer.main([*args, f"run.dir={run_dir}", "resume=true"]) == 0
+    assert "sb3_peer: resumed from step 2,000 (step_2000.pt)" in capsys.readouterr().err
+    resumed = without_timing(read_metrics(run_dir))
+    assert [r["step"] for r in resumed] == [1500, 1500, 3000, 3000]  # no record twice
+    assert resumed == without_timing(read_metrics(tmp_path / "reference"))
+
+
+def test_a_resume_without_the_replay_waits_for_one_batch_and_acts_with_the_policy(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    args = ["toy-mtsac", *TINY, "train.checkpoint_every=1000", f"run.dir={run_dir}"]
+    stop_at(monkeypatch, 2000)
+    assert peer.main(args) == 143
+    monkeypatch.undo()
+    random_steps = []
+    sample_action = peer.SAC._sample_action
+
+    def counted(self, learning_starts, action_noise=None, n_envs=1):
+        random_steps.append(self.num_timesteps < learning_starts)
+        return sample_action(self, learning_starts, action_noise, n_envs)
+
+    monkeypatch.setattr(peer.SAC, "_sample_action", counted)
+    assert peer.main([*args, "resume=true"]) == 0
+    assert len(random_steps) == 1000 // 4 and not any(random_steps)  # the refill acts with the policy
+    last = [r for r in read_metrics(run_dir) if "train/updates" in r][-1]
+    # 251 updates up to step 2,000; then none until 64 rows per task are back (step 2,256)
+    assert last["step"] == 3000 and last["train/updates"] == 251 + (3000 - 2256) // 4 + 1
+
+
+def test_resume_without_a_run_is_refused_in_one_line(tmp_path, capsys):
+    assert peer.main(["toy-mtsac", *TINY, f"run.dir={tmp_path / 'none'}", "resume=true"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"sb3_peer: error: run.dir '{tmp_path / 'none'}' holds no run to resume; drop resume=true to start one there"
+    )
 
 
 def test_config_errors_exit_2_with_one_line(tmp_path, capsys):

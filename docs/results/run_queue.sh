@@ -5,8 +5,8 @@
 # RUNS_ROOT/<results-folder>/<run-dir> (run.dir is recorded relative to the results folder).
 # A run whose folder has .done is skipped; one with config.yaml but no .done is resumed from its
 # latest checkpoint (resume=true), so rerunning the same command after a stop continues the queue.
-# A line whose arguments start with "sb3_peer" runs benchmarks/sb3_peer.py instead (it cannot
-# resume: an unfinished one starts again from step 0).
+# A line whose arguments start with "sb3_peer" runs benchmarks/sb3_peer.py instead (resumed the
+# same way; a peer started before it could checkpoint starts again from step 0).
 # Afterwards copy each finished run's config.yaml and metrics.jsonl into docs/results/<results-folder>/.
 set -u
 queue=$(realpath "$1"); root=$(realpath "${2:-runs}"); repo=$(realpath "$(dirname "$0")/../..")
@@ -17,8 +17,9 @@ run_one() {
   cd "$root/$folder" || return
   local extra="" cmd=(python -m mtrl.cli train)
   if [ "$1" = sb3_peer ]; then
-    shift; cmd=(python "$repo/benchmarks/sb3_peer.py"); rm -rf "$dir"
-  elif [ -f "$dir/config.yaml" ]; then
+    shift; cmd=(python "$repo/benchmarks/sb3_peer.py")
+  fi
+  if [ -f "$dir/config.yaml" ]; then
     extra="resume=true"
   fi
   mkdir -p "$dir"; echo "$(date -u +%FT%T) start $folder/$dir $extra" >> "$root/queue.log"
