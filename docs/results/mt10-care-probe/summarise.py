@@ -50,10 +50,15 @@ def summarise_run(run: Path) -> dict[str, float | None]:
         "q_reach": late_mean(records, f"per_task/q_mean/{REACH}", start),
         "context_cosine": late_mean(records, "care/critic/context_cosine_mean", start),
     }
+    first = next((r for r in records if f"care/critic/context_norm/{REACH}" in r), None)
     for name in ("mixture_norm", "context_norm"):
         per_task = {t: late_mean(records, f"care/critic/{name}/{t}", start) for t in tasks}
         if per_task.get(REACH) is not None:
             out[f"{name}_reach_over_median"] = per_task[REACH] / statistics.median(v for v in per_task.values() if v)
+            # the critic's input scale: where it started (first log) and where it ended, reach and the largest task
+            out[f"{name}_start"] = statistics.fmean(first[f"care/critic/{name}/{t}"] for t in tasks)
+            out[f"{name}_reach"] = per_task[REACH]
+            out[f"{name}_max"] = max(v for v in per_task.values() if v is not None)
     return out
 
 
