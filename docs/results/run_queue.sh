@@ -14,7 +14,7 @@ export OMP_NUM_THREADS=1
 claimed=$(mktemp)
 run_one() {
   local folder=$1 dir=$2; shift 2
-  mkdir -p "$root/$folder" && cd "$root/$folder" || return
+  cd "$root/$folder" || return  # the loop below creates it
   local extra="" cmd=(python -m mtrl.cli train)
   if [ "$1" = sb3_peer ]; then
     shift; cmd=(python "$repo/benchmarks/sb3_peer.py")
