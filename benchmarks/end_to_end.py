@@ -1,13 +1,14 @@
 """End to end: transitions/s of a short MT10 training run, mtrl's MT-SAC vs Stable-Baselines3
 SAC configured as MT-SAC (Meta-World's one-hot MT10 env, one env per task).
 
-    python benchmarks/end_to_end.py [--transitions 2000] [--warmup 1000] [--rounds 3]
+    python benchmarks/end_to_end.py [--transitions 2000] [--warmup 1000] [--rounds 3] [--variants ours sb3 ...]
 
 All: 3x400 actor and twin critics, batch 1280, one gradient update per vector step (10
 transitions), on the CPU, Python Meta-World envs. ``ours`` is mtrl as shipped (its defaults:
 ``sac.precision=auto``, which picks bfloat16 on a CPU with AVX512-BF16/AMX and float32
 elsewhere); ``ours_float32`` pins float32 (SB3's precision); ``ours_envpool`` adds
-``env.backend=envpool`` to the defaults. Only the learning phase after a random warm-up is
+``env.backend=envpool`` to the defaults; ``ours_nstep3`` adds the study's recipe,
+``sac.n_step=3`` (what 3-step returns cost end to end). Only the learning phase after a random warm-up is
 timed; evaluation is excluded. Runs alternate (ours, ..., SB3) for ``--rounds`` rounds and
 the ratios over SB3 are taken per round (this machine is noisy); medians printed. Also
 projects the hours the full MT10 protocol's 20M transitions would take at each median rate
@@ -90,13 +91,22 @@ def main() -> None:
     parser.add_argument("--transitions", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
     variants = {
         "ours": lambda: ours(args.warmup, args.transitions),
         "ours_float32": lambda: ours(args.warmup, args.transitions, ("sac.precision=float32",)),
         "ours_envpool": lambda: ours(args.warmup, args.transitions, ("env.backend=envpool",)),
+        "ours_nstep3": lambda: ours(args.warmup, args.transitions, ("sac.n_step=3",)),
         "sb3": lambda: sb3(args.warmup, args.transitions),
     }
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(variants),
+        default=[k for k in variants if k != "ours_nstep3"],
+        help="which runs to time (sb3 always: the ratios are over it)",
+    )
+    args = parser.parse_args()
+    variants = {k: v for k, v in variants.items() if k in args.variants or k == "sb3"}
     rates: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(args.rounds):
         for name, run in variants.items():
