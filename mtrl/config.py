@@ -202,7 +202,7 @@ class TrainConfig:
     num_slots: int | None = None
     """Environment slots E stepped together; null: one per task."""
     warmup_steps: int = 10_000
-    """Steps of uniform-random actions before the first update."""
+    """Steps of uniform-random actions before the first update (at least n_step steps of every slot)."""
     batch_per_task: int = 128
     """Transitions per task in each update's batch (the batch holds batch_per_task * T)."""
     batch_allocation: str = "equal"

@@ -181,3 +181,21 @@ def test_a_resumed_n_step_run_logs_what_an_uninterrupted_one_does(tmp_path):
     from conftest import TOY_FAST, assert_resumes_exactly
 
     assert len(assert_resumes_exactly(tmp_path, TOY_FAST, sac={"n_step": 3})) == 6
+
+
+def test_an_n_step_run_without_warm_up_waits_for_its_first_transitions(tmp_path):
+    """With n-step returns the replay is empty for the first n - 1 steps of every slot: learning
+    starts once it holds one, not at a warm-up shorter than that (which crashed the first update)."""
+    from conftest import TOY_FAST, make_config
+
+    from mtrl.training.logger import read_metrics
+    from mtrl.training.trainer import train
+
+    cfg = make_config(
+        TOY_FAST,
+        train={"total_steps": 40, "warmup_steps": 0, "log_every": 20, "eval_every": 0, "final_eval_episodes": 1},
+        sac={"n_step": 3},
+        run={"dir": str(tmp_path / "run")},
+    )
+    train(cfg)
+    assert read_metrics(tmp_path / "run")[-1]["step"] == 40

@@ -309,7 +309,8 @@ def set_up(cfg: Config) -> Run:
             restore(run.state, *resume, cfg.train)
         else:
             run.state.start_episodes(np.arange(len(run.state.tasks)))
-            run.state.learn_from = cfg.train.warmup_steps
+            # n-step transitions reach the replay only after n steps of every slot
+            run.state.learn_from = max(cfg.train.warmup_steps, cfg.sac.n_step * len(run.state.tasks))
     except BaseException:
         if created and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # a failed start leaves nothing behind
