@@ -186,10 +186,10 @@ def test_a_resumed_n_step_run_logs_what_an_uninterrupted_one_does(tmp_path):
 def test_an_n_step_run_without_warm_up_waits_for_its_first_transitions(tmp_path):
     """With n-step returns the replay is empty for the first n - 1 steps of every slot: learning
     starts once it holds one, not at a warm-up shorter than that (which crashed the first update)."""
-    from conftest import TOY_FAST, make_config
-
     from mtrl.training.logger import read_metrics
     from mtrl.training.trainer import train
+
+    from conftest import TOY_FAST, make_config
 
     cfg = make_config(
         TOY_FAST,
