@@ -84,9 +84,9 @@ def check_summary(state: Any, path: Path) -> dict[str, Any]:
     spec = state.get("spec")
     if spec is not None and not isinstance(spec, dict):
         raise wrong("spec is not a mapping")
-    for key in ("obs_dim", "act_dim"):
+    for key in ("obs_dim", "act_dim"):  # absent in older checkpoints; mtrl never writes None
         value = (spec or {}).get(key)
-        if value is not None and not (_integer(value) and value >= 1):
+        if key in (spec or {}) and not (_integer(value) and value >= 1):
             raise wrong(f"spec.{key} is {value!r}")
     descriptions = (spec or {}).get("descriptions")
     if descriptions is not None and not (

@@ -305,6 +305,7 @@ def test_a_well_formed_checkpoint_holding_the_wrong_things_resumes_or_is_one_lin
     "path, value",
     [
         (("task_names", 0), None),
+        (("spec", "obs_dim"), None),  # what hypothesis found: mtrl.load raised a TypeError, not one line
         (("task_names",), np.array(0.0, np.float32)),  # what hypothesis found
         (("rng", "state", "state"), torch.tensor(0.0)),
         (("loop", "tasks"), [0, 1, 2, 3]),
