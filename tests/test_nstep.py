@@ -199,3 +199,19 @@ def test_an_n_step_run_without_warm_up_waits_for_its_first_transitions(tmp_path)
     )
     train(cfg)
     assert read_metrics(tmp_path / "run")[-1]["step"] == 40
+
+
+def test_an_n_step_run_resumed_without_its_replay_waits_for_its_first_transitions(tmp_path):
+    """A resume without the replay empties it and the waiting steps: the refill before the first
+    update also lasts n steps of every slot, even when one batch per task is shorter."""
+    from mtrl.training.logger import read_metrics
+    from mtrl.training.trainer import train
+
+    from conftest import TOY_FAST, make_config
+
+    train_cfg = {"total_steps": 40, "warmup_steps": 0, "batch_per_task": 1, "log_every": 20, "eval_every": 0}
+    train_cfg |= {"checkpoint_every": 20, "final_eval_episodes": 1}
+    run = {"dir": str(tmp_path / "run")}
+    train(make_config(TOY_FAST, train=train_cfg, sac={"n_step": 3}, run=run))
+    train(make_config(TOY_FAST, train=train_cfg | {"total_steps": 80}, sac={"n_step": 3}, run=run, resume=True))
+    assert read_metrics(tmp_path / "run")[-1]["step"] == 80

@@ -283,6 +283,12 @@ class Trainer:
         self.eval_env.close()
 
 
+def first_sample_step(state: TrainingState) -> int:
+    """The env step from which an empty replay can be sampled: n-step transitions reach it
+    only after n steps of every slot."""
+    return state.env_steps + state.replay.n_step * len(state.tasks)
+
+
 def set_up(cfg: Config) -> Run:
     """Device, precision, run folder, resume point and seeds; then the run's parts, restored
     from the checkpoint when resuming. A failed start leaves no new folder behind; a good one
@@ -309,8 +315,7 @@ def set_up(cfg: Config) -> Run:
             restore(run.state, *resume, cfg.train)
         else:
             run.state.start_episodes(np.arange(len(run.state.tasks)))
-            # n-step transitions reach the replay only after n steps of every slot
-            run.state.learn_from = max(cfg.train.warmup_steps, cfg.sac.n_step * len(run.state.tasks))
+            run.state.learn_from = max(cfg.train.warmup_steps, first_sample_step(run.state))
     except BaseException:
         if created and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # a failed start leaves nothing behind
@@ -464,5 +469,7 @@ def restore(state: TrainingState, path: Path, saved: dict, tc) -> None:
     if not state.env.restores_episodes:
         state.start_episodes(np.arange(len(state.tasks)))  # the env cannot continue its episodes
     if not len(state.replay):  # without its replay, refill one batch's worth per task first
-        state.learn_from = max(tc.warmup_steps, state.env_steps + tc.batch_per_task * state.sac.num_tasks)
+        state.learn_from = max(
+            tc.warmup_steps, state.env_steps + tc.batch_per_task * state.sac.num_tasks, first_sample_step(state)
+        )
     say(f"resumed from step {state.env_steps:,} ({path.name})")
