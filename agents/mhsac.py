@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from mtrl.errors import check_values, layer_sizes, one_of
-from mtrl.learner.agent import Agent, EnvSpec, OneHotTaskEncoder, critic_size_check, mlp_critic
-from mtrl.networks.ensemble import INITS, TanhGaussianActor
+from mtrl.agents.mtsac import MTSACConfig
+from mtrl.learner.agent import Agent, EnvSpec, OneHotTaskEncoder, mlp_critic
+from mtrl.networks.ensemble import TanhGaussianActor
 from mtrl.registry import register
 
 
 @dataclass
-class MHSACConfig:
+class MHSACConfig(MTSACConfig):
+    """MT-SAC's fields; the heads are what differs (``make_mhsac``)."""
+
     name: str = "mhsac"
     """The agent (mtrl list shows them)."""
-    hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
-    """Hidden-layer widths of the actor and the critics."""
-    init: str = "pytorch"
-    """Actor and critic networks' initialisation: pytorch | reference (see mtrl/networks/ensemble.py)."""
-    critic_hidden_sizes: list[int] | None = None
-    """The twin critics' hidden widths; null: hidden_sizes.
-
-    Meta-World+'s scaling study found critic width buys most of the gain."""
-    critic_layer_norm: bool = False
-    """LayerNorm after each of the critics' hidden layers."""
     task_visible: bool = True
     """Also append the task's one-hot to the shared trunk's input (Meta-World+ MH-SAC)."""
-
-    def validate(self) -> None:
-        check_values(
-            [
-                ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
-                ("agent.init", self.init, *one_of(INITS)),
-                critic_size_check(self),
-            ]
-        )
 
 
 @register("agent", "mhsac", MHSACConfig)
