@@ -19,6 +19,23 @@ from mtrl.training.evaluation import evaluate
 
 from conftest import TINY_TOY
 
+# a Meta-World run small enough for a test: 40 steps, a 32-unit network, one evaluation episode
+TINY_METAWORLD = [
+    "train.total_steps=40",
+    "train.warmup_steps=20",
+    "train.eval_every=0",
+    "train.final_eval_episodes=1",
+    "env.max_episode_steps=20",
+    "train.buffer_per_task=1000",
+    "train.batch_per_task=8",
+    "train.log_every=0",
+    "train.checkpoint_every=0",
+    "agent.hidden_sizes=[32]",
+    "conflict.monitor_every=0",
+    "device=cpu",
+    "train.progress=false",
+]
+
 
 def rebuilt_agent(run_dir: Path, checkpoint: Path | None = None):
     """The agent as `mtrl eval` built it before `mtrl.load` existed: suite, env, spec, agent, weights."""
@@ -186,29 +203,7 @@ def test_load_on_metaworlds_gymnasium_mt10_vector_env(tmp_path):
     import metaworld  # noqa: F401  (registers Meta-World/*)
 
     run_dir = tmp_path / "mt10"
-    assert (
-        main(
-            [
-                "train",
-                "mt10-mtsac",
-                "train.total_steps=40",
-                "train.warmup_steps=20",
-                "train.eval_every=0",
-                "train.final_eval_episodes=1",
-                "env.max_episode_steps=20",
-                "train.buffer_per_task=1000",
-                "train.batch_per_task=8",
-                "train.log_every=0",
-                "train.checkpoint_every=0",
-                "agent.hidden_sizes=[32]",
-                "conflict.monitor_every=0",
-                "device=cpu",
-                "train.progress=false",
-                f"run.dir={run_dir}",
-            ]
-        )
-        == 0
-    )
+    assert main(["train", "mt10-mtsac", *TINY_METAWORLD, f"run.dir={run_dir}"]) == 0
     started = time.perf_counter()
     policy = mtrl.load(run_dir, device="cpu")
     assert time.perf_counter() - started < 5  # no Meta-World env is built
@@ -242,29 +237,7 @@ def test_the_readme_example_runs_on_a_run_of_any_meta_world_tasks(tmp_path):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "mtrl.load(" in b]
     run_dir = tmp_path / "quickstart"
-    assert (
-        main(
-            [
-                "train",
-                "quickstart",
-                "train.total_steps=40",
-                "train.warmup_steps=20",
-                "train.eval_every=0",
-                "train.final_eval_episodes=1",
-                "env.max_episode_steps=20",
-                "train.buffer_per_task=1000",
-                "train.batch_per_task=8",
-                "train.log_every=0",
-                "train.checkpoint_every=0",
-                "agent.hidden_sizes=[32]",
-                "conflict.monitor_every=0",
-                "device=cpu",
-                "train.progress=false",
-                f"run.dir={run_dir}",
-            ]
-        )
-        == 0
-    )
+    assert main(["train", "quickstart", *TINY_METAWORLD, f"run.dir={run_dir}"]) == 0
     assert 'mtrl.load("runs/my-run")' in code
     proc = subprocess.run(
         [sys.executable, "-c", code.replace('"runs/my-run"', repr(str(run_dir)))],
