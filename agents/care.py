@@ -7,28 +7,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mtrl.errors import ConfigError, at_least, check_values, each_at_least_1, layer_sizes, one_of, positive
-from mtrl.learner.agent import ACTOR_ENCODERS, Agent, EnvSpec, critic_size_check, mlp_critic
+from mtrl.errors import ConfigError, at_least, check_values, each_at_least_1, one_of, positive
+from mtrl.learner.agent import ACTOR_ENCODERS, Agent, EnvSpec, MLPAgentConfig, mlp_critic
 from mtrl.networks.care_encoder import ATTENTION_KINDS, EMBEDDING_KINDS, CAREEncoder, TaskEmbedding
-from mtrl.networks.ensemble import INITS, TanhGaussianActor
+from mtrl.networks.ensemble import TanhGaussianActor
 from mtrl.networks.task_embeddings import load_task_embeddings
 from mtrl.registry import register
 
 
 @dataclass
-class CAREConfig:
+class CAREConfig(MLPAgentConfig):
     name: str = "care"
     """The agent (mtrl list shows them)."""
-    hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
-    """Hidden-layer widths of the actor and the critics."""
-    init: str = "pytorch"
-    """Actor and critic networks' initialisation: pytorch | reference (see mtrl/networks/ensemble.py)."""
-    critic_hidden_sizes: list[int] | None = None
-    """The twin critics' hidden widths; null: hidden_sizes.
-
-    Meta-World+'s scaling study found critic width buys most of the gain."""
-    critic_layer_norm: bool = False
-    """LayerNorm after each of the critics' hidden layers."""
     num_encoders: int = 6
     """k: the number of state encoders in the mixture (Meta-World+: 6 on MT10, 10 on MT50; fb/mtrl's MT10 run: 4)."""
     encoder_hidden: list[int] = field(default_factory=lambda: [50])
@@ -75,9 +65,7 @@ class CAREConfig:
     def validate(self) -> None:
         check_values(
             [
-                ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
-                ("agent.init", self.init, *one_of(INITS)),
-                critic_size_check(self),
+                *self.network_checks(),
                 ("agent.num_encoders", self.num_encoders, at_least(1), "at least 1"),
                 ("agent.encoder_hidden", self.encoder_hidden, each_at_least_1, "a list of sizes >= 1"),
                 ("agent.encoder_dim", self.encoder_dim, at_least(1), "at least 1"),

@@ -15,16 +15,16 @@ attention weights) is declared in :mod:`mtrl.learner.hooks`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mtrl.errors import layer_sizes, or_null
+from mtrl.errors import layer_sizes, one_of, or_null
 from mtrl.networks.care_encoder import TaskEmbedding
-from mtrl.networks.ensemble import EnsembleMLP, TanhGaussianActor, TaskBlock, TwinQ
+from mtrl.networks.ensemble import INITS, EnsembleMLP, TanhGaussianActor, TaskBlock, TwinQ
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,40 @@ def task_conditioned_agent(spec: EnvSpec, net: Callable[[int, int, int], nn.Modu
     return Agent(encoder, actor, TwinQ(net(2, spec.obs_dim + spec.act_dim, 1)))
 
 
-def mlp_critic(cfg, in_dim: int, act_dim: int, num_heads: int = 1) -> TwinQ:
-    """The twin MLP critics of an agent config with ``hidden_sizes``, ``init``,
-    ``critic_hidden_sizes`` (None: ``hidden_sizes``) and ``critic_layer_norm``."""
+@dataclass
+class MLPAgentConfig:
+    """The fields of an agent whose actor and twin critics are MLPs (MT-SAC, MH-SAC, CARE):
+    ``mlp_critic`` builds its critics, ``network_checks`` validates the fields."""
+
+    name: str = ""
+    """The agent (mtrl list shows them)."""
+    hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
+    """Hidden-layer widths of the actor and the critics."""
+    init: str = "pytorch"
+    """Actor and critic networks' initialisation: pytorch | reference (see mtrl/networks/ensemble.py)."""
+    critic_hidden_sizes: list[int] | None = None
+    """The twin critics' hidden widths; null: hidden_sizes.
+
+    Meta-World+'s scaling study found critic width buys most of the gain."""
+    critic_layer_norm: bool = False
+    """LayerNorm after each of the critics' hidden layers."""
+
+    def network_checks(self) -> list[tuple]:
+        """The ``check_values`` rows of the fields above."""
+        return [
+            ("agent.hidden_sizes", self.hidden_sizes, layer_sizes, "a non-empty list of sizes >= 1"),
+            ("agent.init", self.init, *one_of(INITS)),
+            (
+                "agent.critic_hidden_sizes",
+                self.critic_hidden_sizes,
+                or_null(layer_sizes),
+                "a non-empty list of sizes >= 1 (or null: agent.hidden_sizes)",
+            ),
+        ]
+
+
+def mlp_critic(cfg: MLPAgentConfig, in_dim: int, act_dim: int, num_heads: int = 1) -> TwinQ:
+    """The twin MLP critics of ``cfg`` (``critic_hidden_sizes`` wide, else ``hidden_sizes``)."""
     return TwinQ.mlp(
         in_dim=in_dim,
         act_dim=act_dim,
@@ -89,16 +120,6 @@ def mlp_critic(cfg, in_dim: int, act_dim: int, num_heads: int = 1) -> TwinQ:
         num_heads=num_heads,
         init=cfg.init,
         layer_norm=cfg.critic_layer_norm,
-    )
-
-
-def critic_size_check(cfg) -> tuple:
-    """The ``check_values`` row of ``agent.critic_hidden_sizes``."""
-    return (
-        "agent.critic_hidden_sizes",
-        cfg.critic_hidden_sizes,
-        or_null(layer_sizes),
-        "a non-empty list of sizes >= 1 (or null: agent.hidden_sizes)",
     )
 
 
