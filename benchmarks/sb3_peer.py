@@ -63,7 +63,7 @@ from mtrl.checkpoint import (
     set_global_rng_state,
 )
 from mtrl.config import Config, ConfigError, load_config, parse_overrides, to_dict
-from mtrl.errors import RunError, RunStopped
+from mtrl.errors import RunError, RunStopped, exit_status
 from mtrl.run_files import refuse_used_run_dir
 from mtrl.seeding import run_seeds
 from mtrl.suite import MultiTaskVecEnv, Suite
@@ -551,15 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args[0], args[1:])
         run_name = parse_overrides(args[1:]).get("run", {}).get("name")  # given on the command line
         result = train_peer(cfg, run_name)
-    except ConfigError as e:
-        print(f"sb3_peer: error: {e}", file=sys.stderr)
-        return 2
-    except RunStopped as e:
-        print(f"sb3_peer: {e}", file=sys.stderr)
-        return 143 if "SIGTERM" in str(e) else 130
-    except RunError as e:
-        print(f"sb3_peer: error: {e}", file=sys.stderr)
-        return 1
+    except (ConfigError, RunError) as e:  # RunStopped is a RunError
+        return exit_status("sb3_peer", e)
     width = max(len(n) for n in result.final_eval.task_names)
     print(f"final success (mean {result.final_eval.success_mean:.3f}):")
     for name, s in zip(result.final_eval.task_names, result.final_eval.success):

@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mtrl.errors import ConfigError, RunError, RunStopped
+from mtrl.errors import ConfigError, RunError, RunStopped, exit_status
 
 
 def _success_table(result, title: str):
@@ -411,15 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     try:
         args.func(args, console)
-    except ConfigError as e:
-        print(f"mtrl: error: {e}", file=sys.stderr)
-        return 2
-    except RunStopped as e:
-        print(f"mtrl: {e}", file=sys.stderr)
-        return 143 if "SIGTERM" in str(e) else 130
-    except RunError as e:
-        print(f"mtrl: error: {e}", file=sys.stderr)
-        return 1
+    except (ConfigError, RunError) as e:  # RunStopped is a RunError
+        return exit_status("mtrl", e)
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside training's loop
         kept = (
             "; the checkpoints written so far are kept, resume with resume=true run.dir=..."

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,16 @@ class WriteError(RunError):
 
 class RunStopped(RunError):
     """SIGINT/SIGTERM stopped a run after saving a checkpoint; the message says how to resume."""
+
+
+def exit_status(prog: str, error: ConfigError | RunError) -> int:
+    """Print ``error`` as ``prog``'s one line on stderr and return the command's exit status:
+    2 a configuration mistake, 143 / 130 a run stopped by SIGTERM / SIGINT, 1 any other run error."""
+    if isinstance(error, RunStopped):
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 143 if "SIGTERM" in str(error) else 130
+    print(f"{prog}: error: {error}", file=sys.stderr)
+    return 2 if isinstance(error, ConfigError) else 1
 
 
 class RenderUnavailable(RuntimeError):
