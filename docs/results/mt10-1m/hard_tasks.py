@@ -34,9 +34,10 @@ STEPS = 500
 
 
 def caged(obs: np.ndarray) -> bool:
-    """The drawer expert's own test that its gripper is at the handle (its "drop down" phase done)."""
+    """The drawer expert's own test that its gripper is down at the handle, where it starts to pull
+    (``SawyerDrawerOpenV3Policy.get_action``'s third branch)."""
     hand, handle = obs[:3], obs[4:7] + np.array([0.0, 0.0, -0.02])
-    return bool(np.linalg.norm((hand - handle)[:2]) < 0.012 and abs(hand[2] - handle[2]) < 0.12)
+    return bool(np.linalg.norm((hand - handle)[:2]) <= 0.06 and abs(hand[2] - handle[2]) <= 0.04)
 
 
 def episode(env, expert, mode: str, rng: np.random.Generator) -> tuple[float, float]:
