@@ -140,20 +140,7 @@ def report_transfer(args: argparse.Namespace, console: Console) -> None:
 def cmd_sweep(args: argparse.Namespace, console: Console) -> None:
     from mtrl.sweeps.runner import run_sweep
 
-    show_sweep(
-        run_sweep(
-            args.config,
-            args.grid,
-            args.seeds,
-            args.out,
-            args.address,
-            args.cpus_per_trial,
-            args.gpus_per_trial,
-            echo=lambda line: console.print(line, markup=False, highlight=False),
-            storage=args.storage,
-        ),
-        console,
-    )
+    show_sweep(run_sweep(args.config, args.grid, args.seeds, args.out, **ray_options(args, console)), console)
 
 
 def add_ray_options(p: argparse.ArgumentParser) -> None:
@@ -172,22 +159,22 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def ray_options(args: argparse.Namespace, console: Console) -> dict:
+    """The keyword arguments that ``add_ray_options`` parsed, and the console's echo of trial lines."""
+    return {
+        "address": args.address,
+        "cpus_per_trial": args.cpus_per_trial,
+        "gpus_per_trial": args.gpus_per_trial,
+        "storage": args.storage,
+        "echo": lambda line: console.print(line, markup=False, highlight=False),
+    }
+
+
 def cmd_single_task(args: argparse.Namespace, console: Console) -> None:
     from mtrl.sweeps.single_task import run_single_task
 
     show_sweep(
-        run_single_task(
-            args.config,
-            args.seeds,
-            args.overrides,
-            args.out,
-            args.address,
-            args.cpus_per_trial,
-            args.gpus_per_trial,
-            echo=lambda line: console.print(line, markup=False, highlight=False),
-            storage=args.storage,
-        ),
-        console,
+        run_single_task(args.config, args.seeds, args.overrides, args.out, **ray_options(args, console)), console
     )
 
 
