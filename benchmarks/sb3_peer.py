@@ -495,6 +495,7 @@ def run_config(cfg: Config, num_tasks: int, run_name: str | None) -> dict[str, A
         "sb3": {**{k: v for k, v in settings.items() if k != "policy_kwargs"}, "max_grad_norm": None},
     }
     data["run"]["name"] = run_name or METHOD_NAME
+    data["sac"]["precision"] = "float32"  # what SB3 trains in, so that auto and float32 runs are one method
     return data
 
 

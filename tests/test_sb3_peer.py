@@ -280,3 +280,16 @@ def test_learns_the_toy_suite(tmp_path):
     final = [r for r in read_metrics(run_dir) if "eval/success_mean" in r][-1]
     assert final["step"] == 8000
     assert final["eval/success_mean"] >= 0.8
+
+
+@pytest.mark.parametrize("precision", ["auto", "float32"])
+def test_the_recorded_precision_is_sb3s_float32_so_auto_and_float32_runs_are_one_method(precision):
+    from mtrl.analysis.report import method_key
+
+    cfg = load_config("toy-mtsac", [*TINY, f"sac.precision={precision}"])
+    num_tasks = make_suite(cfg).num_tasks
+    data = peer.run_config(cfg, num_tasks, None)
+    assert data["sac"]["precision"] == "float32"
+    other = "float32" if precision == "auto" else "auto"
+    other_cfg = load_config("toy-mtsac", [*TINY, f"sac.precision={other}"])
+    assert method_key(data) == method_key(peer.run_config(other_cfg, num_tasks, None))
