@@ -29,7 +29,9 @@ def test_training_to_a_pipe_prints_progress_lines_while_it_trains(tmp_path):
         "train.total_steps=200000",
         "train.warmup_steps=400",
         "train.batch_per_task=16",
-        "train.eval_every=800",
+        # 3,600 steps between the warm-up and the first evaluation: long enough (over the half second
+        # that RecentRate needs) for a speed on a fast CPU too, where 400 steps once took less
+        "train.eval_every=4000",
         "train.eval_episodes=2",
         "device=cpu",
         f"run.dir={tmp_path / 'run'}",
@@ -54,10 +56,10 @@ def test_training_to_a_pipe_prints_progress_lines_while_it_trains(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=120)
-    assert first.startswith("train 800/200,000 (0%)  ") and " steps/s  ETA " in first and "  eval success " in first, (
-        first
-    )
-    assert second.startswith("train 1,600/200,000 (1%)"), second
+    assert (
+        first.startswith("train 4,000/200,000 (2%)  ") and " steps/s  ETA " in first and "  eval success " in first
+    ), first
+    assert second.startswith("train 8,000/200,000 (4%)"), second
 
 
 def test_off_a_terminal_a_line_every_interval_and_at_each_evaluation():
